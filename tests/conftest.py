@@ -1,0 +1,22 @@
+"""Shared fixtures: the real routing data beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RACER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The ``../shared/data`` folder; a missing folder fails the test, never skips it."""
+    if not (SHARED_DATA / "routerdc").is_dir() or not (SHARED_DATA / "routerbench").is_dir():
+        pytest.fail(
+            f"Real routing data not found at {SHARED_DATA}. The tests need ../shared/data "
+            "beside the checkout (or RACER_SHARED_DATA pointing at it)."
+        )
+    return SHARED_DATA

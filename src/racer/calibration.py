@@ -1,0 +1,394 @@
+"""Risk curves and the choice of lambda (RCPS / fixed-sequence LTT / CRC).
+
+Each calibration point's loss is a non-increasing step function of lambda, so the
+empirical risk for *every* lambda comes from one sort of the points' breakpoints; no
+grid scan over (n, M, lambdas) is needed. Losses of 0/1 labels are counted as integers.
+
+Examples
+--------
+>>> import numpy as np
+>>> from racer.calibration import calibrate
+>>> from racer.sets import augmented_scores, entry_levels
+>>> rng = np.random.default_rng(0)
+>>> scores = rng.uniform(size=(500, 3))
+>>> labels = (rng.uniform(size=(500, 3)) < scores).astype(float)
+>>> result = calibrate(entry_levels(augmented_scores(scores)), labels, alpha=0.1, delta=0.1)
+>>> bool(result.risk_bound <= 0.1)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from racer import bounds
+from racer.exceptions import InfeasibleCalibrationError
+
+GUARANTEES = ("pac", "expectation")
+BOUNDS = ("binomial", "hb", "hoeffding", "wsr")
+
+
+def is_binary(quality: np.ndarray) -> bool:
+    """Whether every value is exactly 0 or 1."""
+    return int(np.count_nonzero(quality == 0)) + int(np.count_nonzero(quality == 1)) == quality.size
+
+
+def augmented_quality(quality: np.ndarray) -> np.ndarray:
+    """Quality of every augmented candidate; abstaining is right iff no model is.
+
+    Parameters
+    ----------
+    quality : numpy.ndarray, shape (n, M)
+        0/1 labels or graded quality in [0, 1] (no NaN).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, M + 1)
+        Column 0 is ``1{all q == 0}``; the loss of an augmented set is
+        ``1 - max_{k in set} q+_k``, which is the misrouting indicator for 0/1 labels.
+    """
+    n, m = quality.shape
+    quality_aug = np.empty((n, m + 1), dtype=float)
+    quality_aug[:, 1:] = quality
+    quality_aug[:, 0] = ~np.any(quality > 0, axis=1)
+    return quality_aug
+
+
+def _abstain_loss_entry(entry: np.ndarray, abstention: bool) -> np.ndarray:
+    """Entry level of the abstain column as seen by the loss.
+
+    Without abstention a query that no model answers costs nothing, so for the loss
+    its abstain option counts as always present (it is never predicted).
+    """
+    return entry[:, 0] if abstention else np.full(entry.shape[0], -np.inf)
+
+
+def point_losses(
+    entry: np.ndarray, quality: np.ndarray, lam: float, abstention: bool = True
+) -> np.ndarray:
+    """Loss of every point's set at one lambda.
+
+    ``1 - max q`` over the invoked models, except that a point no model answers costs
+    0 once the abstain option is in its set (or always, without abstention).
+    """
+    best = np.max(quality, axis=1, where=entry[:, 1:] <= lam, initial=0.0)
+    nobody_right = ~np.any(quality > 0, axis=1)
+    abstain_ok = nobody_right & (_abstain_loss_entry(entry, abstention) <= lam)
+    return np.where(abstain_ok, 0.0, 1.0 - best)
+
+
+def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = True) -> np.ndarray:
+    """For 0/1 labels: the lambda at which each point's loss drops from 1 to 0.
+
+    The loss at lambda is ``1{lambda < breakpoint}``: the breakpoint is the entry level
+    of the first good candidate (the abstain option when no model is good).
+    """
+    good = labels == 1
+    first_good_model = np.min(entry[:, 1:], axis=1, where=good, initial=np.inf)
+    return np.where(good.any(axis=1), first_good_model, _abstain_loss_entry(entry, abstention))
+
+
+def _graded_loss_steps(
+    entry: np.ndarray, quality: np.ndarray, abstention: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (level, drop) events of the graded loss of all points."""
+    loss_entry = entry.copy()
+    loss_entry[:, 0] = _abstain_loss_entry(entry, abstention)
+    quality_aug = augmented_quality(quality)
+    order = np.argsort(loss_entry, axis=1, kind="stable")
+    running_best = np.maximum.accumulate(np.take_along_axis(quality_aug, order, 1), axis=1)
+    step_drops = np.diff(running_best, axis=1, prepend=0.0)
+    levels = np.take_along_axis(loss_entry, order, 1).ravel()
+    level_order = np.argsort(levels, kind="stable")
+    return levels[level_order], step_drops.ravel()[level_order]
+
+
+@dataclass(frozen=True)
+class RiskCurve:
+    """The empirical risk of the calibration points as a step function of lambda.
+
+    Attributes
+    ----------
+    lambdas : numpy.ndarray
+        Increasing thresholds at which the risk changes (the first is the lower end
+        of the family's range); between two of them the sets do not change.
+    loss_totals : numpy.ndarray
+        Summed loss at each lambda (integers for 0/1 labels).
+    n : int
+        Number of calibration points.
+    binary : bool
+        Whether the losses are 0/1.
+    """
+
+    lambdas: np.ndarray
+    loss_totals: np.ndarray
+    n: int
+    binary: bool
+
+    @property
+    def empirical_risk(self) -> np.ndarray:
+        """Mean loss at each lambda."""
+        return self.loss_totals / self.n
+
+    def loss_total_at(self, lam: float) -> float:
+        """Summed loss of the calibration points at an arbitrary lambda."""
+        index = np.searchsorted(self.lambdas, lam, side="right") - 1
+        if index < 0:
+            return float(self.n)
+        return self.loss_totals[index]
+
+    def upper_bounds(self, bound: str, delta: float) -> np.ndarray:
+        """Upper confidence bound of the risk at every lambda (not for WSR)."""
+        if bound == "binomial":
+            return bounds.binomial_ucb(self.loss_totals, self.n, delta)
+        if bound == "hb":
+            return bounds.hb_ucb(self.loss_totals, self.n, delta)
+        if bound == "hoeffding":
+            return bounds.hoeffding_ucb(self.empirical_risk, self.n, delta)
+        if bound == "crc":
+            return (self.loss_totals + 1.0) / (self.n + 1.0)
+        raise ValueError(f"No closed-form curve of upper bounds for {bound!r}.")
+
+
+def risk_curve(
+    entry: np.ndarray, quality: np.ndarray, *, abstention: bool = True, lower: float = 0.0
+) -> RiskCurve:
+    """Build the empirical risk curve from one sort of the loss breakpoints.
+
+    Parameters
+    ----------
+    entry : numpy.ndarray, shape (n, M + 1)
+        Entry levels of the calibration points (:func:`racer.sets.entry_levels`).
+    quality : numpy.ndarray, shape (n, M)
+        0/1 labels or graded quality in [0, 1], without NaN.
+    abstention : bool
+        Whether the sets may abstain.
+    lower : float
+        Lower end of the family's lambda range.
+
+    Returns
+    -------
+    RiskCurve
+    """
+    n = entry.shape[0]
+    binary = is_binary(quality)
+    if binary:
+        levels = np.sort(loss_breakpoints(entry, quality, abstention))
+        drops = None
+    else:
+        levels, drops = _graded_loss_steps(entry, quality, abstention)
+    finite = levels[np.isfinite(levels)]
+    is_last = np.append(finite[1:] != finite[:-1], True) if finite.size else finite.astype(bool)
+    lambdas = np.concatenate([[lower], finite[is_last & (finite > lower)]])
+    ends = np.searchsorted(levels, lambdas, side="right")
+    if drops is None:
+        totals = (n - ends).astype(np.int64)
+    else:
+        cumulative = np.concatenate([[0.0], np.cumsum(drops)])
+        totals = np.maximum(n - cumulative[ends], 0.0)
+    return RiskCurve(lambdas=lambdas, loss_totals=totals, n=n, binary=binary)
+
+
+def _largest_passing_count(passes: Callable[[int], bool], n: int) -> int:
+    """Largest k in [-1, n] with ``passes(k)``, for a test that passes for small k."""
+    if not passes(0):
+        return -1
+    lo, hi = 0, n + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    return lo
+
+
+def admissible(curve: RiskCurve, bound: str, alpha: float, delta: float) -> np.ndarray:
+    """Whether the bound certifies risk <= alpha at each lambda of the curve."""
+    n = curve.n
+    if bound == "crc":
+        return (curve.loss_totals + 1.0) / (n + 1.0) <= alpha
+    if bound == "hoeffding":
+        return bounds.hoeffding_ucb(curve.empirical_risk, n, delta) <= alpha
+    if not curve.binary:
+        raise ValueError(
+            f"The {bound!r} bound holds for 0/1 losses only; use 'hoeffding' or 'wsr' "
+            "for graded quality."
+        )
+    if bound == "binomial":
+        k_max = _largest_passing_count(lambda k: bounds.binomial_pvalue(k, n, alpha) <= delta, n)
+    elif bound == "hb":
+        k_max = _largest_passing_count(lambda k: bounds.hb_pvalue(k, n, alpha) <= delta, n)
+    else:
+        raise ValueError(f"Unknown bound {bound!r}; choose from {BOUNDS}.")
+    return curve.loss_totals <= k_max
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """The chosen lambda and what certifies it.
+
+    Attributes
+    ----------
+    threshold : float
+        The calibrated lambda.
+    empirical_risk : float
+        Calibration risk at ``threshold``.
+    risk_bound : float
+        The bound's value at ``threshold`` (the UCB; for ``"crc"`` the adjusted risk
+        ``(n R + 1) / (n + 1)``).
+    bound : str
+        The bound used (``"crc"`` for the expectation guarantee).
+    curve : RiskCurve
+        The whole empirical risk curve.
+    """
+
+    threshold: float
+    empirical_risk: float
+    risk_bound: float
+    bound: str
+    curve: RiskCurve
+
+
+def _wsr_threshold(
+    entry: np.ndarray,
+    quality: np.ndarray,
+    abstention: bool,
+    alpha: float,
+    delta: float,
+    grid: np.ndarray,
+    random_state: int | None,
+    chunk: int = 32,
+) -> tuple[float | None, np.ndarray]:
+    """Fixed-sequence WSR test down a data-independent grid; returns (lambda, losses)."""
+    order = np.random.default_rng(random_state).permutation(entry.shape[0])
+    entry, quality = entry[order], quality[order]
+    passed: float | None = None
+    descending = grid[::-1]
+    for start in range(0, descending.size, chunk):
+        lams = descending[start : start + chunk]
+        losses = np.column_stack([point_losses(entry, quality, lam, abstention) for lam in lams])
+        rejected = bounds.wsr_pvalue(losses, alpha, delta) <= delta
+        failures = np.flatnonzero(~rejected)
+        stop = failures[0] if failures.size else lams.size
+        if stop > 0:
+            passed = float(lams[stop - 1])
+        if failures.size:
+            break
+    final = point_losses(entry, quality, passed if passed is not None else grid[-1], abstention)
+    return passed, final
+
+
+def _infeasible_message(
+    curve: RiskCurve, bound: str, alpha: float, delta: float, top_bound: float
+) -> str:
+    top_risk = float(curve.empirical_risk[-1])
+    what = (
+        f"conformal risk control at alpha={alpha}"
+        if bound == "crc"
+        else f"risk <= {alpha} with probability >= {1 - delta:g} using the {bound!r} bound"
+    )
+    message = (
+        f"Cannot certify {what} on n={curve.n} calibration points: even the largest sets "
+        f"have empirical risk {top_risk:.4f} and bound {top_bound:.4f} > alpha={alpha}."
+    )
+    if top_risk == 0:
+        needed = bounds.n_needed(bound, alpha, delta)
+        return message + (
+            f" With no observed loss this bound needs n >= {needed} calibration points; "
+            "add calibration data or raise alpha or delta."
+        )
+    return message + (
+        " Raise alpha, or use a router or set family whose largest sets miss less often."
+    )
+
+
+def calibrate(
+    entry: np.ndarray,
+    quality: np.ndarray,
+    *,
+    alpha: float,
+    delta: float = 0.1,
+    bound: str = "binomial",
+    guarantee: str = "pac",
+    abstention: bool = True,
+    lambda_range: tuple[float, float] = (0.0, 1.0),
+    random_state: int | None = 0,
+    wsr_grid_size: int = 1000,
+) -> CalibrationResult:
+    """Choose the smallest lambda whose sets keep the risk at most ``alpha``.
+
+    PAC guarantee (RCPS / fixed-sequence testing from the largest sets down):
+    ``lambda_hat = min{lambda : bound(lambda') <= alpha for all lambda' >= lambda}``, so
+    that ``P(R(lambda_hat) <= alpha) >= 1 - delta``. Expectation guarantee (conformal
+    risk control): ``min{lambda : (n R_hat(lambda) + 1) / (n + 1) <= alpha}``.
+
+    Parameters
+    ----------
+    entry : numpy.ndarray, shape (n, M + 1)
+        Entry levels of the calibration points (:func:`racer.sets.entry_levels`).
+    quality : numpy.ndarray, shape (n, M)
+        0/1 labels or graded quality in [0, 1], without NaN.
+    alpha, delta : float
+        Risk level and failure probability.
+    bound : {"binomial", "hb", "hoeffding", "wsr"}
+        Upper confidence bound for the PAC guarantee.
+    guarantee : {"pac", "expectation"}
+        Which promise to calibrate for.
+    abstention : bool
+        Whether the sets may abstain (see :func:`point_losses`).
+    lambda_range : tuple of float
+        The family's range of lambdas; WSR tests a fixed grid over it.
+    random_state : int or None
+        Seed of the WSR order.
+    wsr_grid_size : int
+        Number of grid points for WSR.
+
+    Returns
+    -------
+    CalibrationResult
+
+    Raises
+    ------
+    InfeasibleCalibrationError
+        When even the largest sets cannot be certified; the message says why and, with
+        zero observed loss, the calibration size needed.
+    """
+    if guarantee not in GUARANTEES:
+        raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}.")
+    bound = "crc" if guarantee == "expectation" else bound
+    curve = risk_curve(entry, quality, abstention=abstention, lower=lambda_range[0])
+
+    if bound == "wsr":
+        grid = np.linspace(lambda_range[0], lambda_range[1], wsr_grid_size)
+        threshold, losses = _wsr_threshold(
+            entry, quality, abstention, alpha, delta, grid, random_state
+        )
+        risk_bound = bounds.wsr_ucb(losses, delta)
+        if threshold is None:
+            raise InfeasibleCalibrationError(
+                _infeasible_message(curve, bound, alpha, delta, risk_bound)
+            )
+        return CalibrationResult(
+            threshold=threshold,
+            empirical_risk=float(losses.mean()),
+            risk_bound=float(risk_bound),
+            bound=bound,
+            curve=curve,
+        )
+
+    ok = admissible(curve, bound, alpha, delta)
+    failing = np.flatnonzero(~ok)
+    if failing.size and failing[-1] == ok.size - 1:
+        top_bound = float(curve.upper_bounds(bound, delta)[-1])
+        raise InfeasibleCalibrationError(_infeasible_message(curve, bound, alpha, delta, top_bound))
+    chosen = failing[-1] + 1 if failing.size else 0
+    total = curve.loss_totals[chosen : chosen + 1]
+    risk_bound = RiskCurve(curve.lambdas[chosen : chosen + 1], total, curve.n, curve.binary)
+    return CalibrationResult(
+        threshold=float(curve.lambdas[chosen]),
+        empirical_risk=float(total[0] / curve.n),
+        risk_bound=float(risk_bound.upper_bounds(bound, delta)[0]),
+        bound=bound,
+        curve=curve,
+    )

@@ -1,0 +1,153 @@
+"""Augmented scores and nested families of prediction sets.
+
+Candidate 0 is the *abstain* option; candidates 1..M are the models. Every family is
+represented by an *entry level* per (query, candidate): the set at ``lambda`` is
+``{k : entry[k] <= lambda}``. Any entry matrix gives nested sets (a larger lambda can
+only add candidates), which is what the calibration needs.
+
+Examples
+--------
+>>> import numpy as np
+>>> from racer.sets import augmented_scores, entry_levels, sets_at
+>>> scores = np.array([[0.9, 0.2], [0.3, 0.1]])
+>>> aug = augmented_scores(scores)            # column 0: 1 - max score
+>>> sets_at(entry_levels(aug), 0.75).astype(int)
+array([[0, 1, 0],
+       [1, 1, 0]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ABSTAIN_SCORES = ("max", "product", "given")
+FAMILIES = ("threshold", "cumulative", "cost")
+
+
+def augmented_scores(
+    scores: np.ndarray,
+    abstain_score: str = "max",
+    abstain_scores: np.ndarray | None = None,
+) -> np.ndarray:
+    """Prepend the abstain score ``s_0`` to the model scores.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray, shape (n, M)
+        Router scores in [0, 1], higher meaning "more likely good".
+    abstain_score : {"max", "product", "given"}
+        ``"max"``: ``1 - max_m s_m``; ``"product"``: ``prod_m (1 - s_m)``;
+        ``"given"``: use ``abstain_scores`` (for example a learned classifier of
+        "no model answers this").
+    abstain_scores : numpy.ndarray, shape (n,), optional
+        Required with ``abstain_score="given"``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, M + 1)
+        Column 0 is ``s_0``; columns 1..M are ``scores``.
+    """
+    n, m = scores.shape
+    augmented = np.empty((n, m + 1), dtype=float)
+    augmented[:, 1:] = scores
+    if abstain_score == "max":
+        np.subtract(1.0, scores.max(axis=1), out=augmented[:, 0])
+    elif abstain_score == "product":
+        augmented[:, 0] = np.prod(1.0 - scores, axis=1)
+    elif abstain_score == "given":
+        if abstain_scores is None:
+            raise ValueError('abstain_score="given" needs abstain_scores=, one score per query.')
+        augmented[:, 0] = abstain_scores
+    else:
+        raise ValueError(f"abstain_score must be one of {ABSTAIN_SCORES}, got {abstain_score!r}.")
+    return augmented
+
+
+def _threshold_entry(augmented: np.ndarray, overwrite: bool) -> np.ndarray:
+    return np.subtract(1.0, augmented, out=augmented if overwrite else None)
+
+
+def _cumulative_entry(augmented: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Candidate at rank j joins once the mass ranked above it is below lambda."""
+    mass = np.where(active, augmented, 0.0)
+    totals = mass.sum(axis=1, keepdims=True)
+    uniform = active / active.sum()
+    mass = np.where(totals > 0, mass / np.where(totals > 0, totals, 1.0), uniform)
+    order = np.argsort(-mass, axis=1, kind="stable")
+    sorted_mass = np.take_along_axis(mass, order, axis=1)
+    mass_above = np.cumsum(sorted_mass, axis=1) - sorted_mass
+    entry = np.empty_like(mass)
+    np.put_along_axis(entry, order, np.nextafter(mass_above, np.inf), axis=1)
+    return entry
+
+
+def _cost_entry(augmented: np.ndarray, costs: np.ndarray, cost_weight: float) -> np.ndarray:
+    """Threshold on cost-penalised scores ``s_k - w c_k / max c`` (abstaining costs 0)."""
+    relative = np.concatenate([[0.0], costs / max(float(np.max(costs)), np.finfo(float).tiny)])
+    return 1.0 - (augmented - cost_weight * relative)
+
+
+def entry_levels(
+    augmented: np.ndarray,
+    family: str = "threshold",
+    *,
+    abstention: bool = True,
+    costs: np.ndarray | None = None,
+    cost_weight: float = 1.0,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """Smallest lambda at which each candidate joins the set.
+
+    Parameters
+    ----------
+    augmented : numpy.ndarray, shape (n, M + 1)
+        Augmented scores from :func:`augmented_scores`.
+    family : {"threshold", "cumulative", "cost"}
+        ``"threshold"``: ``{k : s_k >= 1 - lambda}``. ``"cumulative"``: normalise the
+        scores, sort them in decreasing order (ties by index) and keep the shortest
+        prefix whose mass reaches lambda. ``"cost"``: a threshold on
+        ``s_k - cost_weight * c_k / max(c)``, so cheaper models join first.
+    abstention : bool
+        When False the abstain option never joins (entry ``+inf``) and the top-ranked
+        model is always in the set (entry ``-inf``).
+    costs : numpy.ndarray, shape (M,), optional
+        Per-model cost, required by ``"cost"``.
+    cost_weight : float
+        Trade-off of the ``"cost"`` family.
+    overwrite : bool
+        Reuse ``augmented``'s memory for the result (saves a copy on large inputs).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, M + 1)
+        The entry level of every candidate.
+    """
+    active = np.ones(augmented.shape[1], dtype=bool)
+    active[0] = abstention
+    if family == "threshold":
+        entry = _threshold_entry(augmented, overwrite)
+    elif family == "cumulative":
+        entry = _cumulative_entry(augmented, active)
+    elif family == "cost":
+        if costs is None:
+            raise ValueError('family="cost" needs per-model costs.')
+        entry = _cost_entry(augmented, np.asarray(costs, dtype=float), cost_weight)
+    else:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
+    if not abstention:
+        entry[:, 0] = np.inf
+        top = np.argmin(entry[:, 1:], axis=1) + 1
+        entry[np.arange(entry.shape[0]), top] = -np.inf
+    return entry
+
+
+def sets_at(entry: np.ndarray, lam: float) -> np.ndarray:
+    """Boolean membership ``entry <= lam``: the augmented set of every query."""
+    return entry <= lam
+
+
+def lambda_range(family: str, cost_weight: float = 1.0) -> tuple[float, float]:
+    """The interval of lambdas over which a family goes from empty to full sets."""
+    if family == "cost":
+        return 0.0, 1.0 + cost_weight
+    return 0.0, 1.0

@@ -58,7 +58,7 @@ def check_scores(values: Any, name: str = "scores") -> np.ndarray:
         row, col = np.argwhere(bad)[0]
         raise ValueError(
             f"{name} must be finite numbers in [0, 1]; found {int(bad.sum())} invalid "
-            f"value(s), first {scores[row, col]!r} at row {row}, column {col}. Pass "
+            f"value(s), first {float(scores[row, col])} at row {row}, column {col}. Pass "
             "probabilities (for example predict_proba output), not logits or NaN."
         )
     return scores

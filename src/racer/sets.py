@@ -68,7 +68,11 @@ def _threshold_entry(augmented: np.ndarray, overwrite: bool) -> np.ndarray:
 
 
 def _cumulative_entry(augmented: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """Candidate at rank j joins once the mass ranked above it is below lambda."""
+    """Candidate at rank j joins once the mass ranked above it is below lambda.
+
+    Entries are capped at 1 so that lambda = 1 is the full set, zero-mass candidates
+    and float round-off included.
+    """
     mass = np.where(active, augmented, 0.0)
     totals = mass.sum(axis=1, keepdims=True)
     uniform = active / active.sum()
@@ -77,7 +81,7 @@ def _cumulative_entry(augmented: np.ndarray, active: np.ndarray) -> np.ndarray:
     sorted_mass = np.take_along_axis(mass, order, axis=1)
     mass_above = np.cumsum(sorted_mass, axis=1) - sorted_mass
     entry = np.empty_like(mass)
-    np.put_along_axis(entry, order, np.nextafter(mass_above, np.inf), axis=1)
+    np.put_along_axis(entry, order, np.minimum(np.nextafter(mass_above, np.inf), 1.0), axis=1)
     return entry
 
 

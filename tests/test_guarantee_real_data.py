@@ -115,3 +115,21 @@ def test_pac_promise_on_routerbench_arc(routerbench_pool, alpha, abstention):
     scores, labels = routerbench_pool
     results = population_check(scores, labels, alpha, abstention, 400, np.random.default_rng(2))
     assert_promise_kept(results, alpha)
+
+
+@pytest.fixture(scope="module")
+def gsm8k_graded_pool(shared_data):
+    train = load_dataset(shared_data / "routerdc" / "gsm8k-train.json")
+    test = load_dataset(shared_data / "routerdc" / "gsm8k-test.json")
+    return logistic_scores(train, test), test.quality
+
+
+@pytest.mark.parametrize("abstention", [True, False])
+@pytest.mark.parametrize("alpha", [0.2, 0.3])
+def test_pac_promise_for_graded_pass_fractions_with_wsr(gsm8k_graded_pool, alpha, abstention):
+    scores, quality = gsm8k_graded_pool
+    assert np.any((quality > 0) & (quality < 1))  # really graded: the loss is 1 - max q
+    results = population_check(scores, quality, alpha, abstention, 800, np.random.default_rng(3))
+    assert results["violation"] <= DELTA + MONTE_CARLO_SLACK, results
+    # WSR on a fixed grid is more conservative than the binomial bound, never less.
+    assert results["size"] >= results["oracle_size"] * 0.8 - 0.1, results

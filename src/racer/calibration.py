@@ -91,19 +91,36 @@ def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = T
     return np.where(good.any(axis=1), first_good_model, _abstain_loss_entry(entry, abstention))
 
 
+def _per_point_steps(
+    entry: np.ndarray, quality: np.ndarray, abstention: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's entry levels in increasing order, and its best quality so far."""
+    loss_entry = entry.copy()
+    loss_entry[:, 0] = _abstain_loss_entry(entry, abstention)
+    order = np.argsort(loss_entry, axis=1, kind="stable")
+    sorted_levels = np.take_along_axis(loss_entry, order, 1)
+    sorted_quality = np.take_along_axis(augmented_quality(quality), order, 1)
+    return sorted_levels, np.maximum.accumulate(sorted_quality, axis=1)
+
+
 def _graded_loss_steps(
     entry: np.ndarray, quality: np.ndarray, abstention: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (level, drop) events of the graded loss of all points."""
-    loss_entry = entry.copy()
-    loss_entry[:, 0] = _abstain_loss_entry(entry, abstention)
-    quality_aug = augmented_quality(quality)
-    order = np.argsort(loss_entry, axis=1, kind="stable")
-    running_best = np.maximum.accumulate(np.take_along_axis(quality_aug, order, 1), axis=1)
+    sorted_levels, running_best = _per_point_steps(entry, quality, abstention)
     step_drops = np.diff(running_best, axis=1, prepend=0.0)
-    levels = np.take_along_axis(loss_entry, order, 1).ravel()
+    levels = sorted_levels.ravel()
     level_order = np.argsort(levels, kind="stable")
     return levels[level_order], step_drops.ravel()[level_order]
+
+
+def _losses_on_grid(
+    sorted_levels: np.ndarray, running_best: np.ndarray, lams: np.ndarray
+) -> np.ndarray:
+    """Losses of every point (rows) at several lambdas (columns) at once."""
+    joined = (sorted_levels[:, :, None] <= lams[None, None, :]).sum(axis=1)
+    best = np.take_along_axis(running_best, np.maximum(joined - 1, 0), axis=1)
+    return 1.0 - np.where(joined > 0, best, 0.0)
 
 
 @dataclass(frozen=True)
@@ -258,25 +275,24 @@ def _wsr_threshold(
     delta: float,
     grid: np.ndarray,
     random_state: int | None,
-    chunk: int = 32,
 ) -> tuple[float | None, np.ndarray]:
     """Fixed-sequence WSR test down a data-independent grid; returns (lambda, losses)."""
     order = np.random.default_rng(random_state).permutation(entry.shape[0])
-    entry, quality = entry[order], quality[order]
+    sorted_levels, running_best = _per_point_steps(entry[order], quality[order], abstention)
+    chunk = int(np.clip(2e7 // sorted_levels.size, 1, 64))
     passed: float | None = None
     descending = grid[::-1]
     for start in range(0, descending.size, chunk):
         lams = descending[start : start + chunk]
-        losses = np.column_stack([point_losses(entry, quality, lam, abstention) for lam in lams])
-        rejected = bounds.wsr_pvalue(losses, alpha, delta) <= delta
-        failures = np.flatnonzero(~rejected)
+        losses = _losses_on_grid(sorted_levels, running_best, lams)
+        failures = np.flatnonzero(bounds.wsr_pvalue(losses, alpha, delta) > delta)
         stop = failures[0] if failures.size else lams.size
         if stop > 0:
             passed = float(lams[stop - 1])
         if failures.size:
             break
-    final = point_losses(entry, quality, passed if passed is not None else grid[-1], abstention)
-    return passed, final
+    final = passed if passed is not None else float(grid[-1])
+    return passed, _losses_on_grid(sorted_levels, running_best, np.array([final]))[:, 0]
 
 
 def _infeasible_message(

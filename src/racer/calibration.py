@@ -86,9 +86,15 @@ def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = T
     The loss at lambda is ``1{lambda < breakpoint}``: the breakpoint is the entry level
     of the first good candidate (the abstain option when no model is good).
     """
-    good = labels == 1
-    first_good_model = np.min(entry[:, 1:], axis=1, where=good, initial=np.inf)
-    return np.where(good.any(axis=1), first_good_model, _abstain_loss_entry(entry, abstention))
+    breakpoints = np.empty(entry.shape[0])
+    abstain_entry = _abstain_loss_entry(entry, abstention)
+    block = 16_384  # row blocks keep the temporaries in cache
+    for start in range(0, entry.shape[0], block):
+        rows = slice(start, start + block)
+        first_good = np.where(labels[rows] == 1, entry[rows, 1:], np.inf).min(axis=1)
+        # model entry levels are never +inf, so +inf means "no good model"
+        breakpoints[rows] = np.where(first_good < np.inf, first_good, abstain_entry[rows])
+    return breakpoints
 
 
 def _per_point_steps(
@@ -171,7 +177,12 @@ class RiskCurve:
 
 
 def risk_curve(
-    entry: np.ndarray, quality: np.ndarray, *, abstention: bool = True, lower: float = 0.0
+    entry: np.ndarray,
+    quality: np.ndarray,
+    *,
+    abstention: bool = True,
+    lower: float = 0.0,
+    binary: bool | None = None,
 ) -> RiskCurve:
     """Build the empirical risk curve from one sort of the loss breakpoints.
 
@@ -185,22 +196,30 @@ def risk_curve(
         Whether the sets may abstain.
     lower : float
         Lower end of the family's lambda range.
+    binary : bool, optional
+        Whether ``quality`` is 0/1, when the caller already knows.
 
     Returns
     -------
     RiskCurve
     """
     n = entry.shape[0]
-    binary = is_binary(quality)
+    binary = is_binary(quality) if binary is None else binary
     if binary:
         levels = np.sort(loss_breakpoints(entry, quality, abstention))
         drops = None
     else:
         levels, drops = _graded_loss_steps(entry, quality, abstention)
-    finite = levels[np.isfinite(levels)]
+    # levels are sorted: the points at or below each distinct finite level end at its
+    # last occurrence, so no search is needed.
+    first_finite = int(np.searchsorted(levels, -np.inf, side="right"))
+    finite = levels[first_finite : int(np.searchsorted(levels, np.inf, side="left"))]
     is_last = np.append(finite[1:] != finite[:-1], True) if finite.size else finite.astype(bool)
-    lambdas = np.concatenate([[lower], finite[is_last & (finite > lower)]])
-    ends = np.searchsorted(levels, lambdas, side="right")
+    keep = np.flatnonzero(is_last & (finite > lower))
+    lambdas = np.concatenate([[lower], finite[keep]])
+    ends = np.concatenate(
+        [[np.searchsorted(levels, lower, side="right")], first_finite + keep + 1]
+    )
     if drops is None:
         totals = (n - ends).astype(np.int64)
     else:
@@ -331,6 +350,7 @@ def calibrate(
     lambda_range: tuple[float, float] = (0.0, 1.0),
     random_state: int | None = 0,
     wsr_grid_size: int = 1000,
+    binary: bool | None = None,
 ) -> CalibrationResult:
     """Choose the smallest lambda whose sets keep the risk at most ``alpha``.
 
@@ -359,6 +379,8 @@ def calibrate(
         Seed of the WSR order.
     wsr_grid_size : int
         Number of grid points for WSR.
+    binary : bool, optional
+        Whether ``quality`` is 0/1, when the caller already knows.
 
     Returns
     -------
@@ -373,7 +395,9 @@ def calibrate(
     if guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}.")
     bound = "crc" if guarantee == "expectation" else bound
-    curve = risk_curve(entry, quality, abstention=abstention, lower=lambda_range[0])
+    curve = risk_curve(
+        entry, quality, abstention=abstention, lower=lambda_range[0], binary=binary
+    )
 
     if bound == "wsr":
         grid = np.linspace(lambda_range[0], lambda_range[1], wsr_grid_size)

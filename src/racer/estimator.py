@@ -200,7 +200,10 @@ class RACER(BaseEstimator):
         label_matrix = check_labels(labels, score_matrix.shape)
         alpha, delta, self._costs = self._check_params(score_matrix.shape[1])
 
-        unknown = np.isnan(label_matrix).any(axis=1)
+        # one NaN-propagating sum first: the per-row pass runs only when needed
+        unknown = np.zeros(len(label_matrix), dtype=bool)
+        if np.isnan(np.sum(label_matrix)):
+            unknown = np.isnan(label_matrix).any(axis=1)
         if unknown.all():
             raise ValueError(
                 f"All {len(unknown)} calibration rows have an unknown (NaN) label; RACER "
@@ -240,6 +243,7 @@ class RACER(BaseEstimator):
             abstention=self.abstention,
             lambda_range=lambda_range(self.family, self.cost_weight),
             random_state=self.random_state,
+            binary=not graded,
         )
         self.threshold_ = result.threshold
         self.empirical_risk_ = result.empirical_risk

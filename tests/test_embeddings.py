@@ -1,0 +1,151 @@
+"""Query embeddings: TF-IDF default, the on-disk cache, and the optional dense path."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from racer.routers import (
+    EMBEDDER_NAMES,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+    TfidfEmbedder,
+    default_cache_dir,
+    make_embedder,
+)
+from racer.routers.embeddings import embedder_from_state
+
+TEXTS = [
+    f"{subject} question number {i}: what is the {kind} of {i}?"
+    for i in range(60)
+    for subject, kind in [("math", "square"), ("history", "date"), ("中文", "汉字意思")]
+]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return TfidfEmbedder(n_components=16, batch_size=32, progress=False).fit(TEXTS)
+
+
+def test_tfidf_rows_have_unit_norm_and_fixed_size(embedder):
+    vectors = embedder.transform(TEXTS[:5])
+    assert vectors.shape == (5, 16) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_tfidf_covers_chinese_text_through_character_ngrams(embedder):
+    chinese = embedder.transform(["中文 问题: 汉字意思 是什么?"])
+    assert np.abs(chinese).sum() > 0
+    similarity = embedder.transform(TEXTS[2::3]) @ chinese[0]
+    others = embedder.transform(TEXTS[0::3]) @ chinese[0]
+    assert similarity.mean() > others.mean() + 0.2
+
+
+def test_tfidf_is_deterministic_and_rebuilds_from_its_state(embedder):
+    again = TfidfEmbedder(n_components=16, progress=False).fit(TEXTS)
+    np.testing.assert_array_equal(again.transform(TEXTS), embedder.transform(TEXTS))
+    state = embedder.get_state()
+    assert all(not a.dtype.hasobject for a in state["arrays"].values())
+    rebuilt = embedder_from_state(state)
+    np.testing.assert_array_equal(rebuilt.transform(TEXTS), embedder.transform(TEXTS))
+    assert rebuilt.fingerprint() == embedder.fingerprint()
+
+
+def test_transform_before_fit_raises_not_fitted():
+    with pytest.raises(NotFittedError, match="Call fit"):
+        TfidfEmbedder().transform(["q"])
+
+
+def test_too_few_texts_for_the_dimension_is_explained():
+    with pytest.raises(ValueError, match="lower n_components"):
+        TfidfEmbedder(n_components=500).fit(["a b", "a c", "b c"])
+
+
+def test_registry_of_embedders():
+    assert EMBEDDER_NAMES == ("tfidf", "sentence-transformers")
+    assert isinstance(make_embedder("tfidf", n_components=4), TfidfEmbedder)
+    with pytest.raises(ValueError, match="Unknown embedder"):
+        make_embedder("word2vec")
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RACER_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv("RACER_CACHE_DIR")
+    assert default_cache_dir().parts[-2:] == (".cache", "racer")
+
+
+def test_cache_returns_stored_vectors_without_recomputing(embedder, monkeypatch, tmp_path):
+    monkeypatch.setenv("RACER_CACHE_DIR", str(tmp_path))
+    cached = embedder_from_state(embedder.get_state()).set_params(cache=True, batch_size=32)
+    first = cached.transform(TEXTS[:100])
+    assert len(list(tmp_path.glob("embeddings/*/*.npz"))) == 1
+    calls = []
+    original = cached._embed
+    monkeypatch.setattr(cached, "_embed", lambda texts: calls.append(len(texts)) or original(texts))
+    second = cached.transform(TEXTS[:100] + TEXTS[100:140])
+    np.testing.assert_array_equal(second[:100], first)
+    assert sum(calls) == 40  # only the new texts were embedded
+    fresh = EmbeddingCache(tmp_path, cached.fingerprint())
+    found, _ = fresh.lookup(np.array(["0" * 64]))
+    assert not found.any()
+
+
+def test_cache_is_keyed_by_fitted_state(embedder, tmp_path):
+    other = TfidfEmbedder(n_components=16, progress=False, cache=tmp_path).fit(TEXTS[:120])
+    assert other.fingerprint() != embedder.fingerprint()
+
+
+def test_progress_bar_shows_for_batches(embedder, capsys):
+    shown = embedder_from_state(embedder.get_state()).set_params(batch_size=16, progress=True)
+    assert shown.transform(TEXTS).shape == (180, 16)
+
+
+class FakeSentenceTransformer:
+    """Stands in for sentence_transformers.SentenceTransformer (not installed in CI)."""
+
+    loaded_from: list[str] = []
+
+    def __init__(self, location: str, device: str) -> None:
+        self.loaded_from.append(location)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return 3
+
+    def encode(self, texts, batch_size, show_progress_bar, convert_to_numpy):
+        return np.array([[len(t), 1.0, 0.0] for t in texts])
+
+
+def test_dense_embedder_without_the_extra_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(ImportError, match=r"racer-routing\[dense\]"):
+        SentenceTransformerEmbedder(cache=False).fit(["q"])
+
+
+def test_dense_embedder_wraps_a_local_model(monkeypatch, tmp_path):
+    module = types.ModuleType("sentence_transformers")
+    module.SentenceTransformer = FakeSentenceTransformer
+    monkeypatch.setitem(sys.modules, "sentence_transformers", module)
+    embedder = SentenceTransformerEmbedder(str(tmp_path), batch_size=2, cache=tmp_path)
+    vectors = embedder.fit([]).transform(["ab", "abcd", "a"])
+    assert FakeSentenceTransformer.loaded_from[-1] == str(tmp_path)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    assert vectors[1, 0] > vectors[0, 0]
+    assert list(tmp_path.glob("embeddings/*/*.npz"))
+    rebuilt = embedder_from_state(embedder.get_state())
+    np.testing.assert_array_equal(rebuilt.transform(["ab", "abcd", "a"]), vectors)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("sentence_transformers") is None,
+    reason="optional extra racer-routing[dense] not installed",
+)
+def test_real_minilm_embeds_english_queries(tmp_path):
+    embedder = SentenceTransformerEmbedder(cache=False, progress=False).fit([])
+    vectors = embedder.transform(["What is 2 + 2?", "Compute two plus two.", "Who was Napoleon?"])
+    assert vectors.shape == (3, 384)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]

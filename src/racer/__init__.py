@@ -1,5 +1,6 @@
 """RACER: risk-aware calibrated set-valued routing for large language models."""
 
+from racer.artifact import ArtifactError, load_artifact, save_artifact
 from racer.data import (
     RoutingDataset,
     calibration_test_split,
@@ -9,7 +10,6 @@ from racer.data import (
     load_table,
     train_test_split,
 )
-from racer.artifact import ArtifactError, load_artifact, save_artifact
 from racer.estimator import RACER, minimum_calibration_size
 from racer.exceptions import InfeasibleCalibrationError, NotFittedError
 from racer.routers import (

@@ -217,9 +217,7 @@ def risk_curve(
     is_last = np.append(finite[1:] != finite[:-1], True) if finite.size else finite.astype(bool)
     keep = np.flatnonzero(is_last & (finite > lower))
     lambdas = np.concatenate([[lower], finite[keep]])
-    ends = np.concatenate(
-        [[np.searchsorted(levels, lower, side="right")], first_finite + keep + 1]
-    )
+    ends = np.concatenate([[np.searchsorted(levels, lower, side="right")], first_finite + keep + 1])
     if drops is None:
         totals = (n - ends).astype(np.int64)
     else:
@@ -395,9 +393,7 @@ def calibrate(
     if guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}.")
     bound = "crc" if guarantee == "expectation" else bound
-    curve = risk_curve(
-        entry, quality, abstention=abstention, lower=lambda_range[0], binary=binary
-    )
+    curve = risk_curve(entry, quality, abstention=abstention, lower=lambda_range[0], binary=binary)
 
     if bound == "wsr":
         grid = np.linspace(lambda_range[0], lambda_range[1], wsr_grid_size)

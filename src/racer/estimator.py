@@ -300,9 +300,7 @@ class RACER(BaseEstimator):
         augmented_mask = self._entry(score_matrix, abstain_scores) <= self.threshold_
         return augmented_mask if include_abstain else augmented_mask[:, 1:]
 
-    def risk(
-        self, scores: Any, labels: Any, *, abstain_scores: Any = None
-    ) -> float:
+    def risk(self, scores: Any, labels: Any, *, abstain_scores: Any = None) -> float:
         """Mean misrouting loss of the calibrated sets on labelled queries (NaN rows left out)."""
         score_matrix = self._checked_scores(scores, None)
         label_matrix = check_labels(labels, score_matrix.shape)

@@ -1,0 +1,259 @@
+"""Write an evaluation as ``results.json`` and a readable ``report.md``."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from racer.evaluation.run import Evaluation
+
+DEFAULT_RACER = "RACER binomial threshold"
+HEADLINE_METHODS = (DEFAULT_RACER, "best single model", "top-1 router", "all models")
+CALIBRATED_RULES = ("pac", "crc", "empirical", "conformal")
+
+
+def monte_carlo_limit(delta: float, n_trials: int) -> float:
+    """Largest violation rate consistent with ``delta``: delta + 3 standard errors."""
+    return delta + 3.0 * math.sqrt(delta * (1.0 - delta) / n_trials)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe values: NaN and infinities become null, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def results_document(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> dict:
+    """The content of ``results.json``."""
+    plan = evaluation.plan
+    return _clean(
+        {
+            "task": evaluation.task,
+            "models": list(evaluation.model_names),
+            "settings": asdict(evaluation.settings),
+            "cost_unit": evaluation.cost_unit,
+            "aggregator": evaluation.aggregator,
+            "n_pool": plan.n_pool,
+            "n_dropped_unknown_labels": evaluation.n_dropped,
+            "trial_scheme": {
+                "split": "trial t: numpy.random.default_rng([seed, t]).permutation(n_pool); "
+                "the first n_cal rows calibrate, the rest test",
+                "validity": "trial t: numpy.random.default_rng([seed, t, 1]).integers(n_pool, "
+                "size=n_cal) calibrates; the risk is measured on the whole pool",
+                "violation_rate": "share of validity trials whose pool risk exceeds alpha",
+                "any_correct_upper_bound": "share of test queries where some invoked model is "
+                "correct: an upper bound for any aggregator, not an accuracy",
+            },
+            **(extra or {}),
+            "results": evaluation.records,
+        }
+    )
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _cost(value: float | None, unit: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"${value:.5f}" if unit == "USD" else f"{value:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _validity_section(evaluation: Evaluation) -> list[str]:
+    settings = evaluation.settings
+    limit = monte_carlo_limit(settings.delta, evaluation.plan.n_trials)
+    calibrated = [
+        r for r in evaluation.records if r["rule"] in CALIBRATED_RULES and r["group"] != "oracle"
+    ]
+    names = list(dict.fromkeys(r["method"] for r in calibrated))
+    rows = []
+    for name in names:
+        cells = [name]
+        for alpha in settings.alphas:
+            record = evaluation.record(name, alpha)
+            mark = "ok" if record["violation_rate"] <= limit else "**above**"
+            cells.append(f"{_number(record['violation_rate'])} ({mark})")
+        rows.append(cells)
+    return [
+        "## Does the guarantee hold?",
+        "",
+        f"Share of {evaluation.plan.n_trials} validity trials whose true risk exceeds alpha "
+        "(calibrate on an i.i.d. resample of the pool, measure the risk on the whole pool; "
+        f"METHOD.md section 7). RACER promises at most delta = {settings.delta:g}; with "
+        f"Monte-Carlo error the limit is delta + 3 SE = {limit:.3f}. Conformal risk control "
+        "promises only E[risk] <= alpha, and the uncorrected threshold promises nothing.",
+        "",
+        *_table(["method"] + [f"alpha = {a:g}" for a in settings.alphas], rows),
+    ]
+
+
+def _headline_section(evaluation: Evaluation) -> list[str]:
+    unit = evaluation.cost_unit
+    lines = [
+        "## RACER next to the usual choices",
+        "",
+        f"Means over {evaluation.plan.n_trials} random calibration/test splits; accuracy is "
+        f"the {evaluation.aggregator} aggregator's (abstentions count as not correct); cost "
+        f"per query in {unit}.",
+        "",
+    ]
+    if evaluation.aggregator == "best":
+        lines += [
+            "The data has no responses to vote over, so accuracy is best-in-set: the answer "
+            "of the highest-scored invoked model, the same as the top-1 router's whenever "
+            "the top model is in the set. What a larger set buys shows in the 'any correct' "
+            "upper bound below.",
+            "",
+        ]
+    rows = []
+    for alpha in evaluation.settings.alphas:
+        for name in HEADLINE_METHODS:
+            record = evaluation.record(name, alpha)
+            rows.append(
+                [
+                    f"{alpha:g}",
+                    name,
+                    _number(record["accuracy"]),
+                    _cost(record["mean_cost"], unit),
+                    _number(record["mean_set_size"], 2),
+                    _number(record["risk"]),
+                ]
+            )
+    header = ["alpha", "method", "accuracy", "mean cost", "set size", "test risk"]
+    return lines + _table(header, rows)
+
+
+def _all_methods_section(evaluation: Evaluation) -> list[str]:
+    unit = evaluation.cost_unit
+    header = [
+        "alpha",
+        "method",
+        "test risk (± SE)",
+        "violation rate",
+        "set size",
+        "vs oracle",
+        "abstention",
+        f"cost ({unit})",
+        "accuracy",
+        "any correct (upper bound)",
+        "refused",
+    ]
+    rows = [
+        [
+            f"{r['alpha']:g}",
+            r["method"],
+            f"{_number(r['risk'])} ± {_number(r['risk_se'])}",
+            _number(r["violation_rate"]),
+            _number(r["mean_set_size"], 2),
+            _number(r["set_size_vs_oracle"], 2),
+            _number(r["abstention_rate"]),
+            _cost(r["mean_cost"], unit),
+            _number(r["accuracy"]),
+            _number(r["any_correct_upper_bound"]),
+            _number(r["infeasible_rate"], 2),
+        ]
+        for r in evaluation.records
+        if r["group"] != "single"
+    ]
+    return [
+        "## Every method",
+        "",
+        "'vs oracle' is the mean set size over the hindsight oracle's (the smallest "
+        "threshold sets whose test risk is <= alpha). 'any correct' is the share of queries "
+        "where some invoked model is right: an upper bound for any aggregator, not an "
+        "accuracy. 'refused' is the share of trials where the calibration could not certify "
+        "alpha (too little data); other columns average the remaining trials.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _models_section(evaluation: Evaluation) -> list[str]:
+    alpha = evaluation.settings.alphas[0]
+    rows = []
+    for name in evaluation.model_names:
+        record = evaluation.record(f"model: {name}", alpha)
+        rows.append(
+            [
+                name,
+                _number(record["accuracy"]),
+                _cost(record["mean_cost"], "USD") if evaluation.cost_unit == "USD" else "1 call",
+            ]
+        )
+    return ["## Candidate models (test splits)", "", *_table(["model", "accuracy", "cost"], rows)]
+
+
+def write_report(
+    evaluation: Evaluation,
+    out_dir: Path,
+    *,
+    figures: list[Path] | None = None,
+    header: list[str] | None = None,
+    extra_sections: list[str] | None = None,
+    extra_results: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``report.md`` into ``out_dir``.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        What :func:`racer.evaluation.run.evaluate_pool` returned.
+    out_dir : pathlib.Path
+        Created if missing.
+    figures : list of pathlib.Path, optional
+        PNG files to embed (paths relative to ``out_dir`` are kept as they are).
+    header : list of str, optional
+        Lines describing the data and the router, put under the title.
+    extra_sections : list of str, optional
+        Markdown lines appended at the end (for example the cost-matching search).
+    extra_results : dict, optional
+        Extra top-level entries of ``results.json``.
+
+    Returns
+    -------
+    tuple of pathlib.Path
+        The paths of ``results.json`` and ``report.md``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.json"
+    results_path.write_text(json.dumps(results_document(evaluation, extra_results), indent=2))
+    plan = evaluation.plan
+    lines = [
+        f"# RACER evaluation: {evaluation.task}",
+        "",
+        *(header or []),
+        f"Pool: {plan.n_pool} test queries ({evaluation.n_dropped} left out for unknown labels); "
+        f"{plan.n_trials} trials with {plan.n_cal} calibration and {plan.n_test} test queries; "
+        f"delta = {evaluation.settings.delta:g}.",
+        "",
+        *_validity_section(evaluation),
+        *_headline_section(evaluation),
+        *(extra_sections or []),
+        *[f"![{path.stem}]({path.name})\n" for path in figures or []],
+        *_all_methods_section(evaluation),
+        *_models_section(evaluation),
+    ]
+    report_path = out_dir / "report.md"
+    report_path.write_text("\n".join(lines))
+    return results_path, report_path

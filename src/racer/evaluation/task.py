@@ -1,0 +1,153 @@
+"""One task end to end: train a base router, score the test data, evaluate, report.
+
+This is what ``racer evaluate`` and ``racer demo`` run; the command line only parses
+options and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from racer.data.dataset import RoutingDataset
+from racer.evaluation.figures import write_figures
+from racer.evaluation.matching import cheapest_match, matching_section
+from racer.evaluation.report import write_report
+from racer.evaluation.run import Evaluation, EvaluationSettings, evaluate_pool, make_pool
+
+
+def router_scores(
+    router: str,
+    train: RoutingDataset,
+    test: RoutingDataset,
+    **params: Any,
+) -> np.ndarray:
+    """Fit the base router ``router`` on ``train`` and score ``test``'s queries.
+
+    Parameters
+    ----------
+    router : str
+        A name in :data:`racer.routers.ROUTER_NAMES`.
+    train, test : RoutingDataset
+        Training data and the data to score (same models, in the same order).
+    **params
+        Passed to :func:`racer.routers.make_router`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (test.n_queries, M)
+    """
+    from racer.routers import make_router
+
+    fitted = make_router(router, **params).fit(
+        list(train.queries), train.labels, model_names=list(train.model_names)
+    )
+    return fitted.predict_proba(list(test.queries))
+
+
+def align_models(train: RoutingDataset, test: RoutingDataset) -> RoutingDataset:
+    """``test`` with the training data's model columns, in the training order."""
+    if set(train.model_names) != set(test.model_names):
+        raise ValueError(
+            "The training and test data must hold the same models; only in training: "
+            f"{sorted(set(train.model_names) - set(test.model_names))}, only in test: "
+            f"{sorted(set(test.model_names) - set(train.model_names))}."
+        )
+    return test.select_models(list(train.model_names))
+
+
+def evaluate_task(
+    test: RoutingDataset,
+    scores: np.ndarray,
+    settings: EvaluationSettings,
+    *,
+    train: RoutingDataset | None = None,
+    task: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Evaluate every method on ``test`` scored by a base router.
+
+    Parameters
+    ----------
+    test : RoutingDataset
+        The pool of the trials (queries with an unknown label are left out and counted).
+    scores : numpy.ndarray, shape (test.n_queries, M)
+        The base router's scores.
+    settings : EvaluationSettings
+        What to run.
+    train : RoutingDataset, optional
+        Supplies the per-model prices of the cost-aware family (else ``test`` does:
+        prices are a public list, not a label).
+    task : str, optional
+        The name in the report (``test.name`` by default).
+    progress : callable, optional
+        Called with a message per method.
+
+    Returns
+    -------
+    Evaluation
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.shape != test.labels.shape:
+        raise ValueError(
+            f"scores must have one row per test query and one column per model, "
+            f"{test.labels.shape}; got {scores.shape}."
+        )
+    pool, kept = make_pool(test, scores)
+    prices = (train if train is not None and train.costs is not None else test).mean_costs()
+    return evaluate_pool(
+        pool,
+        test.model_names,
+        settings,
+        task=task or test.name,
+        n_dropped=int((~kept).sum()),
+        model_costs=prices if prices is not None and np.isfinite(prices).all() else None,
+        has_responses=test.responses is not None,
+        progress=progress,
+    )
+
+
+def write_task_report(
+    evaluation: Evaluation,
+    out_dir: Path,
+    *,
+    header: list[str] | None = None,
+    match_model: str | None = None,
+    test: RoutingDataset | None = None,
+    scores: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Write figures, ``results.json`` and ``report.md``; optionally search the cheapest
+    RACER configuration matching ``match_model`` (needs ``test`` and ``scores``).
+
+    Returns
+    -------
+    dict
+        ``results`` and ``report`` paths, ``figures``, and ``match`` (or None).
+    """
+    match = None
+    sections: list[str] = []
+    if match_model is not None:
+        if test is None or scores is None:
+            raise ValueError("Matching a model needs the test data and its scores.")
+        pool, _ = make_pool(test, np.asarray(scores, dtype=float))
+        match = cheapest_match(
+            pool,
+            test.model_names,
+            match_model,
+            evaluation.settings,
+            model_costs=evaluation.model_costs,
+        )
+        sections = matching_section(match, evaluation.cost_unit)
+    figures = write_figures(evaluation, out_dir)
+    results, report = write_report(
+        evaluation,
+        out_dir,
+        figures=figures,
+        header=header,
+        extra_sections=sections,
+        extra_results={"match": match} if match is not None else None,
+    )
+    return {"results": results, "report": report, "figures": figures, "match": match}

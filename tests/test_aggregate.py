@@ -1,0 +1,144 @@
+"""Aggregation: answer extraction, score-weighted vote, best-in-set, and real responses."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from racer.aggregate import (
+    answer_codes,
+    any_correct,
+    choose_in_sets,
+    choose_response,
+    chosen_correct,
+    detect_answer_kind,
+    extract_answer,
+)
+from racer.data.load import load_dataset
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "expected"),
+    [
+        ("B", "auto", "B"),
+        ("C\n", "auto", "C"),
+        ("(D) because", "auto", "D"),
+        ("A) dry palms", "choice", "A"),
+        ("D (the moon)", "auto", "D"),
+        ("The answer is (B).", "auto", "B"),
+        ("Answer: **C**", "choice", "C"),
+        ("A chart would help here", "choice", None),
+        ("I do not know", "auto", None),
+        ("So the total is 1,200 dollars.", "number", "1200"),
+        ("#### 42\nSome trailing 7", "number", "42"),
+        ("we get \\boxed{3.50}", "number", "3.5"),
+        ("The answer is -7.", "auto", "-7"),
+        ("costs $18.00", "number", "18"),
+        (None, "auto", None),
+    ],
+)
+def test_extract_answer(text, kind, expected):
+    assert extract_answer(text, kind) == expected
+
+
+def test_extract_answer_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        extract_answer("A", kind="letter")
+
+
+def test_vote_is_score_weighted_majority():
+    # B has two voters (0.5 + 0.6 = 1.1) against A's 0.9; the top-scored B response wins.
+    assert choose_response(["A", "B", "B"], [0.9, 0.5, 0.6]) == 2
+    assert choose_response(["A", "B", "B"], [0.9, 0.5, 0.6], method="best") == 0
+
+
+def test_vote_ties_go_to_the_higher_single_score():
+    # 0.9 against 0.4 + 0.5: tied weight, A holds the higher single score.
+    assert choose_response(["A", "B", "B"], [0.9, 0.4, 0.5]) == 0
+
+
+def test_failed_backends_and_unextractable_answers():
+    assert choose_response([None, "C", "I do not know"], [0.99, 0.1, 0.9]) == 1
+    assert choose_response(["I do not know", None, "unsure"], [0.3, 0.99, 0.5]) == 2
+    assert choose_response([None, None], [0.5, 0.5]) is None
+    assert choose_response([], []) is None
+    with pytest.raises(ValueError, match="same length"):
+        choose_response(["A"], [0.1, 0.2])
+
+
+def test_numbers_vote_across_formats():
+    responses = ["The answer is 1,000.", "#### 1000", "so it is 999"]
+    assert choose_response(responses, [0.3, 0.3, 0.5], answer_kind="number") == 0
+
+
+def test_vectorised_choice_matches_string_level_choice():
+    rng = np.random.default_rng(3)
+    letters = np.array(list("ABCD") + [None, "I do"], dtype=object)
+    responses = letters[rng.integers(len(letters), size=(300, 5))]
+    scores = rng.uniform(size=(300, 5))
+    invoked = rng.uniform(size=(300, 5)) < 0.6
+    codes = answer_codes(responses)
+    for method in ("vote", "best"):
+        chosen = choose_in_sets(invoked, scores, codes, method)
+        for i in range(300):
+            columns = np.flatnonzero(invoked[i])
+            picked = choose_response(list(responses[i, columns]), list(scores[i, columns]), method)
+            expected = -1 if picked is None else columns[picked]
+            assert chosen[i] == expected
+
+
+def test_any_correct_bounds_every_aggregator():
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=(200, 4)) < 0.5).astype(float)
+    invoked = rng.uniform(size=(200, 4)) < 0.5
+    scores = rng.uniform(size=(200, 4))
+    best = chosen_correct(choose_in_sets(invoked, scores, None, "best"), labels)
+    assert np.all(best <= any_correct(invoked, labels))
+    assert not chosen_correct(np.full(200, -1), labels).any()
+
+
+def _independent_vote(responses, scores, labels):
+    """Score-weighted vote written from scratch over replies that are a bare letter."""
+    correct = 0
+    for row in range(len(responses)):
+        weight, top = defaultdict(float), defaultdict(float)
+        voters = defaultdict(list)
+        for j, text in enumerate(responses[row]):
+            letter = text.strip().rstrip(").:").strip() if isinstance(text, str) else ""
+            if len(letter) == 1 and letter in "ABCDEFG":
+                weight[letter] += scores[row, j]
+                top[letter] = max(top[letter], scores[row, j])
+                voters[letter].append(j)
+        if weight:
+            winner = max(sorted(weight), key=lambda a: (weight[a], top[a]))
+            column = max(voters[winner], key=lambda j: (scores[row, j], -j))
+            correct += labels[row, column] == 1.0
+    return correct / len(responses)
+
+
+def test_vote_accuracy_on_routerbench_real_responses(shared_data):
+    data = load_dataset(
+        shared_data / "routerbench" / "arc_challenge_test.csv", missing="drop_queries"
+    )
+    # Weight every model by its (real) accuracy on this file: a fixed, query-independent score.
+    scores = np.broadcast_to(data.labels.mean(axis=0), data.labels.shape)
+    invoked = np.ones(data.labels.shape, dtype=bool)
+    chosen = choose_in_sets(invoked, scores, answer_codes(data.responses), "vote")
+    accuracy = chosen_correct(chosen, data.labels).mean()
+    expected = _independent_vote(data.responses, scores, data.labels)
+    assert accuracy == pytest.approx(expected, abs=3 / data.n_queries)
+    # Voting all eleven models is real information: far above the average model.
+    assert accuracy > data.labels.mean() + 0.05
+
+
+def test_detect_answer_kind_tells_letters_numbers_and_free_text_apart():
+    assert (
+        detect_answer_kind(np.array([["B", "C\n"], ["A) yes", "I do"]], dtype=object)) == "choice"
+    )
+    numbers = ["She has 3 apples.\n#### 3", "The answer is 12.", "\\boxed{7}", None]
+    assert detect_answer_kind(np.array(numbers, dtype=object)) == "number"
+    code = ["def f(x):\n    return x + 1", "for i in range(10):\n    print(i)"]
+    assert detect_answer_kind(np.array(code, dtype=object)) is None
+    assert detect_answer_kind(np.array([None, None], dtype=object)) is None

@@ -1,0 +1,99 @@
+"""The racer command line: help, clear errors without tracebacks, and the main jobs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from racer.cli import app
+
+runner = CliRunner()
+
+
+def _invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+@pytest.mark.parametrize("command", ["demo", "evaluate", "calibrate", "route"])
+def test_help_explains_every_option_and_its_default(command):
+    result = _invoke(command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--help" in text
+    if command in ("demo", "evaluate"):
+        assert "[default: 0.05,0.1,0.2]" in text
+        assert "[default: 200]" in text
+        assert "[default: racer-out]" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate"], "Give the test data with --test PATH"),
+        (["evaluate", "--test", "nowhere.csv", "--train", "x.csv"], "--alpha"),
+        (["evaluate", "--test", "nowhere.csv", "--train", "x.csv", "--alpha", "0.1"], "does not"),
+        (["evaluate", "--test", "t.json", "--train", "t.json", "--delta", "2"], "--delta"),
+        (["evaluate", "--test", "t.json", "--train", "t.json", "--bounds", "magic"], "--bounds"),
+        (["demo", "--queries", "10"], "--queries"),
+        (["route", "--artifact", "no-such-artifact"], "does not exist"),
+    ],
+)
+def test_user_mistakes_get_one_clear_message_and_no_traceback(args, message):
+    if "--alpha" in message:
+        args = [*args, "--alpha", "0.1,abc"]
+    result = _invoke(*args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_demo_writes_report_results_and_figures(tmp_path):
+    out = tmp_path / "demo"
+    result = _invoke("demo", "--out", str(out), "--queries", "800", "--trials", "20")
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "results.json").read_text())
+    assert document["task"].startswith("synthetic")
+    assert "SYNTHETIC" in (out / "report.md").read_text()
+    for figure in ("risk_vs_alpha.png", "set_size_vs_alpha.png", "accuracy_vs_cost.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def _arc_command(shared_data, command: str, held_out_option: str, out, *options: str):
+    """Run ``command`` on RouterDC's ARC-Challenge files with the prior router."""
+    task = shared_data / "routerdc"
+    return _invoke(
+        command,
+        "--train", str(task / "arc_challenge_train.json"),
+        held_out_option, str(task / "arc_challenge_test.json"),
+        "--router", "prior",
+        "--out", str(out),
+        *options,
+    )  # fmt: skip
+
+
+def test_evaluate_on_routerdc_and_calibrate_then_route(shared_data, tmp_path):
+    out = tmp_path / "arc"
+    result = _arc_command(
+        shared_data, "evaluate", "--test", out, "--alpha", "0.2,0.3", "--trials", "30"
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "results.json").read_text())
+    assert document["aggregator"] == "best"  # RouterDC has no responses to vote over
+    assert document["cost_unit"] == "model calls"
+    record = next(r for r in document["results"] if r["method"] == "all models")
+    assert record["mean_set_size"] == pytest.approx(7.0)
+
+    artifact = tmp_path / "artifact"
+    result = _arc_command(shared_data, "calibrate", "--calibration", artifact, "--alpha", "0.3")
+    assert result.exit_code == 0, result.output
+    queries = '{"query": "Which gas do plants absorb?"}\nWhat is 2 + 2?\n'
+    result = _invoke("route", "--artifact", str(artifact), input=queries)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["query"] for line in lines] == ["Which gas do plants absorb?", "What is 2 + 2?"]
+    for line in lines:
+        assert line["abstain"] == (not line["models"])
+        assert np.all(np.array(list(line["scores"].values())) <= 1)

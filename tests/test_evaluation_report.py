@@ -1,0 +1,141 @@
+"""The report: results.json numbers recomputed independently, report.md and figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from racer.aggregate import answer_codes, choose_in_sets, chosen_correct
+from racer.data.load import load_dataset
+from racer.estimator import RACER
+from racer.evaluation.run import EvaluationSettings
+from racer.evaluation.task import evaluate_task, write_task_report
+
+FIELDS = (
+    "risk",
+    "violation_rate",
+    "mean_set_size",
+    "abstention_rate",
+    "mean_cost",
+    "accuracy",
+    "trials",
+    "n_cal",
+    "n_test",
+)
+REFERENCE = "gpt-4-1106-preview"
+
+
+def _scores(labels: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    return np.clip(0.5 * labels.mean(axis=0) + 0.3 * labels + 0.2 * rng.random(labels.shape), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def routerbench_report(shared_data, tmp_path_factory):
+    test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv")
+    scores = _scores(np.nan_to_num(test.labels))
+    settings = EvaluationSettings(alphas=(0.05, 0.1), n_trials=60, bounds=("binomial",))
+    evaluation = evaluate_task(test, scores, settings)
+    out = tmp_path_factory.mktemp("report")
+    paths = write_task_report(evaluation, out, match_model=REFERENCE, test=test, scores=scores)
+    return test, scores, json.loads(paths["results"].read_text()), out
+
+
+def _split(document: dict, t: int) -> tuple[np.ndarray, np.ndarray]:
+    permutation = np.random.default_rng([document["settings"]["seed"], t]).permutation(
+        document["n_pool"]
+    )
+    n_cal = document["results"][0]["n_cal"]
+    return permutation[:n_cal], permutation[n_cal:]
+
+
+def _record(document: dict, method: str, alpha: float) -> dict:
+    (record,) = [r for r in document["results"] if r["method"] == method and r["alpha"] == alpha]
+    return record
+
+
+def test_every_method_and_alpha_has_the_promised_fields(routerbench_report):
+    _, _, document, out = routerbench_report
+    assert document["aggregator"] == "vote" and document["cost_unit"] == "USD"
+    methods = {r["method"] for r in document["results"]}
+    for name in (
+        "RACER binomial threshold",
+        "RACER binomial cost-aware",
+        "top-1 router",
+        "top-2 router",
+        "all models",
+        "best single model",
+        "split conformal threshold",
+        "split conformal cumulative (APS)",
+        "conformal risk control",
+        "uncorrected threshold",
+    ):
+        assert name in methods
+        for alpha in (0.05, 0.1):
+            record = _record(document, name, alpha)
+            assert all(record[field] is not None for field in FIELDS), record
+    assert {p.name for p in out.iterdir()} >= {
+        "results.json",
+        "report.md",
+        "risk_vs_alpha.png",
+        "set_size_vs_alpha.png",
+        "accuracy_vs_cost.png",
+    }
+
+
+def test_report_numbers_recomputed_from_scratch(routerbench_report):
+    test, scores, document, _ = routerbench_report
+    known = ~np.isnan(test.labels).any(axis=1)
+    labels, scores = test.labels[known], scores[known]
+    costs = np.where(np.isnan(test.costs[known]), test.mean_costs(), test.costs[known])
+    codes = answer_codes(test.responses[known])
+    assert document["n_pool"] == known.sum()
+    alpha, n_trials = 0.1, document["settings"]["n_trials"]
+    racer, top1, everything = [], [], []
+    for t in range(n_trials):
+        cal, rest = _split(document, t)
+        fitted = RACER(alpha, 0.1).fit(scores[cal], labels[cal])
+        sets = fitted.predict(scores[rest], include_abstain=True)
+        good = np.column_stack([(labels[rest] == 0).all(axis=1), labels[rest] == 1])
+        chosen = choose_in_sets(sets[:, 1:], scores[rest], codes[rest], "vote")
+        racer.append(
+            [
+                np.mean(~(sets & good).any(axis=1)),
+                sets[:, 1:].sum(axis=1).mean(),
+                np.mean(np.where(sets[:, 1:], costs[rest], 0).sum(axis=1)),
+                chosen_correct(chosen, labels[rest]).mean(),
+            ]
+        )
+        top = np.argmax(scores[rest], axis=1)
+        top1.append(labels[rest, top].mean())
+        everything.append((labels[rest] == 1).any(axis=1).mean())
+    all_models = _record(document, "all models", alpha)
+    # Never abstaining, the full set misroutes exactly the queries no model answers.
+    assert all_models["risk"] == pytest.approx(1 - np.mean(everything))
+    assert all_models["violation_rate"] == float((labels == 0).all(axis=1).mean() > alpha)
+    risk, size, cost, accuracy = np.mean(racer, axis=0)
+    record = _record(document, "RACER binomial threshold", alpha)
+    assert record["risk"] == pytest.approx(risk)
+    assert record["mean_set_size"] == pytest.approx(size)
+    assert record["mean_cost"] == pytest.approx(cost)
+    assert record["accuracy"] == pytest.approx(accuracy)
+    assert _record(document, "top-1 router", alpha)["accuracy"] == pytest.approx(np.mean(top1))
+    assert _record(document, "all models", alpha)["any_correct_upper_bound"] == pytest.approx(
+        np.mean(everything)
+    )
+
+
+def test_cheapest_match_is_cheapest_among_those_matching(routerbench_report):
+    _, _, document, out = routerbench_report
+    match = document["match"]
+    reference = match["reference"]
+    matching = [c for c in match["candidates"] if c["accuracy"] >= reference["accuracy"] - 1e-12]
+    cheapest = match["cheapest"]
+    assert cheapest is not None and matching
+    assert cheapest["mean_cost"] == pytest.approx(min(c["mean_cost"] for c in matching))
+    assert cheapest["cost_share"] == pytest.approx(cheapest["mean_cost"] / reference["mean_cost"])
+    report = (out / "report.md").read_text()
+    assert f"Cheapest RACER configuration matching {REFERENCE}" in report
+    assert "upper bound" in report  # the any-correct rate is labelled as a bound, never accuracy

@@ -1,0 +1,131 @@
+"""Command-line entry points of the gateway: ``racer serve`` and ``racer replay-server``.
+
+Importing this module needs only Typer: the server libraries (the ``serve`` extra)
+are imported when a command runs, so ``racer`` works without them.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SERVE_EXTRA_HINT = 'The gateway needs the serve extra: pip install "racer-routing[serve]".'
+
+
+def _require_serve_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import httpx  # noqa: F401
+        import uvicorn  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as error:
+        typer.echo(f"{SERVE_EXTRA_HINT} ({error})", err=True)
+        raise typer.Exit(2) from None
+
+
+def serve(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The gateway YAML file (see racer.serve.config).")
+    ],
+    host: Annotated[
+        str | None, typer.Option(help="Listen address; default: server.host of the file.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port; default: server.port of the file.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a RACER artifact as an OpenAI-compatible routing gateway."""
+    _require_serve_extra()
+    import uvicorn
+
+    from racer.serve.app import app_from_config
+    from racer.serve.config import ConfigError, load_config
+
+    try:
+        gateway_config = load_config(config)
+        app = app_from_config(gateway_config)
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        app,
+        host=host or gateway_config.server.host,
+        port=gateway_config.server.port if port is None else port,
+        log_level=log_level,
+    )
+
+
+def replay_server(
+    data: Annotated[Path, typer.Option("--data", help="A RouterBench CSV with responses.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Serve only this model (repeatable). With one model and no "
+            "--port-per-model, the server answers as it whatever `model` a request names.",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(help="The (first) port to listen on; 0: free ports.")] = 8100,
+    port_per_model: Annotated[
+        bool, typer.Option(help="One server per model on consecutive ports from --port.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Delay added to every answer.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Uniform random extra delay, at most.")] = 0.0,
+    failure_rate: Annotated[
+        float, typer.Option(help="Share of requests answered with HTTP 500.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the injected jitter and failures.")] = 0,
+) -> None:
+    """Serve recorded responses as OpenAI-compatible models, for offline tests and demos."""
+    _require_serve_extra()
+    from racer.data.load import load_dataset
+    from racer.serve.replay import ReplayBook, create_replay_app
+    from racer.serve.runner import ServerThread
+
+    dataset = load_dataset(data)
+    try:
+        if model:
+            dataset = dataset.select_models(model)
+        book = ReplayBook(dataset)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    options = {
+        "latency_s": latency_ms / 1000,
+        "jitter_s": jitter_ms / 1000,
+        "failure_rate": failure_rate,
+        "seed": seed,
+    }
+    fixed = (
+        list(book.model_names)
+        if port_per_model
+        else [model[0] if model and len(model) == 1 else None]
+    )
+    apps = [create_replay_app(book, m, **options) for m in fixed]
+    ports = [port + i if port else 0 for i in range(len(apps))]  # --port 0: free ports
+    servers = ServerThread(apps, host, ports, log_level="info")
+    servers.start()
+    typer.echo(f"Replaying {dataset.n_queries} queries of {data}. Backends for gateway.yaml:")
+    typer.echo("backends:")
+    for name, url in zip(fixed, servers.urls, strict=True):
+        for served in [name] if name else book.model_names:
+            typer.echo(f"  - {{name: {served!r}, base_url: '{url}/v1'}}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        servers.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``replay-server`` to the main ``racer`` Typer app."""
+    app.command("serve")(serve)
+    app.command("replay-server")(replay_server)

@@ -1,0 +1,316 @@
+"""The gateway configuration: pydantic models read from YAML, validated at start-up.
+
+Everything that changes how the gateway behaves (timeouts, retries, backoff,
+concurrency limits, fallbacks, costs, keys, limits) is a field here, so that the
+request handlers have one code path and the YAML file says what happens.
+
+A minimal ``gateway.yaml``::
+
+    backend_defaults:          # applied to every backend, each may override
+      timeout_s: 30
+      retries: 2
+    backends:
+      - name: gpt-4-1106-preview              # a model name of the artifact
+        base_url: https://api.openai.com/v1
+        model: gpt-4-1106-preview             # the upstream model id (default: name)
+        api_key_env: OPENAI_API_KEY           # read at start-up, never logged
+        input_cost_per_token: 1.0e-5
+        output_cost_per_token: 3.0e-5
+      - name: mistralai/mistral-7b-chat
+        base_url: http://127.0.0.1:8001/v1
+    routes:
+      - name: racer                           # what clients send as `model`
+        artifact: artifacts/arc-alpha-0.1     # relative to this file
+        aggregator: vote
+    auth:
+      api_keys_env: RACER_GATEWAY_KEYS        # comma-separated bearer tokens
+    decision_log:
+      url: sqlite:///decisions.sqlite3
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_ABSTENTION_MESSAGE = (
+    "I cannot answer this reliably: none of the available models is likely to get it right."
+)
+
+
+class ConfigError(ValueError):
+    """The gateway configuration is invalid; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendConfig(_Strict):
+    """One OpenAI-compatible upstream (vLLM, Ollama, OpenAI, OpenRouter, a replay server).
+
+    Parameters
+    ----------
+    name : str
+        The candidate model's name, as the artifact spells it.
+    base_url : str
+        The OpenAI-compatible base URL, ending before ``/chat/completions``.
+    model : str, optional
+        The model id sent upstream; defaults to ``name``.
+    api_key_env : str, optional
+        The environment variable that holds the upstream key (read at start-up).
+    input_cost_per_token, output_cost_per_token : float, default 0
+        US dollars per prompt / completion token, for the reported cost.
+    timeout_s : float, default 60
+        Per-attempt timeout. A timed-out attempt is not retried (a hanging backend
+        would otherwise hold the whole set for ``retries`` more timeouts).
+    connect_timeout_s : float, default 5
+        Time allowed to open a connection.
+    retries : int, default 2
+        Extra attempts after an HTTP 429, a 5xx or a failed connection.
+    backoff_s : float, default 0.25
+        The first retry waits this long, each later one twice as long as the last.
+    max_backoff_s : float, default 8
+        The longest wait between attempts (also caps a ``Retry-After`` header).
+    max_concurrency : int, default 64
+        The most requests in flight to this backend at once; more wait in line.
+    """
+
+    name: str = Field(min_length=1)
+    base_url: str
+    model: str | None = None
+    api_key_env: str | None = None
+    input_cost_per_token: float = Field(0.0, ge=0)
+    output_cost_per_token: float = Field(0.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    backoff_s: float = Field(0.25, ge=0)
+    max_backoff_s: float = Field(8.0, ge=0)
+    max_concurrency: int = Field(64, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def upstream_model(self) -> str:
+        """The model id sent in upstream requests."""
+        return self.model or self.name
+
+
+class RouteConfig(_Strict):
+    """One model name that clients can ask for: a calibrated artifact and how to answer.
+
+    Parameters
+    ----------
+    name : str
+        The ``model`` value clients send (``racer``, ``racer-alpha-0.05``, ...).
+    artifact : pathlib.Path
+        The artifact directory (base router + calibrated RACER), relative paths
+        being relative to the configuration file.
+    aggregator : {"vote", "best"}, default "vote"
+        How the answers of a multi-model set become one (see :mod:`racer.aggregate`).
+    answer_kind : {"auto", "choice", "number"}, default "auto"
+        What the vote extracts from each answer.
+    abstention_message : str
+        The reply when the calibrated set is empty.
+    fallbacks : list of str, default []
+        Backends tried in order, one at a time, when every model of the set failed.
+    score_in_thread : bool, default False
+        Score in a worker thread instead of on the event loop: worth it for routers
+        whose embedding releases the GIL (torch models); the TF-IDF routers are
+        cheaper inline (a thread hop costs more than their ~1 ms of work).
+    """
+
+    name: str = Field(min_length=1)
+    artifact: Path
+    aggregator: Literal["vote", "best"] = "vote"
+    answer_kind: Literal["auto", "choice", "number"] = "auto"
+    abstention_message: str = DEFAULT_ABSTENTION_MESSAGE
+    fallbacks: list[str] = Field(default_factory=list)
+    score_in_thread: bool = False
+
+
+class AuthConfig(_Strict):
+    """Bearer tokens that clients must send to the gateway.
+
+    Parameters
+    ----------
+    api_keys : list of str, default []
+        Accepted tokens written in the file (prefer ``api_keys_env``).
+    api_keys_env : str, default "RACER_GATEWAY_KEYS"
+        An environment variable holding comma-separated accepted tokens.
+    allow_unauthenticated : bool, default False
+        Serve without any key (local demos only); otherwise no key is a start-up error.
+    """
+
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_env: str | None = "RACER_GATEWAY_KEYS"
+    allow_unauthenticated: bool = False
+
+    def resolve_keys(self) -> frozenset[str]:
+        """The accepted tokens from the file and the environment."""
+        keys = [k.strip() for k in self.api_keys]
+        if self.api_keys_env:
+            keys += os.environ.get(self.api_keys_env, "").split(",")
+        accepted = frozenset(k.strip() for k in keys if k.strip())
+        if not accepted and not self.allow_unauthenticated:
+            raise ConfigError(
+                "auth: no gateway API key configured. Set the environment variable "
+                f"{self.api_keys_env or 'named in auth.api_keys_env'} to comma-separated "
+                "tokens, list them in auth.api_keys, or set auth.allow_unauthenticated: "
+                "true for a local demo."
+            )
+        return accepted
+
+
+class ServerConfig(_Strict):
+    """Where the gateway listens and how much it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_request_bytes: int = Field(1_000_000, ge=1024)
+
+
+class DecisionLogConfig(_Strict):
+    """Where routing decisions and feedback are written.
+
+    Parameters
+    ----------
+    url : str, default "sqlite:///racer-decisions.sqlite3"
+        ``sqlite:///PATH`` (relative to the configuration file), ``sqlite:///:memory:``,
+        or ``postgresql://user@host/db`` (needs the optional ``psycopg`` driver).
+    store_prompts : bool, default True
+        Keep the routed query text (needed to recalibrate from the log later).
+    """
+
+    url: str = "sqlite:///racer-decisions.sqlite3"
+    store_prompts: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(
+                f"must start with sqlite:// or postgresql://, got {value.split(':')[0]!r}"
+            )
+        return value
+
+
+class MonitorConfig(_Strict):
+    """The anytime-valid check of the realised misrouting rate against alpha.
+
+    Parameters
+    ----------
+    delta : float, default 0.05
+        Probability of a false alarm over the whole (unbounded) stream of feedback.
+    """
+
+    delta: float = Field(0.05, gt=0, lt=1)
+
+
+class GatewayConfig(_Strict):
+    """The whole gateway: backends, routes, authentication, limits, log and monitor."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    backend_defaults: dict[str, Any] = Field(default_factory=dict)
+    backends: list[BackendConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(min_length=1)
+    decision_log: DecisionLogConfig = Field(default_factory=DecisionLogConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_backend_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("backends"), list):
+            defaults = data.get("backend_defaults") or {}
+            if isinstance(defaults, dict):
+                data = dict(data)
+                data["backends"] = [
+                    {**defaults, **b} if isinstance(b, dict) else b for b in data["backends"]
+                ]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        for kind, names in (
+            ("backend", [b.name for b in self.backends]),
+            ("route", [r.name for r in self.routes]),
+        ):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{kind} names must be unique; repeated: {repeated}")
+        known = {b.name for b in self.backends}
+        for route in self.routes:
+            unknown = [f for f in route.fallbacks if f not in known]
+            if unknown:
+                raise ValueError(
+                    f"route {route.name!r}: fallbacks {unknown} are not configured backends "
+                    f"({sorted(known)})"
+                )
+        return self
+
+    def backend(self, name: str) -> BackendConfig:
+        """The backend called ``name``."""
+        return next(b for b in self.backends if b.name == name)
+
+
+def _relative_to(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
+def parse_config(data: Any, base_dir: Path | str = ".") -> GatewayConfig:
+    """Validate a configuration mapping; relative paths are resolved against ``base_dir``.
+
+    Raises
+    ------
+    ConfigError
+        With one line per invalid field, naming its location in the file.
+    """
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as error:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in error.errors()
+        ]
+        raise ConfigError("Invalid gateway configuration:\n" + "\n".join(lines)) from None
+    base = Path(base_dir)
+    routes = [
+        r.model_copy(update={"artifact": _relative_to(r.artifact, base)}) for r in config.routes
+    ]
+    log = config.decision_log
+    if log.url.startswith("sqlite:///") and log.url != "sqlite:///:memory:":
+        db_path = _relative_to(Path(log.url.removeprefix("sqlite:///")), base)
+        log = log.model_copy(update={"url": f"sqlite:///{db_path}"})
+    return config.model_copy(update={"routes": routes, "decision_log": log})
+
+
+def load_config(path: Path | str) -> GatewayConfig:
+    """Read and validate a gateway configuration from a YAML file.
+
+    Examples
+    --------
+    >>> config = load_config("gateway.yaml")  # doctest: +SKIP
+    >>> [route.name for route in config.routes]  # doctest: +SKIP
+    ['racer']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Gateway configuration file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping (backends:, routes:, ...), got {data!r}.")
+    return parse_config(data, base_dir=path.parent)

@@ -1,0 +1,120 @@
+"""Prometheus metrics of one gateway (its own registry, so several can share a process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from racer.serve.backends import BackendCall
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+# RiskMonitor.state() key -> (metric name after "racer_monitor_", help text)
+_MONITOR_GAUGES = {
+    "n_feedback": ("feedback", "Feedback received (the monitor's sample size)."),
+    "misrouting_rate": ("misrouting_rate", "Realised misrouting rate from feedback."),
+    "risk_lower_bound": (
+        "risk_lower_bound",
+        "Anytime-valid lower confidence bound on the misrouting rate.",
+    ),
+    "alpha": ("alpha", "The calibrated risk level."),
+    "alarm": ("alarm", "1 when feedback no longer supports misrouting risk <= alpha: recalibrate."),
+}
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    """Requests, set sizes, abstentions, backend latencies, errors, cost and the monitor.
+
+    Parameters
+    ----------
+    max_set_size : int
+        The largest possible set (the number of backends), for the set-size buckets.
+    """
+
+    def __init__(self, max_set_size: int):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "racer_requests",
+            "Chat completion requests by route and outcome (answered, abstained, failed).",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.set_size = Histogram(
+            "racer_set_size",
+            "Number of models in the calibrated set.",
+            ["route"],
+            buckets=[float(k) for k in range(max_set_size + 1)],
+            registry=r,
+        )
+        self.abstentions = Counter(
+            "racer_abstentions",
+            "Requests answered with the abstention message.",
+            ["route"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "racer_request_latency_seconds",
+            "Gateway latency of chat completions.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backend_latency = Histogram(
+            "racer_backend_latency_seconds",
+            "Latency of backend calls (with retries).",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "racer_backend_errors",
+            "Backend calls that failed after retries.",
+            ["backend"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "racer_cost_usd", "US dollars spent on backend calls.", ["backend"], registry=r
+        )
+        self.monitor = {
+            key: Gauge(f"racer_monitor_{name}", text, ["route"], registry=r)
+            for key, (name, text) in _MONITOR_GAUGES.items()
+        }
+
+    def observe_request(
+        self,
+        route: str,
+        outcome: str,
+        set_size: int,
+        latency_s: float,
+        calls: Iterable[BackendCall],
+    ) -> None:
+        """Count one chat completion and its backend calls."""
+        self.requests.labels(route, outcome).inc()
+        self.set_size.labels(route).observe(set_size)
+        self.request_latency.labels(route).observe(latency_s)
+        if outcome == "abstained":
+            self.abstentions.labels(route).inc()
+        for call in calls:
+            self.observe_call(call)
+
+    def observe_call(self, call: BackendCall) -> None:
+        """Count one backend call."""
+        self.backend_latency.labels(call.backend).observe(call.latency_s)
+        if not call.ok:
+            self.backend_errors.labels(call.backend).inc()
+        if call.cost_usd:
+            self.cost.labels(call.backend).inc(call.cost_usd)
+
+    def set_monitor(self, route: str, state: dict[str, Any]) -> None:
+        """Publish a route's monitor state (see :meth:`RiskMonitor.state`)."""
+        for key, gauge in self.monitor.items():
+            gauge.labels(route).set(float(state[key] or 0.0))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,182 @@
+"""Small stand-ins for the gateway tests: a table router, a fixed-threshold calibration,
+fake upstreams (httpx mock transports) and a gateway app built from them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+
+from racer.serve.app import create_app
+from racer.serve.backends import Backend
+from racer.serve.config import parse_config
+from racer.serve.decision_log import DecisionLog
+from racer.serve.gateway import Gateway, Route
+from racer.serve.monitor import RiskMonitor
+
+MODELS = ("alpha-small", "beta-medium", "gamma-large")
+KEY = "gateway-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+class TableRouter:
+    """Scores looked up by query text; unknown queries get ``default``."""
+
+    def __init__(self, table: Mapping[str, Sequence[float]], default: Sequence[float]):
+        self.table = {q: np.asarray(s, dtype=float) for q, s in table.items()}
+        self.default = np.asarray(default, dtype=float)
+
+    def predict_proba(self, queries: Sequence[str]) -> np.ndarray:
+        return np.vstack([self.table.get(q, self.default) for q in queries])
+
+
+class FixedThreshold:
+    """A calibration stand-in: invoke every model scored at least ``1 - threshold_``."""
+
+    alpha = 0.1
+    delta = 0.1
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold_ = threshold
+
+    def predict(self, scores: np.ndarray, *, abstain_scores: Any = None) -> np.ndarray:
+        return np.asarray(scores) >= 1 - self.threshold_
+
+
+def completion(text: str, prompt_tokens: int = 10, completion_tokens: int = 5) -> httpx.Response:
+    """An upstream chat.completion answer."""
+    return httpx.Response(
+        200,
+        json={
+            "id": "up",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        },
+    )
+
+
+def answering(text: str) -> Handler:
+    """An upstream that always answers ``text`` (and streams it when asked)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content).get("stream"):
+            chunks = [
+                {"id": "up", "choices": [{"index": 0, "delta": {"content": text[:2]}}]},
+                {"id": "up", "choices": [{"index": 0, "delta": {"content": text[2:]}}]},
+                {"id": "up", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+            ]
+            body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+        return completion(text)
+
+    return handle
+
+
+def failing(status: int = 500, message: str = "upstream broke") -> Handler:
+    """An upstream that always answers an HTTP error."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": {"message": message}})
+
+    return handle
+
+
+def raising(error: type[Exception]) -> Handler:
+    """An upstream whose transport raises ``error`` (a timeout, a refused connection)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        raise error("simulated", request=request)
+
+    return handle
+
+
+def sequence(*handlers: Handler) -> Handler:
+    """An upstream answering with each handler in turn (the last one repeats)."""
+    calls = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return await handlers[min(calls, len(handlers)) - 1](request)
+
+    return handle
+
+
+def counting(handler: Handler, counter: dict[str, int], name: str) -> Handler:
+    """``handler``, counting its calls in ``counter[name]``."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        counter[name] = counter.get(name, 0) + 1
+        await asyncio.sleep(0)
+        return await handler(request)
+
+    return handle
+
+
+def build_gateway(
+    handlers: Mapping[str, Handler],
+    router: TableRouter,
+    *,
+    route: Mapping[str, Any] | None = None,
+    backend_defaults: Mapping[str, Any] | None = None,
+    log_url: str = "sqlite:///:memory:",
+    max_request_bytes: int = 1_000_000,
+) -> tuple[Gateway, Any]:
+    """A gateway over fake upstreams (one per model of ``MODELS``) and its FastAPI app."""
+    config = parse_config(
+        {
+            "server": {"max_request_bytes": max_request_bytes},
+            "backend_defaults": {"retries": 0, "backoff_s": 0, **(backend_defaults or {})},
+            "backends": [
+                {
+                    "name": m,
+                    "base_url": f"http://{m}.invalid/v1",
+                    "input_cost_per_token": 0.001,
+                    "output_cost_per_token": 0.002,
+                }
+                for m in MODELS
+            ],
+            "routes": [{"name": "racer", "artifact": "unused", **(route or {})}],
+            "auth": {"api_keys": [KEY]},
+            "decision_log": {"url": log_url},
+        }
+    )
+    backends = {
+        b.name: Backend(b, transport=httpx.MockTransport(handlers[b.name])) for b in config.backends
+    }
+    calibration = FixedThreshold()
+    gateway = Gateway(
+        config,
+        {"racer": Route(config.routes[0], router, calibration, MODELS, RiskMonitor(0.1, 0.05))},
+        backends,
+        DecisionLog(config.decision_log.url),
+    )
+    return gateway, create_app(gateway, config.auth.resolve_keys())
+
+
+def chat(query: str, **extra: Any) -> dict[str, Any]:
+    """A chat-completion request body for the route ``racer``."""
+    return {"model": "racer", "messages": [{"role": "user", "content": query}], **extra}
+
+
+@asynccontextmanager
+async def serving(
+    handlers: Mapping[str, Handler], router: TableRouter, **options: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+    """An in-process client of a fake-backed gateway (authorised), closed afterwards."""
+    gateway, app = build_gateway(handlers, router, **options)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway.test", headers=AUTH
+        ) as client:
+            yield client, gateway
+    finally:
+        await gateway.aclose()

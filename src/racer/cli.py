@@ -77,18 +77,24 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
         yield lambda message: progress.update(task, description=f"{title}: {message}")
 
 
+@contextmanager
+def _warnings_as_notes(what: str) -> Iterator[None]:
+    """Show the library's warnings as short notes instead of Python warning lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        console.print(f"[yellow]Note ({what}):[/] {warning.message}", highlight=False)
+
+
 def _load(paths: list[Path], what: str, options: dict[str, Any]) -> Any:
     from racer.data.load import load_dataset
 
     for path in paths:
         if not path.exists():
             raise UserError(f"The {what} path {str(path)!r} does not exist.")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dataset = load_dataset(paths if len(paths) > 1 else paths[0], **options)
-    for warning in caught:
-        console.print(f"[yellow]Note ({what} data):[/] {warning.message}", highlight=False)
-    return dataset
+    with _warnings_as_notes(f"{what} data"):
+        return load_dataset(paths if len(paths) > 1 else paths[0], **options)
 
 
 def _settings(
@@ -396,7 +402,9 @@ def calibrate(
             guarantee=guarantee,
             abstention=abstention,
             costs=prices,
-        ).fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
+        )
+        with _warnings_as_notes("calibration"):
+            estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
         save_artifact(out, base, estimator, calibration=cal_data, overwrite=overwrite)
     Console().print(
         f"Calibrated on {estimator.n_calibration_} queries: lambda = {estimator.threshold_:.4f}, "

@@ -17,7 +17,7 @@ from racer.routers import (
     default_cache_dir,
     make_embedder,
 )
-from racer.routers.embeddings import embedder_from_state
+from racer.routers.embeddings import embedder_from_state, shared_prefix
 
 TEXTS = [
     f"{subject} question number {i}: what is the {kind} of {i}?"
@@ -149,3 +149,27 @@ def test_real_minilm_embeds_english_queries(tmp_path):
     vectors = embedder.transform(["What is 2 + 2?", "Compute two plus two.", "Who was Napoleon?"])
     assert vectors.shape == (3, 384)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_a_preamble_shared_by_every_query_is_not_embedded():
+    preamble = "Example: what is 1 + 1?\nAnswer: 2\n\n"
+    with_preamble = TfidfEmbedder(n_components=16, progress=False).fit(
+        [preamble + text for text in TEXTS]
+    )
+    assert with_preamble.shared_prefix_ == preamble
+    plain = TfidfEmbedder(n_components=16, progress=False).fit(TEXTS)
+    assert plain.shared_prefix_ == ""
+    np.testing.assert_allclose(
+        with_preamble.transform([preamble + TEXTS[0]]), plain.transform(TEXTS[:1]), atol=1e-6
+    )
+    rebuilt = embedder_from_state(with_preamble.get_state())
+    assert rebuilt.shared_prefix_ == preamble
+    assert rebuilt.fingerprint() == with_preamble.fingerprint() != plain.fingerprint()
+    kept = TfidfEmbedder(n_components=16, progress=False, strip_shared_prefix=False)
+    assert kept.fit([preamble + text for text in TEXTS]).shared_prefix_ == ""
+
+
+def test_shared_prefix_keeps_whole_lines_and_never_a_whole_text():
+    assert shared_prefix(["Q: 1\nQ: 2\nfoo", "Q: 1\nQ: 2\nfar"]) == "Q: 1\nQ: 2\n"
+    assert shared_prefix(["same\n", "same\nmore"]) == ""
+    assert shared_prefix(["only one\ntext"]) == ""

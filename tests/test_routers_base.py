@@ -16,6 +16,7 @@ from racer.routers import (
     make_router,
     router_from_state,
 )
+from racer.routers.base import masked_log_loss
 from racer.routers.linear import fit_logistic
 
 TOPICS = {
@@ -47,7 +48,13 @@ def corpus():
     return train_queries, train_labels, test_queries, test_labels, embedder
 
 
-FAST = {"knn": {"k": 20}, "logistic": {"C": 1.0}, "mlp": {"alpha": 1e-3}, "mf": {"alpha": 1e-3}}
+FAST = {
+    "knn": {"k": 20},
+    "logistic": {"C": 1.0},
+    "mlp": {"alpha": 1e-3},
+    "mf": {"alpha": 1e-3},
+    "ensemble": {"members": ("knn", "logistic")},
+}
 LEARNED = list(FAST)
 
 
@@ -59,7 +66,7 @@ def build(name: str, embedder):
 
 
 def test_registry_lists_every_router():
-    assert ROUTER_NAMES == ("prior", "knn", "logistic", "mlp", "mf", "external")
+    assert ROUTER_NAMES == ("prior", "knn", "logistic", "mlp", "mf", "ensemble", "external")
     assert isinstance(make_router("knn", k=5), KNNRouter)
     with pytest.raises(ValueError, match="Unknown router 'gpt'; choose one of"):
         make_router("gpt")
@@ -161,6 +168,30 @@ def test_model_names_must_match_the_label_columns():
 
 def test_knn_picks_k_from_its_grid_by_cross_validation(corpus):
     train_queries, train_labels, _, _, embedder = corpus
-    router = KNNRouter(ks=(1, 30), embedder=embedder, cv=3).fit(train_queries, train_labels)
+    router = KNNRouter(ks=(1, 30), shrink=0.0, embedder=embedder, cv=3)
+    router.fit(train_queries, train_labels)
     assert router.k_ == 30  # one neighbour is a noisy estimate of a 0.9 / 0.2 rate
     assert router.cv_losses_.shape == (2,)
+
+
+def test_knn_shrinks_a_small_neighbourhood_towards_a_wider_one(corpus):
+    train_queries, train_labels, test_queries, test_labels, embedder = corpus
+    plain = KNNRouter(k=3, shrink=0.0, embedder=embedder).fit(train_queries, train_labels)
+    shrunk = KNNRouter(k=3, shrink=20.0, wide_k=60, embedder=embedder)
+    shrunk.fit(train_queries, train_labels)
+    losses = [
+        masked_log_loss(router.predict_proba(test_queries), test_labels)
+        for router in (plain, shrunk)
+    ]
+    assert losses[1] < losses[0]  # three neighbours alone over-fit; 60 pin the topic's rate
+    tuned = KNNRouter(ks=(3,), shrinks=(0.0, 20.0), wide_k=60, embedder=embedder, cv=3)
+    assert tuned.fit(train_queries, train_labels).shrink_ == 20.0
+    assert tuned.cv_losses_.shape == (2,)
+
+
+def test_ensemble_refuses_unknown_members(corpus):
+    train_queries, train_labels, *_, embedder = corpus
+    with pytest.raises(ValueError, match="members must be names among"):
+        make_router("ensemble", members=("knn", "gpt"), embedder=embedder).fit(
+            train_queries, train_labels
+        )

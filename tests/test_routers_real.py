@@ -51,6 +51,7 @@ ROUTERS = {
     "logistic": {"C": 0.3},
     "mlp": {"alpha": 1e-3},
     "mf": {"alpha": 3e-3},
+    "ensemble": {"members": ("knn", "logistic")},
 }
 
 

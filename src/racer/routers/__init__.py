@@ -7,7 +7,7 @@ Examples
 --------
 >>> from racer.routers import make_router, ROUTER_NAMES
 >>> ROUTER_NAMES
-('prior', 'knn', 'logistic', 'mlp', 'mf', 'external')
+('prior', 'knn', 'logistic', 'mlp', 'mf', 'ensemble', 'external')
 >>> make_router("logistic", C=1.0)
 LogisticRouter(C=1.0)
 """
@@ -27,6 +27,7 @@ from racer.routers.embeddings import (
     default_cache_dir,
     make_embedder,
 )
+from racer.routers.ensemble import EnsembleRouter
 from racer.routers.external import ExternalScoresRouter, read_scores
 from racer.routers.knn import KNNRouter
 from racer.routers.linear import LogisticRouter
@@ -42,6 +43,7 @@ __all__ = [
     "Embedder",
     "EmbeddingCache",
     "EmbeddingRouter",
+    "EnsembleRouter",
     "ExternalScoresRouter",
     "KNNRouter",
     "LogisticRouter",
@@ -66,6 +68,7 @@ ROUTERS: dict[str, type[BaseRouter]] = {
         LogisticRouter,
         MLPRouter,
         MatrixFactorizationRouter,
+        EnsembleRouter,
         ExternalScoresRouter,
     )
 }
@@ -78,7 +81,8 @@ def make_router(name: str, **params: Any) -> BaseRouter:
     Parameters
     ----------
     name : str
-        ``"prior"``, ``"knn"``, ``"logistic"``, ``"mlp"``, ``"mf"`` or ``"external"``
+        ``"prior"``, ``"knn"``, ``"logistic"``, ``"mlp"``, ``"mf"``, ``"ensemble"`` or
+        ``"external"``
         (the latter needs ``source=``: a scores file or a callable).
     **params
         Passed to the router's constructor.

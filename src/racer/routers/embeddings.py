@@ -5,6 +5,10 @@ character 2-4-grams (which also cover Chinese text), sublinear TF-IDF weights, a
 truncated SVD. Its fitted state is three numeric arrays, so it saves without pickle.
 :class:`SentenceTransformerEmbedder` wraps dense sentence embeddings (optional extra
 ``racer-routing[dense]``).
+
+Every embedder drops a preamble shared by all its training texts (a few-shot prompt,
+as in RouterBench's 5-shot ARC-Challenge prompts) before embedding, so that the vectors
+describe the query rather than the preamble that every query repeats.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "default_cache_dir",
     "embedder_from_state",
     "make_embedder",
+    "shared_prefix",
 ]
 
 CacheSetting = bool | str | Path
@@ -57,6 +62,29 @@ def check_queries(queries: Any) -> list[str]:
             f"({len(bad)} non-str in all)."
         )
     return texts
+
+
+def shared_prefix(texts: Sequence[str]) -> str:
+    """The leading whole lines that every text repeats (a shared preamble), or "".
+
+    The common prefix of all texts, cut back to its last line break, and only if every
+    text goes on after it: a prefix that would leave some text empty is not shared
+    preamble but the text itself.
+
+    Examples
+    --------
+    >>> shared_prefix(["Example: 1+1=2\\n\\nQ: 2+2?", "Example: 1+1=2\\n\\nQ: 3+5?"])
+    'Example: 1+1=2\\n\\n'
+    >>> shared_prefix(["Question: a", "Question: b"])
+    ''
+    """
+    if len(texts) < 2:
+        return ""
+    common = os.path.commonprefix(list(texts))
+    prefix = common[: common.rfind("\n") + 1]
+    if any(len(text) == len(prefix) for text in texts):
+        return ""
+    return prefix
 
 
 def default_cache_dir() -> Path:
@@ -123,15 +151,25 @@ class Embedder(BaseEstimator):
     """Interface of a query embedder: ``fit(texts)``, ``transform(texts) -> (n, d)``.
 
     Subclasses implement ``_fit``, ``_embed`` (one batch, float32 rows of unit norm),
-    ``fingerprint``, ``get_state`` and ``_set_state``; this class adds batching with a
-    progress bar and the on-disk cache. Constructor parameters ``batch_size``,
-    ``cache`` and ``progress`` are shared by every embedder.
+    ``_fingerprint``, ``_get_state`` and ``_set_state``; this class adds the removal of
+    a shared preamble, batching with a progress bar and the on-disk cache. Constructor
+    parameters ``strip_shared_prefix``, ``batch_size``, ``cache`` and ``progress`` are
+    shared by every embedder.
+
+    Attributes
+    ----------
+    shared_prefix_ : str
+        Leading lines that every training text repeats (see :func:`shared_prefix`),
+        removed from any text that starts with them; "" when there are none or when
+        ``strip_shared_prefix`` is False.
     """
 
     name = "embedder"
+    strip_shared_prefix: bool
     batch_size: int
     cache: CacheSetting
     progress: bool
+    shared_prefix_: str = ""
 
     def _fit(self, texts: list[str]) -> None:
         raise NotImplementedError
@@ -139,13 +177,30 @@ class Embedder(BaseEstimator):
     def _embed(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
 
+    def _fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def _get_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
     def fingerprint(self) -> str:
         """A hex digest that changes whenever the vectors of a text could change."""
-        raise NotImplementedError
+        own = self._fingerprint()
+        if not self.shared_prefix_:
+            return own
+        return hashlib.sha256(f"{own}\0{self.shared_prefix_}".encode()).hexdigest()[:32]
 
     def get_state(self) -> dict[str, Any]:
         """The fitted embedder as JSON values and numpy arrays."""
-        raise NotImplementedError
+        return {**self._get_state(), "shared_prefix": self.shared_prefix_}
+
+    def _view(self, texts: list[str]) -> list[str]:
+        """The texts without the shared preamble (texts that lack it are kept whole)."""
+        prefix = self.shared_prefix_
+        if not prefix:
+            return texts
+        cut = len(prefix)
+        return [text[cut:] if text.startswith(prefix) else text for text in texts]
 
     def _set_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -157,7 +212,9 @@ class Embedder(BaseEstimator):
 
     def fit(self, texts: Sequence[str]) -> Embedder:
         """Learn whatever the embedding needs from ``texts``; returns self."""
-        self._fit(check_queries(texts))
+        texts = check_queries(texts)
+        self.shared_prefix_ = shared_prefix(texts) if self.strip_shared_prefix else ""
+        self._fit(self._view(texts))
         return self
 
     def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
@@ -174,7 +231,7 @@ class Embedder(BaseEstimator):
             raise NotFittedError(
                 f"This {type(self).__name__} is not fitted yet. Call fit(texts) first."
             )
-        texts = check_queries(texts)
+        texts = self._view(check_queries(texts))
         if not texts:
             return np.zeros((0, self.dim_), dtype=np.float32)
         if self.cache is False or len(texts) < self.batch_size:
@@ -243,6 +300,8 @@ class TfidfEmbedder(Embedder):
         Show a progress bar when embedding more than one batch.
     random_state : int, default=0
         Seed of the randomized SVD.
+    strip_shared_prefix : bool, default=True
+        Drop the leading lines that every training text repeats (see :class:`Embedder`).
 
     Examples
     --------
@@ -265,6 +324,7 @@ class TfidfEmbedder(Embedder):
         cache: CacheSetting = False,
         progress: bool = True,
         random_state: int = 0,
+        strip_shared_prefix: bool = True,
     ) -> None:
         self.n_components = n_components
         self.max_features = max_features
@@ -275,6 +335,7 @@ class TfidfEmbedder(Embedder):
         self.cache = cache
         self.progress = progress
         self.random_state = random_state
+        self.strip_shared_prefix = strip_shared_prefix
 
     def _hashed_counts(self, texts: list[str]) -> sp.csr_matrix:
         options = {"n_features": 2**self.hash_bits, "alternate_sign": False, "norm": None}
@@ -312,7 +373,7 @@ class TfidfEmbedder(Embedder):
         projected = np.asarray(self._weighted(self._hashed_counts(texts)) @ self.components_)
         return normalize(projected).astype(np.float32)
 
-    def fingerprint(self) -> str:
+    def _fingerprint(self) -> str:
         digest = hashlib.sha256(json.dumps(self._param_state(), sort_keys=True).encode())
         for array in (self.columns_, self.idf_, self.components_):
             digest.update(np.ascontiguousarray(array).tobytes())
@@ -327,7 +388,7 @@ class TfidfEmbedder(Embedder):
             "hash_bits": self.hash_bits,
         }
 
-    def get_state(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "params": self._param_state(),
@@ -364,6 +425,8 @@ class SentenceTransformerEmbedder(Embedder):
         (about 40 texts/s on two cores), so it is on by default.
     progress : bool, default=True
         Show a progress bar when embedding more than one batch.
+    strip_shared_prefix : bool, default=True
+        Drop the leading lines that every training text repeats (see :class:`Embedder`).
     """
 
     name = "sentence-transformers"
@@ -376,12 +439,14 @@ class SentenceTransformerEmbedder(Embedder):
         batch_size: int = 64,
         cache: CacheSetting = True,
         progress: bool = True,
+        strip_shared_prefix: bool = True,
     ) -> None:
         self.model = model
         self.device = device
         self.batch_size = batch_size
         self.cache = cache
         self.progress = progress
+        self.strip_shared_prefix = strip_shared_prefix
 
     def _model_location(self) -> str:
         if self.model in MINILM_NAMES:
@@ -403,7 +468,11 @@ class SentenceTransformerEmbedder(Embedder):
         return SentenceTransformer(self._model_location(), device=self.device)
 
     def _fit(self, texts: list[str]) -> None:
-        self._set_state({})
+        self._load_model()
+
+    def _load_model(self) -> None:
+        self.model_ = self._load()
+        self.dim_ = int(self.model_.get_sentence_embedding_dimension())
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         vectors = self.model_.encode(
@@ -411,15 +480,14 @@ class SentenceTransformerEmbedder(Embedder):
         )
         return normalize(np.asarray(vectors, dtype=np.float32)).astype(np.float32)
 
-    def fingerprint(self) -> str:
+    def _fingerprint(self) -> str:
         return hashlib.sha256(f"sentence-transformers\0{self.model}".encode()).hexdigest()[:32]
 
-    def get_state(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         return {"name": self.name, "params": {"model": self.model}, "arrays": {}}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        self.model_ = self._load()
-        self.dim_ = int(self.model_.get_sentence_embedding_dimension())
+        self._load_model()
 
 
 EMBEDDERS: dict[str, type[Embedder]] = {
@@ -441,4 +509,5 @@ def embedder_from_state(state: dict[str, Any]) -> Embedder:
     params = {key: tuple(v) if isinstance(v, list) else v for key, v in state["params"].items()}
     embedder = make_embedder(state["name"], **params)
     embedder._set_state(state)
+    embedder.shared_prefix_ = str(state.get("shared_prefix", ""))
     return embedder

@@ -37,9 +37,9 @@ TASKS = {
     "HumanEval": ("humaneval_train", "humaneval_test"),
 }
 PAPER = {"MMLU": 61.07, "GSM8K": 70.32, "CMMLU": 51.77, "ARC-C": 58.52, "HumanEval": 51.02}
-ROUTERS = ("prior", "knn", "logistic", "mlp", "mf", "ensemble")
+ROUTERS = ("prior", "knn", "logistic", "mlp", "mf", "cluster", "ensemble")
 COLUMNS = [*TASKS, "pooled"]
-TUNED = ("k_", "shrink_", "C_", "alpha_")
+TUNED = ("k_", "shrink_", "C_", "alpha_", "n_clusters_", "prior_strength_", "temperature_")
 
 
 def mean_auroc(labels: np.ndarray, scores: np.ndarray) -> float:

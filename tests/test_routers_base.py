@@ -66,7 +66,9 @@ def build(name: str, embedder):
 
 
 def test_registry_lists_every_router():
-    assert ROUTER_NAMES == ("prior", "knn", "logistic", "mlp", "mf", "ensemble", "external")
+    assert ROUTER_NAMES == (
+        "prior", "knn", "logistic", "mlp", "mf", "cluster", "ensemble", "external"
+    )
     assert isinstance(make_router("knn", k=5), KNNRouter)
     with pytest.raises(ValueError, match="Unknown router 'gpt'; choose one of"):
         make_router("gpt")

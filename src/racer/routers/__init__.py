@@ -7,7 +7,7 @@ Examples
 --------
 >>> from racer.routers import make_router, ROUTER_NAMES
 >>> ROUTER_NAMES
-('prior', 'knn', 'logistic', 'mlp', 'mf', 'ensemble', 'external')
+('prior', 'knn', 'logistic', 'mlp', 'mf', 'cluster', 'ensemble', 'external')
 >>> make_router("logistic", C=1.0)
 LogisticRouter(C=1.0)
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from racer.routers.abstention import AbstentionHead, no_model_correct
 from racer.routers.base import BaseRouter, EmbeddingRouter
+from racer.routers.cluster import ClusterRouter
 from racer.routers.embeddings import (
     EMBEDDER_NAMES,
     Embedder,
@@ -40,6 +41,7 @@ __all__ = [
     "ROUTER_NAMES",
     "AbstentionHead",
     "BaseRouter",
+    "ClusterRouter",
     "Embedder",
     "EmbeddingCache",
     "EmbeddingRouter",
@@ -68,6 +70,7 @@ ROUTERS: dict[str, type[BaseRouter]] = {
         LogisticRouter,
         MLPRouter,
         MatrixFactorizationRouter,
+        ClusterRouter,
         EnsembleRouter,
         ExternalScoresRouter,
     )
@@ -81,8 +84,8 @@ def make_router(name: str, **params: Any) -> BaseRouter:
     Parameters
     ----------
     name : str
-        ``"prior"``, ``"knn"``, ``"logistic"``, ``"mlp"``, ``"mf"``, ``"ensemble"`` or
-        ``"external"``
+        ``"prior"``, ``"knn"``, ``"logistic"``, ``"mlp"``, ``"mf"``, ``"cluster"``,
+        ``"ensemble"`` or ``"external"``
         (the latter needs ``source=``: a scores file or a callable).
     **params
         Passed to the router's constructor.

@@ -75,7 +75,7 @@ def population_check(scores, labels, alpha, abstention, n_cal, rng):
     }
 
 
-def assert_promise_kept(results, alpha):
+def assert_promise_kept(results):
     assert results["violation"] <= DELTA + MONTE_CARLO_SLACK, results
     # The bound costs something, but the sets stay close to the population oracle's.
     assert results["size"] <= results["oracle_size"] * 1.35 + 0.25, results
@@ -104,7 +104,7 @@ def routerbench_pool(shared_data):
 def test_pac_promise_on_routerdc_mmlu(routerdc_pool, alpha, abstention):
     scores, labels = routerdc_pool
     results = population_check(scores, labels, alpha, abstention, 1000, np.random.default_rng(1))
-    assert_promise_kept(results, alpha)
+    assert_promise_kept(results)
     # The same test catches a method without a bound.
     assert results["naive_violation"] > DELTA + MONTE_CARLO_SLACK, results
 
@@ -114,7 +114,7 @@ def test_pac_promise_on_routerdc_mmlu(routerdc_pool, alpha, abstention):
 def test_pac_promise_on_routerbench_arc(routerbench_pool, alpha, abstention):
     scores, labels = routerbench_pool
     results = population_check(scores, labels, alpha, abstention, 400, np.random.default_rng(2))
-    assert_promise_kept(results, alpha)
+    assert_promise_kept(results)
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,6 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-BOUNDS_FOR_BINARY_LOSSES = ("binomial", "hb", "hoeffding", "wsr")
-BOUNDS_FOR_GRADED_LOSSES = ("hoeffding", "wsr")
-
 
 def _as_counts(k: np.ndarray | int, n: int) -> np.ndarray:
     counts = np.asarray(k)

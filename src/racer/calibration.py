@@ -66,18 +66,26 @@ def _abstain_loss_entry(entry: np.ndarray, abstention: bool) -> np.ndarray:
     return entry[:, 0] if abstention else np.full(entry.shape[0], -np.inf)
 
 
+def _loss_entry(entry: np.ndarray, abstention: bool) -> np.ndarray:
+    """All entry levels as seen by the loss (the abstain column per the rule above)."""
+    if abstention:
+        return entry
+    loss_entry = entry.copy()
+    loss_entry[:, 0] = -np.inf
+    return loss_entry
+
+
 def point_losses(
     entry: np.ndarray, quality: np.ndarray, lam: float, abstention: bool = True
 ) -> np.ndarray:
-    """Loss of every point's set at one lambda.
+    """Loss ``1 - max_{k : entry_k <= lam} q+_k`` of every point's set at one lambda.
 
-    ``1 - max q`` over the invoked models, except that a point no model answers costs
-    0 once the abstain option is in its set (or always, without abstention).
+    ``q+`` is :func:`augmented_quality`: the best quality among the invoked models, and
+    a point no model answers costs 0 once the abstain option is in its set (always,
+    without abstention).
     """
-    best = np.max(quality, axis=1, where=entry[:, 1:] <= lam, initial=0.0)
-    nobody_right = ~np.any(quality > 0, axis=1)
-    abstain_ok = nobody_right & (_abstain_loss_entry(entry, abstention) <= lam)
-    return np.where(abstain_ok, 0.0, 1.0 - best)
+    included = _loss_entry(entry, abstention) <= lam
+    return 1.0 - np.max(augmented_quality(quality), axis=1, where=included, initial=0.0)
 
 
 def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = True) -> np.ndarray:
@@ -101,8 +109,7 @@ def _per_point_steps(
     entry: np.ndarray, quality: np.ndarray, abstention: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each point's entry levels in increasing order, and its best quality so far."""
-    loss_entry = entry.copy()
-    loss_entry[:, 0] = _abstain_loss_entry(entry, abstention)
+    loss_entry = _loss_entry(entry, abstention)
     order = np.argsort(loss_entry, axis=1, kind="stable")
     sorted_levels = np.take_along_axis(loss_entry, order, 1)
     sorted_quality = np.take_along_axis(augmented_quality(quality), order, 1)
@@ -110,10 +117,9 @@ def _per_point_steps(
 
 
 def _graded_loss_steps(
-    entry: np.ndarray, quality: np.ndarray, abstention: bool
+    sorted_levels: np.ndarray, running_best: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (level, drop) events of the graded loss of all points."""
-    sorted_levels, running_best = _per_point_steps(entry, quality, abstention)
     step_drops = np.diff(running_best, axis=1, prepend=0.0)
     levels = sorted_levels.ravel()
     level_order = np.argsort(levels, kind="stable")
@@ -165,15 +171,23 @@ class RiskCurve:
 
     def upper_bounds(self, bound: str, delta: float) -> np.ndarray:
         """Upper confidence bound of the risk at every lambda (not for WSR)."""
-        if bound == "binomial":
-            return bounds.binomial_ucb(self.loss_totals, self.n, delta)
-        if bound == "hb":
-            return bounds.hb_ucb(self.loss_totals, self.n, delta)
-        if bound == "hoeffding":
-            return bounds.hoeffding_ucb(self.empirical_risk, self.n, delta)
-        if bound == "crc":
-            return (self.loss_totals + 1.0) / (self.n + 1.0)
-        raise ValueError(f"No closed-form curve of upper bounds for {bound!r}.")
+        return upper_bound(bound, self.loss_totals, self.n, delta)
+
+
+def upper_bound(bound: str, loss_total: np.ndarray | float, n: int, delta: float) -> np.ndarray:
+    """The bound's value for summed loss(es) ``loss_total`` of ``n`` points (not WSR).
+
+    For ``"crc"`` it is the adjusted risk ``(loss_total + 1) / (n + 1)``.
+    """
+    if bound == "binomial":
+        return bounds.binomial_ucb(loss_total, n, delta)
+    if bound == "hb":
+        return bounds.hb_ucb(loss_total, n, delta)
+    if bound == "hoeffding":
+        return bounds.hoeffding_ucb(np.asarray(loss_total) / n, n, delta)
+    if bound == "crc":
+        return (np.asarray(loss_total) + 1.0) / (n + 1.0)
+    raise ValueError(f"No closed-form upper bound for {bound!r}.")
 
 
 def risk_curve(
@@ -203,13 +217,30 @@ def risk_curve(
     -------
     RiskCurve
     """
-    n = entry.shape[0]
     binary = is_binary(quality) if binary is None else binary
+    return _risk_curve(entry, quality, abstention, lower, binary)
+
+
+def _risk_curve(
+    entry: np.ndarray,
+    quality: np.ndarray,
+    abstention: bool,
+    lower: float,
+    binary: bool,
+    steps: tuple[np.ndarray, np.ndarray] | None = None,
+) -> RiskCurve:
+    """:func:`risk_curve`, reusing per-point ``steps`` when the caller has them."""
     if binary:
         levels = np.sort(loss_breakpoints(entry, quality, abstention))
-        drops = None
-    else:
-        levels, drops = _graded_loss_steps(entry, quality, abstention)
+        return _curve_from_events(levels, None, entry.shape[0], lower)
+    steps = _per_point_steps(entry, quality, abstention) if steps is None else steps
+    return _curve_from_events(*_graded_loss_steps(*steps), entry.shape[0], lower)
+
+
+def _curve_from_events(
+    levels: np.ndarray, drops: np.ndarray | None, n: int, lower: float
+) -> RiskCurve:
+    """The curve from sorted loss events: unit drops (0/1 losses) or graded ``drops``."""
     # levels are sorted: the points at or below each distinct finite level end at its
     # last occurrence, so no search is needed.
     first_finite = int(np.searchsorted(levels, -np.inf, side="right"))
@@ -223,7 +254,7 @@ def risk_curve(
     else:
         cumulative = np.concatenate([[0.0], np.cumsum(drops)])
         totals = np.maximum(n - cumulative[ends], 0.0)
-    return RiskCurve(lambdas=lambdas, loss_totals=totals, n=n, binary=binary)
+    return RiskCurve(lambdas=lambdas, loss_totals=totals, n=n, binary=drops is None)
 
 
 def _largest_passing_count(passes: Callable[[int], bool], n: int) -> int:
@@ -246,16 +277,29 @@ def admissible(curve: RiskCurve, bound: str, alpha: float, delta: float) -> np.n
         return bounds.hoeffding_ucb(curve.empirical_risk, n, delta) <= alpha
     if not curve.binary:
         raise ValueError(
-            f"The {bound!r} bound holds for 0/1 losses only; use 'hoeffding' or 'wsr' "
-            "for graded quality."
+            f"The {bound!r} bound holds for 0/1 labels only, but the labels are graded "
+            "(values strictly between 0 and 1). Use bound='hoeffding' or 'wsr', or "
+            "threshold the quality into 0/1 labels."
         )
-    if bound == "binomial":
-        k_max = _largest_passing_count(lambda k: bounds.binomial_pvalue(k, n, alpha) <= delta, n)
-    elif bound == "hb":
-        k_max = _largest_passing_count(lambda k: bounds.hb_pvalue(k, n, alpha) <= delta, n)
-    else:
-        raise ValueError(f"Unknown bound {bound!r}; choose from {BOUNDS}.")
-    return curve.loss_totals <= k_max
+    return curve.loss_totals <= max_admissible_losses(bound, curve.n, alpha, delta)
+
+
+def max_admissible_losses(bound: str, n: int, alpha: float, delta: float) -> int:
+    """Largest number of 0/1 losses out of ``n`` that still certifies risk <= alpha.
+
+    -1 when even zero losses do not. For ``"binomial"``, ``"hb"``, ``"hoeffding"`` and
+    ``"crc"`` the test depends on the loss count alone, so one search over counts
+    replaces a test at every lambda.
+    """
+    tests: dict[str, Callable[[int], bool]] = {
+        "binomial": lambda k: bounds.binomial_pvalue(k, n, alpha) <= delta,
+        "hb": lambda k: bounds.hb_pvalue(k, n, alpha) <= delta,
+        "hoeffding": lambda k: bounds.hoeffding_ucb(k / n, n, delta) <= alpha,
+        "crc": lambda k: (k + 1.0) / (n + 1.0) <= alpha,
+    }
+    if bound not in tests:
+        raise ValueError(f"Unknown bound {bound!r}; choose from {BOUNDS} or 'crc'.")
+    return _largest_passing_count(tests[bound], n)
 
 
 @dataclass(frozen=True)
@@ -285,17 +329,19 @@ class CalibrationResult:
 
 
 def _wsr_threshold(
-    entry: np.ndarray,
-    quality: np.ndarray,
-    abstention: bool,
+    steps: tuple[np.ndarray, np.ndarray],
     alpha: float,
     delta: float,
     grid: np.ndarray,
     random_state: int | None,
 ) -> tuple[float | None, np.ndarray]:
-    """Fixed-sequence WSR test down a data-independent grid; returns (lambda, losses)."""
-    order = np.random.default_rng(random_state).permutation(entry.shape[0])
-    sorted_levels, running_best = _per_point_steps(entry[order], quality[order], abstention)
+    """Fixed-sequence WSR test down a data-independent grid; returns (lambda, losses).
+
+    ``steps`` are the per-point steps (:func:`_per_point_steps`); the wealth process runs
+    over their rows in a seeded random order.
+    """
+    order = np.random.default_rng(random_state).permutation(steps[0].shape[0])
+    sorted_levels, running_best = steps[0][order], steps[1][order]
     chunk = int(np.clip(2e7 // sorted_levels.size, 1, 64))
     passed: float | None = None
     descending = grid[::-1]
@@ -393,13 +439,12 @@ def calibrate(
     if guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}.")
     bound = "crc" if guarantee == "expectation" else bound
-    curve = risk_curve(entry, quality, abstention=abstention, lower=lambda_range[0], binary=binary)
-
+    binary = is_binary(quality) if binary is None else binary
     if bound == "wsr":
+        steps = _per_point_steps(entry, quality, abstention)
+        curve = _risk_curve(entry, quality, abstention, lambda_range[0], binary, steps)
         grid = np.linspace(lambda_range[0], lambda_range[1], wsr_grid_size)
-        threshold, losses = _wsr_threshold(
-            entry, quality, abstention, alpha, delta, grid, random_state
-        )
+        threshold, losses = _wsr_threshold(steps, alpha, delta, grid, random_state)
         risk_bound = bounds.wsr_ucb(losses, delta)
         if threshold is None:
             raise InfeasibleCalibrationError(
@@ -413,18 +458,17 @@ def calibrate(
             curve=curve,
         )
 
+    curve = _risk_curve(entry, quality, abstention, lambda_range[0], binary)
     ok = admissible(curve, bound, alpha, delta)
     failing = np.flatnonzero(~ok)
     if failing.size and failing[-1] == ok.size - 1:
-        top_bound = float(curve.upper_bounds(bound, delta)[-1])
+        top_bound = float(upper_bound(bound, curve.loss_totals[-1], curve.n, delta))
         raise InfeasibleCalibrationError(_infeasible_message(curve, bound, alpha, delta, top_bound))
     chosen = failing[-1] + 1 if failing.size else 0
-    total = curve.loss_totals[chosen : chosen + 1]
-    risk_bound = RiskCurve(curve.lambdas[chosen : chosen + 1], total, curve.n, curve.binary)
     return CalibrationResult(
         threshold=float(curve.lambdas[chosen]),
-        empirical_risk=float(total[0] / curve.n),
-        risk_bound=float(risk_bound.upper_bounds(bound, delta)[0]),
+        empirical_risk=float(curve.empirical_risk[chosen]),
+        risk_bound=float(upper_bound(bound, curve.loss_totals[chosen], curve.n, delta)),
         bound=bound,
         curve=curve,
     )

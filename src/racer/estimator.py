@@ -20,10 +20,17 @@ from racer._validation import (
     check_vector,
     column_names,
 )
-from racer.calibration import GUARANTEES, RiskCurve, calibrate, is_binary, point_losses
+from racer.calibration import (
+    BOUNDS,
+    GUARANTEES,
+    RiskCurve,
+    calibrate,
+    is_binary,
+    point_losses,
+)
 from racer.sets import ABSTAIN_SCORES, FAMILIES, augmented_scores, entry_levels, lambda_range
 
-BOUND_CHOICES = ("auto", "binomial", "hb", "hoeffding", "wsr")
+BOUND_CHOICES = ("auto", *BOUNDS)
 STATE_VERSION = 1
 
 
@@ -200,42 +207,31 @@ class RACER(BaseEstimator):
         label_matrix = check_labels(labels, score_matrix.shape)
         alpha, delta, self._costs = self._check_params(score_matrix.shape[1])
 
-        # one NaN-propagating sum first: the per-row pass runs only when needed
-        unknown = np.zeros(len(label_matrix), dtype=bool)
-        if np.isnan(np.sum(label_matrix)):
-            unknown = np.isnan(label_matrix).any(axis=1)
-        if unknown.all():
+        if abstain_scores is not None:
+            abstain_scores = check_vector(abstain_scores, "abstain_scores", len(score_matrix), 0, 1)
+        known = _known_rows(label_matrix)
+        if not known.any():
             raise ValueError(
-                f"All {len(unknown)} calibration rows have an unknown (NaN) label; RACER "
+                f"All {len(known)} calibration rows have an unknown (NaN) label; RACER "
                 "needs queries whose outcome is known for every model."
             )
-        if unknown.any():
+        if not known.all():
             warnings.warn(
-                f"Left out {int(unknown.sum())} of {len(unknown)} calibration rows with an "
+                f"Left out {int((~known).sum())} of {len(known)} calibration rows with an "
                 "unknown (NaN) label; the guarantee covers queries like the remaining ones.",
                 UserWarning,
                 stacklevel=2,
             )
-        keep = ~unknown
-        if unknown.any():
-            score_matrix, label_matrix = score_matrix[keep], label_matrix[keep]
-            if abstain_scores is not None and np.shape(abstain_scores) == keep.shape:
-                abstain_scores = np.asarray(abstain_scores, dtype=float)[keep]
-        quality = label_matrix
-        graded = not is_binary(quality)
+            score_matrix, label_matrix = score_matrix[known], label_matrix[known]
+            abstain_scores = None if abstain_scores is None else abstain_scores[known]
+        graded = not is_binary(label_matrix)
         bound = self.bound
         if bound == "auto":
             bound = "wsr" if graded else "binomial"
-        if graded and bound in ("binomial", "hb") and self.guarantee == "pac":
-            raise ValueError(
-                f"The {bound!r} bound holds for 0/1 labels only, but the labels are graded "
-                "(values strictly between 0 and 1). Use bound='hoeffding' or 'wsr', or "
-                "threshold the quality into 0/1 labels."
-            )
         entry = self._entry(score_matrix, abstain_scores)
         result = calibrate(
             entry,
-            quality,
+            label_matrix,
             alpha=alpha,
             delta=delta,
             bound=bound,
@@ -250,10 +246,10 @@ class RACER(BaseEstimator):
         self.risk_bound_ = result.risk_bound
         self.bound_ = result.bound
         self.risk_curve_ = result.curve
-        self.n_calibration_ = int(keep.sum())
-        self.n_dropped_ = int(unknown.sum())
+        self.n_calibration_ = int(known.sum())
+        self.n_dropped_ = int((~known).sum())
         self.loss_kind_ = "graded" if graded else "binary"
-        self.n_models_ = quality.shape[1]
+        self.n_models_ = label_matrix.shape[1]
         self.n_features_in_ = self.n_models_
         self.model_names_ = None if names is None else [str(m) for m in names]
         return self
@@ -304,11 +300,11 @@ class RACER(BaseEstimator):
         """Mean misrouting loss of the calibrated sets on labelled queries (NaN rows left out)."""
         score_matrix = self._checked_scores(scores, None)
         label_matrix = check_labels(labels, score_matrix.shape)
-        keep = ~np.isnan(label_matrix).any(axis=1)
+        known = _known_rows(label_matrix)
         if abstain_scores is not None:
-            abstain_scores = np.asarray(abstain_scores, dtype=float)[keep]
-        entry = self._entry(score_matrix[keep], abstain_scores)
-        losses = point_losses(entry, label_matrix[keep], self.threshold_, self.abstention)
+            abstain_scores = check_vector(abstain_scores, "abstain_scores", len(known), 0, 1)[known]
+        entry = self._entry(score_matrix[known], abstain_scores)
+        losses = point_losses(entry, label_matrix[known], self.threshold_, self.abstention)
         return float(losses.mean())
 
     def get_state(self) -> dict[str, Any]:
@@ -366,6 +362,14 @@ class RACER(BaseEstimator):
             binary=estimator.loss_kind_ == "binary",
         )
         return estimator
+
+
+def _known_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows whose every label is known (one NaN-propagating sum first: no per-row pass
+    unless some label is NaN)."""
+    if not np.isnan(np.sum(labels)):
+        return np.ones(len(labels), dtype=bool)
+    return ~np.isnan(labels).any(axis=1)
 
 
 def minimum_calibration_size(alpha: float, delta: float, bound: str = "binomial") -> int:

@@ -39,7 +39,7 @@ def routerbench_report(shared_data, tmp_path_factory):
     settings = EvaluationSettings(alphas=(0.05, 0.1), n_trials=60, bounds=("binomial",))
     evaluation = evaluate_task(test, scores, settings)
     out = tmp_path_factory.mktemp("report")
-    paths = write_task_report(evaluation, out, match_model=REFERENCE, test=test, scores=scores)
+    paths = write_task_report(evaluation, out, match_model=REFERENCE)
     return test, scores, json.loads(paths["results"].read_text()), out
 
 

@@ -130,7 +130,7 @@ def _settings(
 
 
 def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
-    from racer.evaluation.report import HEADLINE_METHODS, monte_carlo_limit
+    from racer.evaluation.report import HEADLINE_METHODS, format_cost, monte_carlo_limit
 
     table = Table(title=f"{evaluation.task}: means over {evaluation.plan.n_trials} trials")
     for column in ("alpha", "method", "risk", "violations", "size", "cost", "accuracy"):
@@ -142,14 +142,13 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
             violation = f"{r['violation_rate']:.3f}"
             if r["group"] == "racer":
                 violation = f"[{'green' if r['violation_rate'] <= limit else 'red'}]{violation}[/]"
-            cost = f"${r['mean_cost']:.5f}" if r["cost_unit"] == "USD" else f"{r['mean_cost']:.2f}"
             table.add_row(
                 f"{alpha:g}",
                 name,
                 f"{r['risk']:.3f}",
                 violation,
                 f"{r['mean_set_size']:.2f}",
-                cost,
+                format_cost(r["mean_cost"], r["cost_unit"]),
                 f"{r['accuracy']:.3f}",
             )
     Console().print(table)
@@ -322,14 +321,7 @@ def evaluate(
                 test_data, test_scores, settings, train=train_data, task=name, progress=step
             )
         header = [f"Test data: {test_data.name}; {source}.", ""]
-        paths = write_task_report(
-            evaluation,
-            out,
-            header=header,
-            match_model=match_model,
-            test=test_data,
-            scores=test_scores,
-        )
+        paths = write_task_report(evaluation, out, header=header, match_model=match_model)
     _print_summary(evaluation, paths)
     console.print(f"Done in {time.perf_counter() - start:.1f} s.")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from racer.calibration import loss_breakpoints
-from racer.sets import augmented_scores, entry_levels, lambda_range
+from racer.sets import augmented_scores, entry_levels
 
 RULES = ("pac", "crc", "conformal", "empirical", "hindsight", "fixed")
 FAMILY_LABELS = {"threshold": "threshold", "cumulative": "cumulative (APS)", "cost": "cost-aware"}
@@ -50,8 +50,8 @@ class Method:
         The PAC bound (rule "pac" only).
     fixed_lambda : float
         The lambda of a "fixed" method.
-    lower : float
-        The lower end of the family's lambda range.
+    cost_weight : float
+        Trade-off of the "cost" family (it sets the family's lambda range).
     """
 
     name: str
@@ -63,8 +63,15 @@ class Method:
     family: str = "threshold"
     bound: str | None = None
     fixed_lambda: float = 0.0
-    lower: float = 0.0
     cost_weight: float = 1.0
+
+
+def _breakpoints(
+    entry: np.ndarray, labels: np.ndarray, abstention: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, evaluation) loss breakpoints; they differ only for sets that cannot abstain."""
+    evaluation = loss_breakpoints(entry, labels, True)
+    return (evaluation if abstention else loss_breakpoints(entry, labels, False)), evaluation
 
 
 def _method(
@@ -72,9 +79,7 @@ def _method(
     group: str,
     rule: str,
     entry: np.ndarray,
-    labels: np.ndarray,
-    *,
-    abstention: bool = True,
+    breakpoints: tuple[np.ndarray, np.ndarray],
     **details: object,
 ) -> Method:
     return Method(
@@ -82,8 +87,8 @@ def _method(
         group=group,
         rule=rule,
         entry=entry,
-        calibration_breakpoints=loss_breakpoints(entry, labels, abstention),
-        evaluation_breakpoints=loss_breakpoints(entry, labels, True),
+        calibration_breakpoints=breakpoints[0],
+        evaluation_breakpoints=breakpoints[1],
         **details,  # type: ignore[arg-type]
     )
 
@@ -94,12 +99,6 @@ def _rank_entry(scores: np.ndarray) -> np.ndarray:
     entry = np.empty((scores.shape[0], scores.shape[1] + 1))
     np.put_along_axis(entry[:, 1:], order, np.arange(scores.shape[1], dtype=float)[None, :], 1)
     entry[:, 0] = np.inf
-    return entry
-
-
-def _single_model_entry(n: int, n_models: int, model: int) -> np.ndarray:
-    entry = np.full((n, n_models + 1), np.inf)
-    entry[:, model + 1] = 0.0
     return entry
 
 
@@ -120,21 +119,20 @@ def racer_methods(
         if family == "cost" and model_costs is None:
             continue
         entry = entry_levels(augmented, family, costs=model_costs, cost_weight=cost_weight)
-        lower = lambda_range(family, cost_weight)[0]
-        for bound in bounds:
-            methods.append(
-                _method(
-                    f"RACER {bound} {FAMILY_LABELS[family]}",
-                    "racer",
-                    "pac",
-                    entry,
-                    labels,
-                    family=family,
-                    bound=bound,
-                    lower=lower,
-                    cost_weight=cost_weight,
-                )
+        breakpoints = _breakpoints(entry, labels)
+        methods += [
+            _method(
+                f"RACER {bound} {FAMILY_LABELS[family]}",
+                "racer",
+                "pac",
+                entry,
+                breakpoints,
+                family=family,
+                bound=bound,
+                cost_weight=cost_weight,
             )
+            for bound in bounds
+        ]
     return methods
 
 
@@ -166,17 +164,27 @@ def baseline_methods(
     n, n_models = scores.shape
     augmented = augmented_scores(scores, abstain_score)
     threshold = entry_levels(augmented, "threshold")
+    threshold_breakpoints = _breakpoints(threshold, labels)
     ranks = _rank_entry(scores)
+    rank_breakpoints = _breakpoints(ranks, labels)
+    sizes = [k for k in top_k if 1 < k < n_models]
     methods = [
-        _method("top-1 router", "baseline", "fixed", ranks, labels, fixed_lambda=0.0),
         *[
-            _method(f"top-{k} router", "baseline", "fixed", ranks, labels, fixed_lambda=k - 1.0)
-            for k in top_k
-            if 1 < k < n_models
+            _method(
+                f"top-{k} router",
+                "baseline",
+                "fixed",
+                ranks,
+                rank_breakpoints,
+                fixed_lambda=k - 1.0,
+            )
+            for k in (1, *sizes)
         ],
-        _method("all models", "baseline", "fixed", ranks, labels, fixed_lambda=n_models - 1.0),
-        _method("uncorrected threshold", "baseline", "empirical", threshold, labels),
-        _method("conformal risk control", "baseline", "crc", threshold, labels),
+        _method(
+            "all models", "baseline", "fixed", ranks, rank_breakpoints, fixed_lambda=n_models - 1.0
+        ),
+        _method("uncorrected threshold", "baseline", "empirical", threshold, threshold_breakpoints),
+        _method("conformal risk control", "baseline", "crc", threshold, threshold_breakpoints),
     ]
     for family in ("threshold", "cumulative"):
         no_abstain = entry_levels(augmented, family, abstention=False)
@@ -186,16 +194,21 @@ def baseline_methods(
                 "baseline",
                 "conformal",
                 no_abstain,
-                labels,
-                abstention=False,
+                _breakpoints(no_abstain, labels, abstention=False),
                 family=family,
             )
         )
     methods.append(
-        _method("oracle (hindsight) threshold", "oracle", "hindsight", threshold, labels)
+        _method(
+            "oracle (hindsight) threshold", "oracle", "hindsight", threshold, threshold_breakpoints
+        )
     )
-    methods += [
-        _method(f"model: {name}", "single", "fixed", _single_model_entry(n, n_models, m), labels)
-        for m, name in enumerate(model_names)
-    ]
+    methods += [single_model_method(labels, m, name) for m, name in enumerate(model_names)]
     return methods
+
+
+def single_model_method(labels: np.ndarray, model: int, name: str) -> Method:
+    """Always invoke model ``model`` (column index), named ``"model: <name>"``."""
+    entry = np.full((labels.shape[0], labels.shape[1] + 1), np.inf)
+    entry[:, model + 1] = 0.0
+    return _method(f"model: {name}", "single", "fixed", entry, _breakpoints(entry, labels))

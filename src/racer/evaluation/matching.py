@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from racer.evaluation.baselines import Method, baseline_methods, racer_methods
-from racer.evaluation.metrics import Pool, mean_and_error
-from racer.evaluation.run import EvaluationSettings
-from racer.evaluation.trials import TrialPlan, outcome_means, thresholds
+from racer.evaluation.baselines import Method, racer_methods
+from racer.evaluation.metrics import mean_and_error
+from racer.evaluation.run import Evaluation
+from racer.evaluation.trials import outcome_means, thresholds
 
 DEFAULT_ALPHA_GRID = tuple(round(a, 3) for a in np.arange(0.01, 0.301, 0.01))
 
 
 def cheapest_match(
-    pool: Pool,
-    model_names: tuple[str, ...],
+    evaluation: Evaluation,
     reference: str,
-    settings: EvaluationSettings,
     *,
-    model_costs: np.ndarray | None = None,
     alphas: tuple[float, ...] = DEFAULT_ALPHA_GRID,
     aggregators: tuple[str, ...] = ("vote", "best"),
     cost_share_budget: float = 0.3,
@@ -35,16 +32,11 @@ def cheapest_match(
 
     Parameters
     ----------
-    pool : Pool
-        The evaluation pool.
-    model_names : tuple of str
-        Column names; ``reference`` must be one of them.
+    evaluation : Evaluation
+        The evaluation whose pool, splits, settings (delta, families, the first of
+        ``settings.bounds``) and per-model costs the search reuses.
     reference : str
-        The model to match (for example "gpt-4-1106-preview").
-    settings : EvaluationSettings
-        Delta, trials, families, the bound (the first of ``settings.bounds``), seed.
-    model_costs : numpy.ndarray, optional
-        Per-model costs of the cost-aware family.
+        The model to match (for example "gpt-4-1106-preview"); one of the pool's models.
     alphas : tuple of float
         Risk levels searched.
     aggregators : tuple of str
@@ -60,19 +52,14 @@ def cheapest_match(
         ``cheapest`` (the chosen row with ``cost_share`` of the reference, or None) and
         ``best_within_budget`` (the most accurate row within ``cost_share_budget``).
     """
-    if reference not in model_names:
+    if reference not in evaluation.model_names:
         raise ValueError(
-            f"Unknown reference model {reference!r}; the models are {list(model_names)}."
+            f"Unknown reference model {reference!r}; the models are {list(evaluation.model_names)}."
         )
-    n_cal = int(round(settings.calibration_fraction * pool.n))
-    plan = TrialPlan(pool.n, n_cal, settings.n_trials, settings.seed)
+    pool, settings, plan = evaluation.pool, evaluation.settings, evaluation.plan
     cal_rows, test_rows = plan.split_rows()
-    reference_method = next(
-        m
-        for m in baseline_methods(pool.scores, pool.labels, model_names, top_k=())
-        if m.name == f"model: {reference}"
-    )
-    reference_means = outcome_means(reference_method, pool, np.zeros(plan.n_trials), test_rows)
+    # the evaluation already holds the reference model's outcomes on these test splits
+    reference_means = evaluation.per_trial[(f"model: {reference}", settings.alphas[0])]
     reference_accuracy = reference_means["accuracy_best"]
     reference_cost = float(np.mean(reference_means["cost"]))
     methods: list[Method] = racer_methods(
@@ -80,7 +67,7 @@ def cheapest_match(
         pool.labels,
         families=settings.families,
         bounds=settings.bounds[:1],
-        model_costs=model_costs,
+        model_costs=evaluation.model_costs,
         cost_weight=settings.cost_weight,
         abstain_score=settings.abstain_score,
     )

@@ -68,7 +68,8 @@ def _number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _cost(value: float | None, unit: str) -> str:
+def format_cost(value: float | None, unit: str) -> str:
+    """A cost per query: dollars to 5 decimals, model calls to 2, "-" when unknown."""
     if value is None or not math.isfinite(value):
         return "-"
     return f"${value:.5f}" if unit == "USD" else f"{value:.2f}"
@@ -135,7 +136,7 @@ def _headline_section(evaluation: Evaluation) -> list[str]:
                     f"{alpha:g}",
                     name,
                     _number(record["accuracy"]),
-                    _cost(record["mean_cost"], unit),
+                    format_cost(record["mean_cost"], unit),
                     _number(record["mean_set_size"], 2),
                     _number(record["risk"]),
                 ]
@@ -168,7 +169,7 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
             _number(r["mean_set_size"], 2),
             _number(r["set_size_vs_oracle"], 2),
             _number(r["abstention_rate"]),
-            _cost(r["mean_cost"], unit),
+            format_cost(r["mean_cost"], unit),
             _number(r["accuracy"]),
             _number(r["any_correct_upper_bound"]),
             _number(r["infeasible_rate"], 2),
@@ -198,7 +199,9 @@ def _models_section(evaluation: Evaluation) -> list[str]:
             [
                 name,
                 _number(record["accuracy"]),
-                _cost(record["mean_cost"], "USD") if evaluation.cost_unit == "USD" else "1 call",
+                format_cost(record["mean_cost"], "USD")
+                if evaluation.cost_unit == "USD"
+                else "1 call",
             ]
         )
     return ["## Candidate models (test splits)", "", *_table(["model", "accuracy", "cost"], rows)]

@@ -14,7 +14,7 @@ import numpy as np
 from racer.aggregate import answer_codes, detect_answer_kind
 from racer.data.dataset import RoutingDataset
 from racer.evaluation.baselines import Method, baseline_methods, racer_methods
-from racer.evaluation.metrics import Pool, mean_and_error, rate_and_error
+from racer.evaluation.metrics import OUTCOMES, Pool, mean_and_error, rate_and_error
 from racer.evaluation.trials import TrialPlan, outcome_means, thresholds
 
 
@@ -67,12 +67,17 @@ class Evaluation:
     model_names: tuple[str, ...]
     settings: EvaluationSettings
     plan: TrialPlan
-    cost_unit: str
+    pool: Pool
     aggregator: str
     n_dropped: int
     model_costs: np.ndarray | None = None
     records: list[dict] = field(default_factory=list)
     per_trial: dict[tuple[str, float], dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def cost_unit(self) -> str:
+        """ "USD" or "model calls" (see :class:`Pool`)."""
+        return self.pool.cost_unit
 
     def record(self, method: str, alpha: float) -> dict:
         """The record of one method at one alpha."""
@@ -164,17 +169,17 @@ class _Runner:
 
 
 def _best_single(
-    singles: list[Method], runner: _Runner, alpha: float
+    evaluation: Evaluation, singles: list[Method], runner: _Runner, alpha: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The single model with the best calibration accuracy, per trial."""
+    """The single model with the best calibration accuracy, per trial (from their records)."""
     labels = runner.pool.labels
-    split = [runner.split(m, alpha)[1] for m in singles]
+    per_model = [evaluation.per_trial[(m.name, alpha)] for m in singles]
+    trials = np.arange(evaluation.plan.n_trials)
     chosen = labels[runner.cal_rows].mean(axis=1).argmax(axis=1)
-    trials = np.arange(chosen.size)
-    means = {name: np.stack([s[name] for s in split])[chosen, trials] for name in split[0]}
-    risks = np.stack([runner.pool_risk(m, alpha) for m in singles])
+    means = {name: np.stack([p[name] for p in per_model])[chosen, trials] for name in OUTCOMES}
     chosen_resampled = labels[runner.resample_rows].mean(axis=1).argmax(axis=1)
-    return means, risks[chosen_resampled, trials]
+    pool_risks = np.stack([p["pool_risk"] for p in per_model])[chosen_resampled, trials]
+    return means, pool_risks
 
 
 def evaluate_pool(
@@ -219,7 +224,7 @@ def evaluate_pool(
     plan = TrialPlan(pool.n, n_cal, settings.n_trials, settings.seed)
     aggregator = "vote" if has_responses and (pool.answer_codes >= 0).any() else "best"
     evaluation = Evaluation(
-        task, model_names, settings, plan, pool.cost_unit, aggregator, n_dropped, model_costs
+        task, model_names, settings, plan, pool, aggregator, n_dropped, model_costs
     )
     methods = racer_methods(
         pool.scores,
@@ -249,7 +254,7 @@ def evaluate_pool(
             if method.group == "oracle":
                 oracle_size = means["set_size"]
             _add_record(evaluation, method.name, method, alpha, lambdas, means, risks, oracle_size)
-        best_means, best_risks = _best_single(singles, runner, alpha)
+        best_means, best_risks = _best_single(evaluation, singles, runner, alpha)
         _add_record(
             evaluation,
             "best single model",

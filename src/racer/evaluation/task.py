@@ -116,31 +116,17 @@ def write_task_report(
     *,
     header: list[str] | None = None,
     match_model: str | None = None,
-    test: RoutingDataset | None = None,
-    scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write figures, ``results.json`` and ``report.md``; optionally search the cheapest
-    RACER configuration matching ``match_model`` (needs ``test`` and ``scores``).
+    RACER configuration matching ``match_model``.
 
     Returns
     -------
     dict
         ``results`` and ``report`` paths, ``figures``, and ``match`` (or None).
     """
-    match = None
-    sections: list[str] = []
-    if match_model is not None:
-        if test is None or scores is None:
-            raise ValueError("Matching a model needs the test data and its scores.")
-        pool, _ = make_pool(test, np.asarray(scores, dtype=float))
-        match = cheapest_match(
-            pool,
-            test.model_names,
-            match_model,
-            evaluation.settings,
-            model_costs=evaluation.model_costs,
-        )
-        sections = matching_section(match, evaluation.cost_unit)
+    match = None if match_model is None else cheapest_match(evaluation, match_model)
+    sections = [] if match is None else matching_section(match, evaluation.cost_unit)
     figures = write_figures(evaluation, out_dir)
     results, report = write_report(
         evaluation,

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from racer.calibration import RiskCurve, admissible, calibrate
+from racer.calibration import calibrate, max_admissible_losses
 from racer.evaluation.baselines import Method
 from racer.evaluation.metrics import OUTCOMES, Pool, outcomes
 from racer.exceptions import InfeasibleCalibrationError
@@ -81,18 +81,13 @@ class TrialPlan:
 def loss_budget(rule: str, bound: str | None, n: int, alpha: float, delta: float) -> int:
     """Largest number of calibration losses out of ``n`` that a rule accepts (-1: none).
 
-    ``"pac"`` asks ``bound`` (:func:`racer.calibration.admissible`); ``"crc"`` and
-    ``"conformal"`` accept ``(k + 1) / (n + 1) <= alpha``; ``"empirical"`` and
-    ``"hindsight"`` accept ``k / n <= alpha``.
+    ``"pac"`` asks ``bound`` (:func:`racer.calibration.max_admissible_losses`);
+    ``"crc"`` and ``"conformal"`` accept ``(k + 1) / (n + 1) <= alpha``; ``"empirical"``
+    and ``"hindsight"`` accept ``k / n <= alpha``.
     """
-    counts = np.arange(n + 1, dtype=np.int64)
     if rule in ("empirical", "hindsight"):
-        ok = counts / n <= alpha
-    else:
-        curve = RiskCurve(lambdas=np.zeros(n + 1), loss_totals=counts, n=n, binary=True)
-        ok = admissible(curve, bound if rule == "pac" else "crc", alpha, delta)
-    passing = np.flatnonzero(ok)
-    return int(passing[-1]) if passing.size else -1
+        return int(np.flatnonzero(np.arange(n + 1) / n <= alpha)[-1])
+    return max_admissible_losses(bound if rule == "pac" else "crc", n, alpha, delta)
 
 
 def _budget_thresholds(breakpoints: np.ndarray, budgets: np.ndarray, lower: float) -> np.ndarray:
@@ -151,10 +146,10 @@ def thresholds(
             for size in sizes
         ]
     )
-    lambdas = _budget_thresholds(breakpoints, budgets, method.lower)
+    lower, upper = lambda_range(method.family, method.cost_weight)
+    lambdas = _budget_thresholds(breakpoints, budgets, lower)
     if method.rule == "conformal":
-        largest_finite_set = np.max(method.entry, where=np.isfinite(method.entry), initial=0.0)
-        return np.where(np.isnan(lambdas), largest_finite_set, lambdas)
+        return np.where(np.isnan(lambdas), upper, lambdas)
     return lambdas
 
 
@@ -163,18 +158,26 @@ def outcome_means(
 ) -> dict[str, np.ndarray]:
     """Mean of every outcome over ``rows[t]`` at ``lambdas[t]``, per trial (NaN lambda: NaN).
 
-    Outcomes are computed once per distinct lambda over the whole pool, then averaged
-    over each trial's rows.
+    A query's set at lambda is the first ``j`` of its candidates in entry order, ``j``
+    being the number of its entry levels <= lambda. Outcomes are computed once per
+    ``j`` that occurs (at most M + 2 values) over the whole pool, then read per trial.
     """
-    feasible = ~np.isnan(lambdas)
+    feasible = np.flatnonzero(~np.isnan(lambdas))
     means = {name: np.full(lambdas.shape, np.nan) for name in OUTCOMES}
-    if not feasible.any():
+    if not feasible.size:
         return means
-    distinct, which = np.unique(lambdas[feasible], return_inverse=True)
-    per_lambda = [
-        outcomes(method.entry <= lam, method.evaluation_breakpoints > lam, pool) for lam in distinct
-    ]
+    joined = np.stack([(method.entry[rows[t]] <= lambdas[t]).sum(axis=1) for t in feasible])
+    order = np.argsort(method.entry, axis=1, kind="stable")
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(order.shape[1])[None, :], axis=1)
+    sorted_levels = np.take_along_axis(method.entry, order, axis=1)
+    table = {name: np.full((pool.n, order.shape[1] + 1), np.nan) for name in OUTCOMES}
+    for j in np.unique(joined):
+        # a point's loss is 0 once its breakpoint (one of its entry levels) has joined
+        last_joined = sorted_levels[:, j - 1] if j > 0 else np.full(pool.n, -np.inf)
+        values = outcomes(position < j, method.evaluation_breakpoints > last_joined, pool)
+        for name in OUTCOMES:
+            table[name][:, j] = values[name]
     for name in OUTCOMES:
-        table = np.stack([values[name] for values in per_lambda])
-        means[name][feasible] = table[which[:, None], rows[feasible]].mean(axis=1)
+        means[name][feasible] = table[name][rows[feasible], joined].mean(axis=1)
     return means

@@ -53,11 +53,11 @@ class LookupRouter:
         noisy = 0.6 * np.nan_to_num(labels) + 0.4 * rng.uniform(size=labels.shape)
         self._rows = {str(q): i for i, q in enumerate(queries)}
         self._scores = np.clip(noisy, 0, 1)
+        self._unknown = np.full(labels.shape[1], 0.5)
 
     def predict_proba(self, queries: list[str]) -> np.ndarray:
-        fallback = np.full(self._scores.shape[1], 0.5)
         return np.vstack(
-            [self._scores[self._rows[q]] if q in self._rows else fallback for q in queries]
+            [self._scores[self._rows[q]] if q in self._rows else self._unknown for q in queries]
         )
 
 

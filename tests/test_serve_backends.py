@@ -103,3 +103,23 @@ async def test_no_more_than_max_concurrency_requests_are_in_flight():
     results = await asyncio.gather(*(client.complete(BODY) for _ in range(12)))
     await client.aclose()
     assert all(r.ok for r in results) and peak == 3
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_call_gives_its_concurrency_slot_back():
+    entered = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await asyncio.sleep(30)
+        return completion("late")
+
+    client = backend(sequence(hang, answering("ok")), max_concurrency=1)
+    hung = asyncio.create_task(client.complete(BODY))
+    await entered.wait()
+    hung.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await hung
+    result = await asyncio.wait_for(client.complete(BODY), timeout=5)
+    await client.aclose()
+    assert result.ok and result.text == "ok"

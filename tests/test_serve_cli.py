@@ -84,4 +84,4 @@ def test_replay_server_serves_recorded_responses_until_stopped(shared_data):
     finally:
         process.terminate()
         process.wait(timeout=15)
-    assert process.returncode is not None
+    assert process.returncode == 0, "SIGTERM should stop the servers and exit cleanly"

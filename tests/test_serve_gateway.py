@@ -56,7 +56,7 @@ async def test_the_calibrated_set_is_called_and_reported():
     assert racer["set"] == [A, B] and racer["chosen"] == A and not racer["abstained"]
     assert body["choices"][0]["message"]["content"] == "A-answer"
     assert racer["scores"] == {A: 0.9, B: 0.7, C: 0.1} and racer["threshold"] == 0.5
-    assert racer["backends"][A]["ok"] and racer["backends"][A]["latency_ms"] >= 0
+    assert racer["backends"][A]["ok"] and racer["backends"][A]["latency_ms"] > 0
     assert racer["backends"][A]["cost_usd"] == pytest.approx(10 * 0.001 + 5 * 0.002)
     assert racer["cost_usd"] == pytest.approx(2 * 0.02)
     assert body["usage"] == {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}

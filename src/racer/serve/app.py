@@ -159,16 +159,18 @@ def create_app(gateway: Gateway, api_keys: frozenset[str] = frozenset()) -> Fast
             return StreamingResponse(events, media_type="text/event-stream")
         return JSONResponse(await gateway.complete(request))
 
+    started = int(time.time())
+    model_list = {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": started, "owned_by": "racer"}
+            for name in gateway.routes
+        ],
+    }
+
     @app.get("/v1/models", dependencies=authorized)
     async def models() -> dict[str, Any]:
-        created = int(time.time())
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "racer"}
-                for name in gateway.routes
-            ],
-        }
+        return model_list
 
     @app.post("/v1/feedback", dependencies=authorized)
     async def feedback(request: FeedbackRequest) -> dict[str, Any]:

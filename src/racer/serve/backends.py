@@ -239,11 +239,13 @@ class Backend:
                 response = await self._client.send(request, stream=stream)
                 await self._check_status(response)
                 return response, attempts
-            except Exception as raw:  # every failure becomes a described UpstreamError
+            except BaseException as raw:  # free the slot even when cancelled
                 if response is not None:
                     await response.aclose()
                 self._slots.release()
-                error = self._describe(raw)
+                if not isinstance(raw, Exception):
+                    raise
+                error = self._describe(raw)  # every failure becomes a described UpstreamError
                 if not error.retryable or attempts > self.config.retries:
                     raise UpstreamError(
                         self.redact(str(error)), retryable=False, attempts=attempts

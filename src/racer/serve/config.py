@@ -259,10 +259,6 @@ class GatewayConfig(_Strict):
                 )
         return self
 
-    def backend(self, name: str) -> BackendConfig:
-        """The backend called ``name``."""
-        return next(b for b in self.backends if b.name == name)
-
 
 def _relative_to(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else base / path

@@ -106,9 +106,8 @@ class Route:
         """The router's scores for ``query`` and the calibrated set, best-scored first."""
         scores = np.asarray(self.router.predict_proba([query]), dtype=float).reshape(1, -1)
         abstain = None if self.abstention is None else self.abstention.abstain_score([query])
-        invoked = np.asarray(self.calibration.predict(scores, abstain_scores=abstain), dtype=bool)[
-            0
-        ]
+        predicted = self.calibration.predict(scores, abstain_scores=abstain)
+        invoked = np.asarray(predicted, dtype=bool)[0]
         order = np.argsort(-scores[0], kind="stable")
         return scores[0], [self.model_names[k] for k in order if invoked[k]]
 
@@ -181,11 +180,8 @@ class Gateway:
         backends: Mapping[str, Backend],
         decision_log: DecisionLog,
     ):
-        missing = {
-            name: sorted(set(route.model_names) - set(backends))
-            for name, route in routes.items()
-            if set(route.model_names) - set(backends)
-        }
+        unserved = {name: set(route.model_names) - set(backends) for name, route in routes.items()}
+        missing = {name: sorted(models) for name, models in unserved.items() if models}
         if missing:
             raise ConfigError(
                 f"Every model of a route needs a backend; missing: {missing}. Add them under "
@@ -348,7 +344,9 @@ class Gateway:
         """
         decision = await self._decide(request)
         text, racer = await self._answer(decision)
-        return completion_body(decision.id, decision.created, decision.route.name, text, racer)
+        return completion_body(
+            decision.id, decision.created, decision.route.name, text, racer["usage"], racer
+        )
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[bytes]:
         """Answer a chat completion as server-sent events (``stream`` true).
@@ -359,10 +357,14 @@ class Gateway:
         decision = await self._decide(request)
         if len(decision.invoked) == 1:
             backend = self.backends[decision.invoked[0]]
+            opened = time.perf_counter()
             try:
                 upstream = await backend.open_stream(decision.body)
             except UpstreamError as error:
-                failed = BackendCall(backend.name, None, 0.0, error.attempts, error=str(error))
+                latency_s = time.perf_counter() - opened
+                failed = BackendCall(
+                    backend.name, None, latency_s, error.attempts, error=str(error)
+                )
                 calls, chosen, text = await self._aggregate_or_fallback(decision, [failed])
                 racer = self._finish(decision, calls, chosen, "answered")
                 return self._stream_text(decision, text, racer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,51 +37,46 @@ class GatewayMetrics:
 
     def __init__(self, max_set_size: int):
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
+
+        def counter(name: str, text: str, *labels: str) -> Counter:
+            return Counter(name, text, labels, registry=self.registry)
+
+        def histogram(name: str, text: str, label: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, text, [label], buckets=buckets, registry=self.registry)
+
+        self.requests = counter(
             "racer_requests",
             "Chat completion requests by route and outcome (answered, abstained, failed).",
-            ["route", "outcome"],
-            registry=r,
+            "route",
+            "outcome",
         )
-        self.set_size = Histogram(
+        self.set_size = histogram(
             "racer_set_size",
             "Number of models in the calibrated set.",
-            ["route"],
-            buckets=[float(k) for k in range(max_set_size + 1)],
-            registry=r,
+            "route",
+            [float(k) for k in range(max_set_size + 1)],
         )
-        self.abstentions = Counter(
-            "racer_abstentions",
-            "Requests answered with the abstention message.",
-            ["route"],
-            registry=r,
+        self.abstentions = counter(
+            "racer_abstentions", "Requests answered with the abstention message.", "route"
         )
-        self.request_latency = Histogram(
+        self.request_latency = histogram(
             "racer_request_latency_seconds",
             "Gateway latency of chat completions.",
-            ["route"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            "route",
+            _LATENCY_BUCKETS,
         )
-        self.backend_latency = Histogram(
+        self.backend_latency = histogram(
             "racer_backend_latency_seconds",
             "Latency of backend calls (with retries).",
-            ["backend"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            "backend",
+            _LATENCY_BUCKETS,
         )
-        self.backend_errors = Counter(
-            "racer_backend_errors",
-            "Backend calls that failed after retries.",
-            ["backend"],
-            registry=r,
+        self.backend_errors = counter(
+            "racer_backend_errors", "Backend calls that failed after retries.", "backend"
         )
-        self.cost = Counter(
-            "racer_cost_usd", "US dollars spent on backend calls.", ["backend"], registry=r
-        )
+        self.cost = counter("racer_cost_usd", "US dollars spent on backend calls.", "backend")
         self.monitor = {
-            key: Gauge(f"racer_monitor_{name}", text, ["route"], registry=r)
+            key: Gauge(f"racer_monitor_{name}", text, ["route"], registry=self.registry)
             for key, (name, text) in _MONITOR_GAUGES.items()
         }
 

@@ -138,14 +138,14 @@ def create_replay_app(
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         return _error(400, validation_message(error.errors()), "invalid_request")
 
+    model_list = {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "replay"} for m in served],
+    }
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "replay"} for m in served
-            ],
-        }
+        return model_list
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -185,8 +185,6 @@ def create_replay_app(
                 text_events(answer_id, created, answering, text, final if with_usage else None),
                 media_type="text/event-stream",
             )
-        body = completion_body(answer_id, created, answering, text, {"usage": usage})
-        body.pop("racer")
-        return JSONResponse(body)
+        return JSONResponse(completion_body(answer_id, created, answering, text, usage))
 
     return app

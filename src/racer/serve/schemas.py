@@ -89,15 +89,19 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
 
 
 def completion_body(
-    decision_id: str, created: int, route: str, text: str, racer: dict[str, Any]
+    answer_id: str,
+    created: int,
+    model: str,
+    text: str,
+    usage: dict[str, int],
+    racer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` with the ``racer`` object added."""
-    usage = racer["usage"]
-    return {
-        "id": decision_id,
+    """A ``chat.completion``, with the ``racer`` object added when one is given."""
+    body: dict[str, Any] = {
+        "id": answer_id,
         "object": "chat.completion",
         "created": created,
-        "model": route,
+        "model": model,
         "choices": [
             {
                 "index": 0,
@@ -107,8 +111,10 @@ def completion_body(
             }
         ],
         "usage": usage,
-        "racer": racer,
     }
+    if racer is not None:
+        body["racer"] = racer
+    return body
 
 
 def chunk_body(

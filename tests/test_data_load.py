@@ -85,6 +85,9 @@ def test_user_mistakes_raise_clear_errors(tmp_path):
         load_dataset(tmp_path / "notes.txt", format="excel")
     with pytest.raises(ValueError, match="non-empty list"):
         load_dataset([])
+    (tmp_path / "broken.json").write_text('[{"question": "q", "scores": {"a": 1}}, {"q')
+    with pytest.raises(ValueError, match=r"broken\.json is not valid JSON: .* line 1"):
+        load_dataset(tmp_path / "broken.json")
 
 
 def test_pooled_routerbench_merges_queries_split_across_files(shared_data):

@@ -42,8 +42,8 @@ def test_reference_figures_match_the_readme(shared_data, stem, n_queries, best, 
 
 def test_multi_attempt_files_keep_the_pass_fraction_as_quality(shared_data):
     data = load_routerdc(shared_data / "routerdc" / "gsm8k-test.json")
-    assert data.quality is not None
-    assert set(np.unique(np.round(data.quality * 10))) <= set(range(11))
+    # the fraction of 10 sampled attempts that passed: exactly 0.0, 0.1, ..., 1.0
+    np.testing.assert_allclose(np.unique(data.quality), np.arange(11) / 10)
     np.testing.assert_array_equal(data.labels, (data.quality >= 0.5).astype(float))
 
 
@@ -113,16 +113,16 @@ def test_null_scores_are_missing_and_reported(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("content", "error", "message"),
+    ("content", "message"),
     [
-        ('[{"question": "q", ', ValueError, "not valid JSON"),
-        ('{"question": "q"}', ValueError, "expected a non-empty JSON list"),
-        ("[]", ValueError, "expected a non-empty JSON list"),
-        ('[{"question": "q", "scores": {"a": "high"}}]', ValueError, "expected a number"),
+        ('[{"question": "q", ', "not valid JSON"),
+        ('{"question": "q"}', "expected a non-empty JSON list"),
+        ("[]", "expected a non-empty JSON list"),
+        ('[{"question": "q", "scores": {"a": "high"}}]', "expected a number"),
     ],
 )
-def test_malformed_files_raise_clear_errors(tmp_path, content, error, message):
-    with pytest.raises(error, match=message):
+def test_malformed_files_raise_clear_errors(tmp_path, content, message):
+    with pytest.raises(ValueError, match=message):
         load_routerdc(_write(tmp_path, "mmlu_bad.json", content))
 
 

@@ -42,7 +42,6 @@ Rows = list[dict[str, Any]]
 TextParser = Callable[[Any, str], str | None]
 MissingPolicy = Literal["keep", "drop_queries"]
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
 _MISSING_STRINGS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 _INDEX_COLUMNS = frozenset({"", "Unnamed: 0", "index"})
 COST_SUFFIX = "|cost"
@@ -93,20 +92,12 @@ def read_table(path: str | Path) -> tuple[list[str], Rows]:
     """
     path = existing_file(path, "data file")
     suffix = path.suffix.lower()
-    readers = {
-        ".csv": _read_delimited,
-        ".tsv": _read_delimited,
-        ".jsonl": _read_json_lines,
-        ".ndjson": _read_json_lines,
-        ".json": _read_json_records,
-        ".parquet": _read_parquet,
-    }
-    if suffix not in readers:
+    if suffix not in _READERS:
         raise ValueError(
             f"Cannot read {path.name!r}: unknown table format {suffix!r}. "
             f"Expected one of {', '.join(TABLE_SUFFIXES)}; rename the file or convert it."
         )
-    columns, rows = readers[suffix](path)
+    columns, rows = _READERS[suffix](path)
     if not rows:
         raise ValueError(f"{path.name} has no data rows; expected at least one row.")
     return columns, rows
@@ -182,6 +173,17 @@ def _read_parquet(path: Path) -> tuple[list[str], Rows]:
         ) from None
     table = parquet.read_table(path)
     return list(table.column_names), table.to_pylist()
+
+
+_READERS: dict[str, Callable[[Path], tuple[list[str], Rows]]] = {
+    ".csv": _read_delimited,
+    ".tsv": _read_delimited,
+    ".jsonl": _read_json_lines,
+    ".ndjson": _read_json_lines,
+    ".json": _read_json_records,
+    ".parquet": _read_parquet,
+}
+TABLE_SUFFIXES = tuple(_READERS)
 
 
 def _columns_of(rows: Rows) -> list[str]:
@@ -270,17 +272,13 @@ def _require_columns(columns: list[str], required: Iterable[str], origin: str, h
 
 
 def _matrix(
-    rows: Rows,
-    models: list[str],
-    column: Callable[[str], str],
-    convert: Any,
-    origin: str,
-    dtype: Any,
+    rows: Rows, models: list[str], suffix: str, convert: Any, origin: str, dtype: Any
 ) -> np.ndarray:
+    """The ``<model><suffix>`` cells of every row, converted, as an (n, M) matrix."""
     return np.array(
         [
             [
-                convert(row.get(column(m)), f"{origin}, row {i + 1}, column {column(m)!r}")
+                convert(row.get(m + suffix), f"{origin}, row {i + 1}, column {m + suffix!r}")
                 for m in models
             ]
             for i, row in enumerate(rows)
@@ -319,7 +317,7 @@ def wide_rows_to_dataset(
     models = [c for c in columns if c not in reserved and "|" not in c]
     if not models:
         raise ValueError(f"{origin}: no model columns besides {sorted(reserved & set(columns))}.")
-    outcomes = _matrix(rows, models, lambda m: m, to_float, origin, float)
+    outcomes = _matrix(rows, models, "", to_float, origin, float)
     labels, quality = split_outcomes(outcomes, threshold, origin)
     queries = [
         parse_text(row.get(query_column), f"{origin}, row {i + 1}, column {query_column!r}")
@@ -352,7 +350,7 @@ def _suffixed_matrix(
     """The ``<model><suffix>`` columns as a matrix, or None when the table has none."""
     if suffix is None or not any(m + suffix in columns for m in models):
         return None
-    return _matrix(rows, models, lambda m: m + suffix, convert, origin, dtype)
+    return _matrix(rows, models, suffix, convert, origin, dtype)
 
 
 def _column_or(rows: Rows, column: str, default: list[str]) -> np.ndarray:
@@ -386,7 +384,10 @@ def long_rows_to_dataset(
     )
     keyed_by_id = id_column in columns
     keys = [str(row.get(id_column) if keyed_by_id else row.get(query_column)) for row in rows]
-    query_index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    first_row: dict[str, int] = {}
+    for r, key in enumerate(keys):
+        first_row.setdefault(key, r)
+    query_index = {key: i for i, key in enumerate(first_row)}
     models = list(dict.fromkeys(str(row.get(model_column)) for row in rows))
     model_index = {m: j for j, m in enumerate(models)}
     cells = [
@@ -394,23 +395,19 @@ def long_rows_to_dataset(
         for k, row in zip(keys, rows, strict=True)
     ]
     _check_unique_pairs(cells, keys, models, origin)
-    first_row = {}
-    for r, (i, _) in enumerate(cells):
-        first_row.setdefault(i, r)
     shape = (len(query_index), len(models))
-    where = [f"{origin}, row {r + 1}" for r in range(len(rows))]
 
     def scatter(column: str, convert: Any, dtype: Any, fill: Any) -> np.ndarray | None:
         if column not in columns:
             return None
         values = np.full(shape, fill, dtype=dtype)
         for r, (i, j) in enumerate(cells):
-            values[i, j] = convert(rows[r].get(column), f"{where[r]}, column {column!r}")
+            values[i, j] = convert(rows[r].get(column), f"{origin}, row {r + 1}, column {column!r}")
         return values
 
     outcomes = scatter(label_column, to_float, float, np.nan)
     labels, quality = split_outcomes(outcomes, threshold, origin)
-    heads = [rows[first_row[i]] for i in range(shape[0])]
+    heads = [rows[r] for r in first_row.values()]
     return RoutingDataset(
         queries=np.array([plain_text(h.get(query_column), origin) for h in heads], dtype=object),
         model_names=tuple(models),
@@ -470,8 +467,8 @@ def merge_duplicate_ids(dataset: RoutingDataset) -> tuple[RoutingDataset, int]:
         return dataset, 0
     merged = dataset.subset(np.sort(first))
     target = np.argsort(np.argsort(first))[group]
-    labels, arrays = merged.labels, [merged.quality, merged.costs, merged.responses]
-    sources = [dataset.quality, dataset.costs, dataset.responses]
+    labels, merged_arrays = merged.labels, [merged.quality, merged.costs, merged.responses]
+    row_arrays = [dataset.quality, dataset.costs, dataset.responses]
     for row in np.setdiff1d(np.arange(dataset.n_queries), first):
         into, incoming = target[row], dataset.labels[row]
         clash = ~np.isnan(labels[into]) & ~np.isnan(incoming) & (labels[into] != incoming)
@@ -483,9 +480,9 @@ def merge_duplicate_ids(dataset: RoutingDataset) -> tuple[RoutingDataset, int]:
             )
         fill = np.isnan(labels[into]) & ~np.isnan(incoming)
         labels[into, fill] = incoming[fill]
-        for values, source in zip(arrays, sources, strict=True):
+        for values, row_values in zip(merged_arrays, row_arrays, strict=True):
             if values is not None:
-                values[into, fill] = source[row, fill]
+                values[into, fill] = row_values[row, fill]
     return merged, dataset.n_queries - first.size
 
 
@@ -550,13 +547,6 @@ def handle_missing(dataset: RoutingDataset, missing: MissingPolicy, origin: str)
 # The public loader
 
 
-def detect_layout(
-    columns: list[str], model_column: str = "model", label_column: str = "label"
-) -> Literal["long", "wide"]:
-    """Long form when the table has both a model and a label column, else wide."""
-    return "long" if model_column in columns and label_column in columns else "wide"
-
-
 def load_table(
     path: str | Path,
     *,
@@ -604,7 +594,7 @@ def load_table(
     path = Path(path)
     name = name or path.stem
     if layout == "auto":
-        layout = detect_layout(columns, model_column, label_column)
+        layout = "long" if model_column in columns and label_column in columns else "wide"
     common = dict(
         origin=path.name,
         name=name,

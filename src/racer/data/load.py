@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -19,7 +21,6 @@ from racer.data.generic import (
     MissingPolicy,
     existing_file,
     handle_missing,
-    load_json,
     load_table,
     merge_and_report,
 )
@@ -48,7 +49,7 @@ def detect_format(path: PathLike) -> Format:
     path = existing_file(path, "data file")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return "routerdc" if is_routerdc_records(load_json(path)) else "table"
+        return "routerdc" if is_routerdc_records([_first_json_element(path)]) else "table"
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             header = next(csv.reader(handle), [])
@@ -59,6 +60,18 @@ def detect_format(path: PathLike) -> Format:
         f"Cannot read {path.name!r}: unknown format {suffix!r}. Expected RouterDC JSON, "
         f"RouterBench CSV, or a table ({', '.join(TABLE_SUFFIXES)})."
     )
+
+
+def _first_json_element(path: Path) -> Any:
+    """The first element of a JSON list, or None; the rest is left for the loader to parse."""
+    text = path.read_text(encoding="utf-8")
+    opening = re.match(r"\s*\[\s*", text)
+    if opening is None:
+        return None
+    try:
+        return json.JSONDecoder().raw_decode(text, opening.end())[0]
+    except json.JSONDecodeError:  # the loader reports it with the file's name
+        return None
 
 
 def _expand(paths: PathLike | Sequence[PathLike]) -> tuple[list[Path], str]:

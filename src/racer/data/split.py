@@ -36,13 +36,12 @@ def query_groups(dataset: RoutingDataset) -> np.ndarray:
     while True:  # propagate the smallest row index through shared ids and texts
         previous = label
         for key in keys:
-            smallest = np.full(key.max() + 1 if n else 0, n)
+            smallest = np.full(key.max(initial=-1) + 1, n)
             np.minimum.at(smallest, key, label)
             label = smallest[key]
         if np.array_equal(label, previous):
             break
-    _, first, groups = np.unique(label, return_index=True, return_inverse=True)
-    return np.argsort(np.argsort(first))[groups]
+    return _factorize(label.tolist())
 
 
 def _factorize(values: list) -> np.ndarray:
@@ -106,9 +105,20 @@ def split_dataset(
     --------
     >>> train, calibration, test = split_dataset(data, (0.4, 0.3, 0.3))  # doctest: +SKIP
     """
-    fractions = _check_fractions(sizes)
-    groups = query_groups(dataset)
-    n_groups = int(groups.max()) + 1 if groups.size else 0
+    return _split_groups(
+        dataset, query_groups(dataset), _check_fractions(sizes), stratify_by_source, random_state
+    )
+
+
+def _split_groups(
+    dataset: RoutingDataset,
+    groups: np.ndarray,
+    fractions: np.ndarray,
+    stratify_by_source: bool,
+    random_state: RandomState,
+) -> tuple[RoutingDataset, ...]:
+    """Shuffle the query groups and deal them into parts of the given fractions."""
+    n_groups = int(groups.max(initial=-1)) + 1
     rng = np.random.default_rng(random_state)
     group_first_row = np.unique(groups, return_index=True)[1]
     strata = dataset.sources[group_first_row] if stratify_by_source else np.zeros(n_groups)
@@ -122,7 +132,7 @@ def split_dataset(
     empty = [k for k, part in enumerate(parts) if part.n_queries == 0]
     if empty:
         raise ValueError(
-            f"sizes {list(sizes)} leave part(s) {empty} empty: the dataset has only "
+            f"sizes {fractions.tolist()} leave part(s) {empty} empty: the dataset has only "
             f"{n_groups} distinct queries. Use more data or larger sizes for those parts."
         )
     return parts
@@ -136,7 +146,8 @@ def _two_way_split(
     random_state: RandomState,
 ) -> tuple[RoutingDataset, RoutingDataset]:
     """(rest, part) where ``part`` holds ``size`` (a fraction or a count) of the queries."""
-    n_groups = int(query_groups(dataset).max()) + 1 if dataset.n_queries else 0
+    groups = query_groups(dataset)
+    n_groups = int(groups.max(initial=-1)) + 1
     if isinstance(size, int | np.integer) and not isinstance(size, bool):
         if not 0 < size < n_groups:
             raise ValueError(
@@ -146,11 +157,8 @@ def _two_way_split(
         size = size / n_groups
     if not 0.0 < size < 1.0:
         raise ValueError(f"{argument} must be a fraction in (0, 1) or a count, got {size!r}.")
-    rest, part = split_dataset(
-        dataset,
-        (1.0 - size, float(size)),
-        stratify_by_source=stratify_by_source,
-        random_state=random_state,
+    rest, part = _split_groups(
+        dataset, groups, np.array([1.0 - size, size]), stratify_by_source, random_state
     )
     return rest, part
 

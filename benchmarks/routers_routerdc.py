@@ -43,9 +43,16 @@ TUNED = ("k_", "shrink_", "C_", "alpha_", "n_clusters_", "prior_strength_", "tem
 
 
 def mean_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mean over models of the AUROC of the scores for that model's correctness."""
-    usable = [j for j in range(labels.shape[1]) if 0 < labels[:, j].mean() < 1]
-    return float(np.mean([roc_auc_score(labels[:, j], scores[:, j]) for j in usable]))
+    """Mean over models of the AUROC of the scores for that model's correctness.
+
+    Unknown (NaN) labels are left out; a model whose known labels are all equal is skipped.
+    """
+    per_model = []
+    for j in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, j])
+        if known.any() and 0 < labels[known, j].mean() < 1:
+            per_model.append(roc_auc_score(labels[known, j], scores[known, j]))
+    return float(np.mean(per_model))
 
 
 def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
@@ -88,13 +95,8 @@ def routerbench_auroc(data_dir: Path) -> dict[str, dict[str, float]]:
         for name in ("knn", "logistic", "ensemble"):
             router = make_router(name, embedder=embedder).fit(list(train.queries), train.labels)
             scores = router.predict_proba(list(test.queries))
-            usable = []
-            for j in range(test.n_models):
-                known = ~np.isnan(test.labels[:, j])
-                if 0 < test.labels[known, j].mean() < 1:
-                    usable.append(roc_auc_score(test.labels[known, j], scores[known, j]))
             column = "preamble stripped" if strip else "full prompt"
-            rows.setdefault(name, {})[column] = float(np.mean(usable))
+            rows.setdefault(name, {})[column] = mean_auroc(test.labels, scores)
     return rows
 
 

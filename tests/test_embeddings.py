@@ -15,6 +15,7 @@ from racer.routers import (
     SentenceTransformerEmbedder,
     TfidfEmbedder,
     default_cache_dir,
+    embeddings,
     make_embedder,
 )
 from racer.routers.embeddings import embedder_from_state, shared_prefix
@@ -100,9 +101,20 @@ def test_cache_is_keyed_by_fitted_state(embedder, tmp_path):
     assert other.fingerprint() != embedder.fingerprint()
 
 
-def test_progress_bar_shows_for_batches(embedder, capsys):
+def test_progress_bar_shows_for_batches(embedder, monkeypatch):
+    advanced = []
+
+    class RecordingProgress(embeddings.Progress):
+        def advance(self, task, advance=1):
+            advanced.append(advance)
+            super().advance(task, advance)
+
+    monkeypatch.setattr(embeddings, "Progress", RecordingProgress)
     shown = embedder_from_state(embedder.get_state()).set_params(batch_size=16, progress=True)
     assert shown.transform(TEXTS).shape == (180, 16)
+    assert len(advanced) == 12 and sum(advanced) == 180  # one step per batch of 16
+    shown.set_params(progress=False).transform(TEXTS)
+    assert len(advanced) == 12
 
 
 class FakeSentenceTransformer:

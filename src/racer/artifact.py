@@ -152,13 +152,23 @@ class RouterArtifact:
         """The base router's scores, shape (n, M)."""
         return self.router.predict_proba(queries)
 
-    def predict_sets(self, queries: Sequence[str], *, include_abstain: bool = False) -> np.ndarray:
-        """The calibrated set of every query: bool (n, M), or (n, M + 1) with abstain first."""
+    def predict_sets(
+        self,
+        queries: Sequence[str],
+        *,
+        include_abstain: bool = False,
+        scores: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The calibrated set of every query: bool (n, M), or (n, M + 1) with abstain first.
+
+        ``scores`` are the router's scores of ``queries`` when the caller already has
+        them (:meth:`predict_proba`), so they are not computed twice.
+        """
         abstain_scores = None
         if self.abstention is not None:
             abstain_scores = self.abstention.abstain_score(queries)
         return self.racer.predict(
-            self.predict_proba(queries),
+            self.predict_proba(queries) if scores is None else scores,
             include_abstain=include_abstain,
             abstain_scores=abstain_scores,
         )

@@ -453,7 +453,7 @@ def route(
         queries = _read_queries(input)
         loaded = load_artifact(artifact)
         scores = loaded.predict_proba(queries)
-        sets = loaded.predict_sets(queries)
+        sets = loaded.predict_sets(queries, scores=scores)
         names = loaded.model_names
         lines = [
             json.dumps(

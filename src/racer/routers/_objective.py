@@ -15,7 +15,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from racer.routers.base import EmbeddingRouter, cross_validated_choice
+from racer.routers.base import EmbeddingRouter, cross_validated_choice, fixed_or_grid
 
 __all__ = ["Forward", "Params", "PenalisedRouter", "fit_masked_log_loss"]
 
@@ -109,7 +109,7 @@ class PenalisedRouter(EmbeddingRouter):
     def _fit_params(self, features: np.ndarray, labels: np.ndarray, alpha: float) -> Params:
         initial = self._initial(features, labels, np.random.default_rng(self.random_state))
         return fit_masked_log_loss(
-            type(self).forward,
+            self.forward,
             initial,
             features,
             labels,
@@ -119,13 +119,15 @@ class PenalisedRouter(EmbeddingRouter):
         )
 
     def _fit_embeddings(self, features: np.ndarray, labels: np.ndarray) -> None:
-        def fit_predict(alpha: float, train_x: np.ndarray, train_y: np.ndarray, test_x):
-            return expit(type(self).forward(self._fit_params(train_x, train_y, alpha), test_x)[0])
+        def fit_fold(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
+            def predict(alpha: float) -> np.ndarray:
+                return expit(self.forward(self._fit_params(train_x, train_y, alpha), test_x)[0])
 
-        candidates = [self.alpha] if self.alpha is not None else list(self.alphas)
+            return predict
+
         best, self.cv_losses_ = cross_validated_choice(
-            candidates,
-            fit_predict,
+            fixed_or_grid(self.alpha, self.alphas),
+            fit_fold,
             features,
             labels,
             n_splits=self.cv,
@@ -135,7 +137,7 @@ class PenalisedRouter(EmbeddingRouter):
         self.params_ = self._fit_params(features, labels, self.alpha_)
 
     def _predict_embeddings(self, features: np.ndarray) -> np.ndarray:
-        return expit(type(self).forward(self.params_, features)[0])
+        return expit(self.forward(self.params_, features)[0])
 
     def _fitted_state(self) -> dict[str, Any]:
         return {"alpha": self.alpha_, "params": dict(self.params_)}

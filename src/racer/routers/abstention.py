@@ -108,7 +108,13 @@ class AbstentionHead(BaseEstimator):
     def from_state(cls, state: dict[str, Any]) -> AbstentionHead:
         """Rebuild a fitted head from :meth:`get_state` output."""
         classifier = LogisticRouter.from_state(state["classifier"])
-        head = cls(classifier.C, Cs=classifier.Cs, cv=classifier.cv)
+        head = cls(
+            classifier.C,
+            Cs=classifier.Cs,
+            embedder=classifier.embedder,
+            cv=classifier.cv,
+            random_state=classifier.random_state,
+        )
         head.classifier_ = classifier
         head.base_rate_ = float(state["base_rate"])
         return head

@@ -23,6 +23,7 @@ __all__ = [
     "EmbeddingRouter",
     "check_router_labels",
     "cross_validated_choice",
+    "fixed_or_grid",
     "masked_log_loss",
 ]
 
@@ -74,9 +75,14 @@ def masked_log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+def fixed_or_grid(value: Any, grid: Sequence[Any]) -> list[Any]:
+    """``[value]`` when a hyper-parameter is fixed, else its candidate grid."""
+    return [value] if value is not None else list(grid)
+
+
 def cross_validated_choice(
     candidates: Sequence[Any],
-    fit_predict: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    fit_fold: Callable[[np.ndarray, np.ndarray, np.ndarray], Callable[[Any], np.ndarray]],
     features: np.ndarray,
     labels: np.ndarray,
     *,
@@ -89,9 +95,11 @@ def cross_validated_choice(
     ----------
     candidates : sequence
         Hyper-parameter values to compare.
-    fit_predict : callable
-        ``fit_predict(candidate, train_features, train_labels, validation_features)``
-        returns probabilities of shape (n_validation, M).
+    fit_fold : callable
+        ``fit_fold(train_features, train_labels, validation_features)`` is called once
+        per fold and returns ``predict(candidate)``, the probabilities of shape
+        (n_validation, M) under that candidate; work that every candidate shares (a
+        similarity matrix, a k-means fit) is done once per fold there.
     features, labels : numpy.ndarray
         Training data only (tuning on calibration data voids RACER's guarantee).
     n_splits : int
@@ -111,9 +119,9 @@ def cross_validated_choice(
     folds = KFold(min(n_splits, len(features)), shuffle=True, random_state=random_state)
     losses = np.zeros(len(candidates))
     for train, validation in folds.split(features):
+        predict = fit_fold(features[train], labels[train], features[validation])
         for i, candidate in enumerate(candidates):
-            predicted = fit_predict(candidate, features[train], labels[train], features[validation])
-            losses[i] += masked_log_loss(predicted, labels[validation])
+            losses[i] += masked_log_loss(predict(candidate), labels[validation])
     return candidates[int(np.argmin(losses))], losses / folds.get_n_splits()
 
 

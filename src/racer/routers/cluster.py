@@ -11,7 +11,6 @@ softmax of minus the squared distance to each centroid over ``temperature``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from itertools import product
 from typing import Any
@@ -19,7 +18,12 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans
 
-from racer.routers.base import EmbeddingRouter, cross_validated_choice, smoothed_accuracy
+from racer.routers.base import (
+    EmbeddingRouter,
+    cross_validated_choice,
+    fixed_or_grid,
+    smoothed_accuracy,
+)
 from racer.routers.embeddings import Embedder
 
 __all__ = ["ClusterRouter", "cluster_tables", "region_weights"]
@@ -177,31 +181,28 @@ class ClusterRouter(EmbeddingRouter):
         return KMeans(k, n_init=self.n_init, random_state=self.random_state).fit(features)
 
     def _fit_embeddings(self, features: np.ndarray, labels: np.ndarray) -> None:
-        fitted_kmeans: dict[tuple[int, bytes], KMeans] = {}  # one k-means per fold and size
+        def fit_fold(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
+            prior = smoothed_accuracy(train_y)
+            fitted_kmeans: dict[int, KMeans] = {}  # one k-means per size, shared by candidates
 
-        def fit_predict(candidate, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
-            n_clusters, strength, temperature = candidate
-            key = (n_clusters, hashlib.blake2b(train_x.tobytes(), digest_size=16).digest())
-            if key not in fitted_kmeans:
-                fitted_kmeans[key] = self._kmeans(train_x, n_clusters)
-            kmeans = fitted_kmeans[key]
-            tables = cluster_tables(
-                kmeans.labels_, train_y, kmeans.n_clusters, smoothed_accuracy(train_y), strength
-            )
-            return region_weights(test_x, kmeans.cluster_centers_, temperature) @ tables
+            def predict(candidate: tuple[int, float, float]) -> np.ndarray:
+                n_clusters, strength, temperature = candidate
+                if n_clusters not in fitted_kmeans:
+                    fitted_kmeans[n_clusters] = self._kmeans(train_x, n_clusters)
+                kmeans = fitted_kmeans[n_clusters]
+                tables = cluster_tables(kmeans.labels_, train_y, kmeans.n_clusters, prior, strength)
+                return region_weights(test_x, kmeans.cluster_centers_, temperature) @ tables
 
-        def grid(value: Any, candidates: Sequence[Any]) -> list[Any]:
-            return [value] if value is not None else list(candidates)
+            return predict
 
+        candidates = product(
+            fixed_or_grid(self.n_clusters, self.n_clusters_grid),
+            fixed_or_grid(self.prior_strength, self.prior_strength_grid),
+            fixed_or_grid(self.temperature, self.temperature_grid),
+        )
         (n_clusters, strength, temperature), self.cv_losses_ = cross_validated_choice(
-            list(
-                product(
-                    grid(self.n_clusters, self.n_clusters_grid),
-                    grid(self.prior_strength, self.prior_strength_grid),
-                    grid(self.temperature, self.temperature_grid),
-                )
-            ),
-            fit_predict,
+            list(candidates),
+            fit_fold,
             features,
             labels,
             n_splits=self.cv,

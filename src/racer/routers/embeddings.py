@@ -370,8 +370,9 @@ class TfidfEmbedder(Embedder):
         self.dim_ = int(self.n_components)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        projected = np.asarray(self._weighted(self._hashed_counts(texts)) @ self.components_)
-        return normalize(projected).astype(np.float32)
+        # float32 on both sides: a float64 row would copy all of components_ on every call
+        weighted = self._weighted(self._hashed_counts(texts)).astype(np.float32)
+        return normalize(np.asarray(weighted @ self.components_))
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256(json.dumps(self._param_state(), sort_keys=True).encode())

@@ -14,10 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from racer.routers.base import EmbeddingRouter, cross_validated_choice, smoothed_accuracy
+from racer.routers.base import (
+    EmbeddingRouter,
+    cross_validated_choice,
+    fixed_or_grid,
+    smoothed_accuracy,
+)
 from racer.routers.embeddings import Embedder
 
-__all__ = ["KNNRouter", "neighbour_votes"]
+__all__ = ["KNNRouter", "nearest_neighbours", "neighbour_votes", "shrunk_votes"]
 
 CHUNK = 1024  # queries scored at once: bounds the (chunk, n_train) similarity matrix
 
@@ -27,6 +32,47 @@ def _weighted_votes(weights: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     known = ~np.isnan(labels)
     votes = np.einsum("nk,nkm->nm", weights, np.where(known, labels, 0.0))
     return votes, np.einsum("nk,nkm->nm", weights, known.astype(float))
+
+
+def _depths(k: int, shrink: float, wide_k: int, n_train: int) -> tuple[int, int]:
+    """Neighbours that vote (k), and neighbours searched (``wide_k`` when shrinking)."""
+    k = min(k, n_train)
+    return k, min(max(wide_k, k), n_train) if shrink > 0 else k
+
+
+def nearest_neighbours(
+    query_features: np.ndarray, train_features: np.ndarray, reach: int, power: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``reach`` most cosine-similar training rows of each query, most similar first.
+
+    Returns
+    -------
+    weights : numpy.ndarray of shape (n_queries, reach)
+        ``max(similarity, 0) ** power``.
+    neighbours : numpy.ndarray of int, shape (n_queries, reach)
+        Their training row indices.
+    """
+    similarity = query_features @ train_features.T
+    nearest = np.argpartition(-similarity, reach - 1, axis=1)[:, :reach]
+    nearest_similarity = np.take_along_axis(similarity, nearest, axis=1)
+    order = np.argsort(-nearest_similarity, axis=1, kind="stable")
+    weights = np.maximum(np.take_along_axis(nearest_similarity, order, axis=1), 0.0) ** power
+    return weights, np.take_along_axis(nearest, order, axis=1)
+
+
+def shrunk_votes(
+    weights: np.ndarray, labels: np.ndarray, prior: np.ndarray, k: int, shrink: float
+) -> np.ndarray:
+    """The vote of the first ``k`` neighbours, shrunk towards the vote of all of them.
+
+    ``weights`` (n, reach) and ``labels`` (n, reach, M) are sorted, nearest first.
+    """
+    votes, total = _weighted_votes(weights[:, :k], labels[:, :k])
+    if shrink <= 0:
+        return (votes + prior) / (total + 1.0)
+    wide_votes, wide_total = _weighted_votes(weights, labels)
+    wide = (wide_votes + prior) / (wide_total + 1.0)
+    return (votes + shrink * wide + prior) / (total + shrink + 1.0)
 
 
 def neighbour_votes(
@@ -50,21 +96,9 @@ def neighbour_votes(
     -------
     numpy.ndarray of shape (n_queries, M)
     """
-    n_train = len(train_features)
-    k, wide_k = min(k, n_train), min(max(wide_k, k), n_train)
-    reach = wide_k if shrink > 0 else k
-    similarity = query_features @ train_features.T
-    nearest = np.argpartition(-similarity, reach - 1, axis=1)[:, :reach]
-    nearest_similarity = np.take_along_axis(similarity, nearest, axis=1)
-    order = np.argsort(-nearest_similarity, axis=1, kind="stable")
-    weights = np.maximum(np.take_along_axis(nearest_similarity, order, axis=1), 0.0) ** power
-    labels = train_labels[np.take_along_axis(nearest, order, axis=1)]
-    votes, total = _weighted_votes(weights[:, :k], labels[:, :k])
-    if shrink <= 0:
-        return (votes + prior) / (total + 1.0)
-    wide_votes, wide_total = _weighted_votes(weights, labels)
-    wide = (wide_votes + prior) / (wide_total + 1.0)
-    return (votes + shrink * wide + prior) / (total + shrink + 1.0)
+    k, reach = _depths(k, shrink, wide_k, len(train_features))
+    weights, neighbours = nearest_neighbours(query_features, train_features, reach, power)
+    return shrunk_votes(weights, train_labels[neighbours], prior, k, shrink)
 
 
 class KNNRouter(EmbeddingRouter):
@@ -130,18 +164,29 @@ class KNNRouter(EmbeddingRouter):
         self.random_state = random_state
 
     def _fit_embeddings(self, features: np.ndarray, labels: np.ndarray) -> None:
-        def fit_predict(candidate, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
-            k, shrink = candidate
-            prior = smoothed_accuracy(train_y)
-            return neighbour_votes(
-                test_x, train_x, train_y, prior, k, self.power, shrink, self.wide_k
-            )
+        ks, shrinks = fixed_or_grid(self.k, self.ks), fixed_or_grid(self.shrink, self.shrinks)
+        candidates = list(product(ks, shrinks))
 
-        ks = [self.k] if self.k is not None else list(self.ks)
-        shrinks = [self.shrink] if self.shrink is not None else list(self.shrinks)
+        def fit_fold(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
+            # one neighbour search per fold, as deep as the deepest candidate needs
+            n_train = len(train_x)
+            reach = max(_depths(k, shrink, self.wide_k, n_train)[1] for k, shrink in candidates)
+            weights, neighbours = nearest_neighbours(test_x, train_x, reach, self.power)
+            neighbour_labels = train_y[neighbours]
+            prior = smoothed_accuracy(train_y)
+
+            def predict(candidate: tuple[int, float]) -> np.ndarray:
+                k, shrink = candidate
+                k, depth = _depths(k, shrink, self.wide_k, n_train)
+                return shrunk_votes(
+                    weights[:, :depth], neighbour_labels[:, :depth], prior, k, shrink
+                )
+
+            return predict
+
         (k, shrink), self.cv_losses_ = cross_validated_choice(
-            list(product(ks, shrinks)),
-            fit_predict,
+            candidates,
+            fit_fold,
             features,
             labels,
             n_splits=self.cv,

@@ -9,7 +9,12 @@ import numpy as np
 from scipy.special import expit, logit
 
 from racer.routers._objective import Params, fit_masked_log_loss
-from racer.routers.base import EmbeddingRouter, cross_validated_choice, smoothed_accuracy
+from racer.routers.base import (
+    EmbeddingRouter,
+    cross_validated_choice,
+    fixed_or_grid,
+    smoothed_accuracy,
+)
 from racer.routers.embeddings import Embedder
 
 __all__ = ["LogisticRouter", "fit_logistic"]
@@ -100,14 +105,16 @@ class LogisticRouter(EmbeddingRouter):
         self.random_state = random_state
 
     def _fit_embeddings(self, features: np.ndarray, labels: np.ndarray) -> None:
-        def fit_predict(C: float, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
-            coef, intercept = fit_logistic(train_x, train_y, C, self.max_iter)
-            return expit(test_x @ coef.T + intercept)
+        def fit_fold(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray):
+            def predict(C: float) -> np.ndarray:
+                coef, intercept = fit_logistic(train_x, train_y, C, self.max_iter)
+                return expit(test_x @ coef.T + intercept)
 
-        candidates = [self.C] if self.C is not None else list(self.Cs)
+            return predict
+
         best, self.cv_losses_ = cross_validated_choice(
-            candidates,
-            fit_predict,
+            fixed_or_grid(self.C, self.Cs),
+            fit_fold,
             features,
             labels,
             n_splits=self.cv,

@@ -432,7 +432,6 @@ def _read_file(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@app.command()
 def route(
     artifact: Annotated[Path, typer.Option(help="Artifact folder written by racer calibrate.")],
     input: Annotated[
@@ -444,7 +443,7 @@ def route(
     ] = "-",
     output: Annotated[str, typer.Option(help="JSONL file to write, or - for stdout.")] = "-",
 ) -> None:
-    """Choose the set of models for each query with a saved artifact; write JSONL."""
+    """Route plain-text queries with a saved artifact; write JSONL (racer.cli_batch.route)."""
     with _user_errors():
         if not artifact.is_dir():
             raise UserError(f"The artifact folder {str(artifact)!r} does not exist.")
@@ -483,4 +482,13 @@ def _register_gateway_commands() -> None:
     register(app)
 
 
+
+def _register_batch_commands() -> None:
+    """``racer route`` (plain text goes to :func:`route`) and ``racer replay``: racer.cli_batch."""
+    from racer.cli_batch import register
+
+    register(app)
+
+
 _register_gateway_commands()
+_register_batch_commands()

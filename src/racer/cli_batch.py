@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -30,13 +31,14 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (BatchUserError, ValueError, FileNotFoundError, ImportError) as error:
-        console.print(f"[bold red]Error:[/] {error}", highlight=False)
+        console.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
     except Exception as error:
         if type(error).__module__.split(".")[0] != "ray":
             raise
         lines = [line for line in str(error).splitlines() if line.strip()]
-        console.print(f"[bold red]Error:[/] {lines[-1] if lines else error}", highlight=False)
+        message = lines[-1] if lines else str(error)
+        console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
         raise typer.Exit(2) from None
 
 

@@ -19,7 +19,9 @@ def synthetic_artifact(directory: Path, *, abstention: bool = True) -> Path:
     data = make_synthetic_benchmark(1600, random_state=0)
     train, calibration = train_test_split(data, 0.5, random_state=0)
     names = list(train.model_names)
-    router = make_router("knn").fit(list(train.queries), train.labels, model_names=names)
+    router = make_router("knn", k=20, shrink=5.0).fit(
+        list(train.queries), train.labels, model_names=names
+    )
     racer = RACER(0.2, 0.1, abstention=abstention).fit(
         router.predict_proba(list(calibration.queries)), calibration.labels, model_names=names
     )

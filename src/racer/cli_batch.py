@@ -51,6 +51,15 @@ def _check_engine(engine: str) -> None:
         import_ray()
 
 
+def _check_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise BatchUserError(
+            'Routing Parquet or JSONL files needs pyarrow: pip install "racer-routing[parquet]".'
+        ) from None
+
+
 def _check_artifact(artifact: Path) -> None:
     if not artifact.is_dir():
         raise BatchUserError(f"The artifact folder {str(artifact)!r} does not exist.")
@@ -149,6 +158,8 @@ def route(
 
         cli.route(artifact=artifact, input=inputs[0], output=output)
         return
+    with _user_errors():
+        _check_pyarrow()
     from racer.batch.engines import RouteSettings, route_files
 
     settings = RouteSettings(
@@ -221,10 +232,11 @@ def replay(
     The figures are those racer evaluate computes (the same outcome functions, costs and
     aggregator) for this artifact's fixed policy on the given data.
     """
-    from racer.batch.engines import replay as run_replay
-    from racer.batch.replay import replay_data
-
     with _user_errors():
+        _check_pyarrow()
+        from racer.batch.engines import replay as run_replay
+        from racer.batch.replay import replay_data
+
         _check_artifact(artifact)
         _check_engine(engine)
         if batch_size < 1:

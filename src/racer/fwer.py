@@ -21,7 +21,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from racer.fwer import control_fwer
->>> p = np.array([0.001, 0.04, 0.2, 0.03])
+>>> p = np.array([0.001, 0.04, 0.2, 0.02])
 >>> control_fwer(p, 0.1, "bonferroni").astype(int)
 array([1, 0, 0, 1])
 >>> control_fwer(p, 0.1, "fixed_sequence").astype(int)

@@ -11,6 +11,7 @@ from racer.policies.certify import (
     loss_and_cost,
     safest_first,
     simulate_all,
+    training_front,
     uncorrected_choice,
 )
 from racer.policies.families import (
@@ -41,5 +42,6 @@ __all__ = [
     "policy_grid",
     "safest_first",
     "simulate_all",
+    "training_front",
     "uncorrected_choice",
 ]

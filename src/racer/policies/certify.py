@@ -49,6 +49,33 @@ def safest_first(training_losses: np.ndarray, training_costs: np.ndarray) -> np.
     return np.lexsort((-cost, risk))
 
 
+def training_front(
+    training_losses: np.ndarray, training_costs: np.ndarray, first: int = 0
+) -> np.ndarray:
+    """The policies on the training risk-cost front, safest first, ``first`` leading.
+
+    A policy that another beats on both training risk and training cost is dropped:
+    each hypothesis tested costs family-wise error, and a dominated policy would never
+    be chosen. Everything comes from the training split, so the returned positions are
+    a valid fixed-sequence order (METHOD.md section 5b).
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Positions into the family: ``first`` (always calling the fallback), then the
+        front by increasing training risk (and decreasing cost).
+    """
+    risk = np.asarray(training_losses, dtype=float).mean(axis=0)
+    cost = np.asarray(training_costs, dtype=float).mean(axis=0)
+    kept = [first]
+    cheapest = cost[first]
+    for index in np.lexsort((cost, risk)):
+        if index != first and cost[index] < cheapest:
+            kept.append(int(index))
+            cheapest = cost[index]
+    return np.asarray(kept, dtype=int)
+
+
 @dataclass(frozen=True)
 class Certificate:
     """The outcome of certifying a policy family on calibration data.

@@ -90,6 +90,13 @@ class Outcome:
     escalated: np.ndarray
 
 
+def served_accuracy(served: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """1.0 where the served answer is known to be right, else 0.0 (refusals included)."""
+    labels = np.asarray(labels, dtype=float)
+    picked = labels[np.arange(labels.shape[0]), np.maximum(served, 0)]
+    return ((np.asarray(served) >= 0) & (picked == 1.0)).astype(float)
+
+
 def _outcome(
     served: np.ndarray, invoked: np.ndarray, data: PolicyData, escalated: np.ndarray
 ) -> Outcome:

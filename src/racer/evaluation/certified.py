@@ -34,6 +34,8 @@ from racer.policies.losses import check_objective
 
 __all__ = [
     "CertifiedSettings",
+    "check_objective_options",
+    "records_for_evaluation",
     "PolicyFamily",
     "certified_records",
     "certify_dataset",
@@ -348,3 +350,59 @@ def opening_sentences(results: dict | None) -> list[str]:
             f"at {100 * record['cost_share']:.0f} % of {reference}'s cost {measured}."
         )
     return ["## Certified answer-level policy", "", *lines, ""] if lines else []
+
+
+def check_objective_options(objective: str | None, reference: str | None) -> None:
+    """Command-line check of ``--objective`` and ``--reference`` (ValueError naming the fix)."""
+    from racer.policies import OBJECTIVES
+
+    if objective is None:
+        if reference is not None:
+            raise ValueError("--reference needs --objective regret (or error / set).")
+        return
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}.")
+    if objective == "regret" and reference is None:
+        raise ValueError(
+            "--objective regret needs --reference MODEL, the model not to fall below "
+            "(for example gpt-4-1106-preview)."
+        )
+
+
+def records_for_evaluation(
+    objective: str | None,
+    reference: str | None,
+    train: RoutingDataset | None,
+    test: RoutingDataset,
+    *,
+    alphas: tuple[float, ...],
+    delta: float,
+    n_trials: int,
+    calibration_fraction: float,
+    seed: int = 0,
+) -> list[dict] | None:
+    """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
+
+    The training data fixes the policy family; the test data is the pool of the
+    validity trials, each calibrating on ``calibration_fraction`` of its size.
+    """
+    check_objective_options(objective, reference)
+    if objective is None:
+        return None
+    if train is None:
+        raise ValueError(
+            "--objective needs --train PATH: the policy grid comes from training data."
+        )
+    if reference is not None:
+        _model_index(train.model_names, reference)
+    n_pool = int((~np.isnan(test.labels).any(axis=1)).sum())
+    settings = CertifiedSettings(
+        objective,
+        reference,
+        alphas,
+        delta,
+        n_trials=n_trials,
+        n_cal=max(1, int(round(calibration_fraction * n_pool))),
+        seed=seed,
+    )
+    return certified_records(train, test, settings)

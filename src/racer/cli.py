@@ -387,10 +387,13 @@ def calibrate(
         bool, typer.Option(help="Allow the empty set (abstain) when no model looks good.")
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an artifact already in --out.")] = False,
+    objective: ObjectiveOption = None,
+    reference: ReferenceOption = None,
 ) -> None:
     """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
     from racer.artifact import save_artifact
     from racer.estimator import RACER
+    from racer.evaluation.certified import certify_for_artifact
     from racer.evaluation.task import align_models
     from racer.routers import make_router
 
@@ -417,7 +420,14 @@ def calibrate(
         )
         with _warnings_as_notes("calibration"):
             estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
-        save_artifact(out, base, estimator, calibration=cal_data, overwrite=overwrite)
+        policy = certify_for_artifact(
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta
+        )
+        save_artifact(
+            out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy
+        )
+    if policy is not None:
+        Console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
     Console().print(
         f"Calibrated on {estimator.n_calibration_} queries: lambda = {estimator.threshold_:.4f}, "
         f"empirical risk {estimator.empirical_risk_:.4f}, {estimator.bound_} bound "

@@ -32,8 +32,13 @@ from racer.policies import (
 from racer.policies.families import served_accuracy
 from racer.policies.losses import check_objective
 
+POLICY_FORMAT_VERSION = 1
+
 __all__ = [
+    "POLICY_FORMAT_VERSION",
     "CertifiedSettings",
+    "certify_for_artifact",
+    "policy_state",
     "check_objective_options",
     "records_for_evaluation",
     "PolicyFamily",
@@ -406,3 +411,40 @@ def records_for_evaluation(
         seed=seed,
     )
     return certified_records(train, test, settings)
+
+
+def policy_state(
+    certificate: Certificate, family: PolicyFamily, model_names: tuple[str, ...]
+) -> dict:
+    """JSON of a certified policy for an artifact: the policy, its certificate, a sentence."""
+    return {
+        "policy_format_version": POLICY_FORMAT_VERSION,
+        "certificate": certificate.state(),
+        "reference": None if family.reference is None else model_names[family.reference],
+        "fallback": model_names[family.fallback],
+        "answer_kind": family.answer_kind,
+        "description": certificate.policy.describe(model_names),
+        "summary": certificate.sentence(model_names),
+    }
+
+
+def certify_for_artifact(
+    objective: str | None,
+    reference: str | None,
+    train: RoutingDataset,
+    calibration: RoutingDataset,
+    *,
+    alpha: float,
+    delta: float,
+) -> dict | None:
+    """``racer calibrate --objective``: certify the family on the calibration data.
+
+    The family (accuracy-weighted cascades and single models) comes from ``train``.
+    Returns the JSON to save in the artifact, or None without an objective.
+    """
+    check_objective_options(objective, reference)
+    if objective is None:
+        return None
+    family = plan_family(train, objective, reference)
+    certificate = certify_dataset(family, calibration, alpha=alpha, delta=delta)
+    return policy_state(certificate, family, train.model_names)

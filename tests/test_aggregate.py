@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from racer.aggregate import (
+    JUDGE_PROMPT_VERSION,
     answer_codes,
     any_correct,
     choose_in_sets,
@@ -17,6 +18,8 @@ from racer.aggregate import (
     chosen_correct,
     detect_answer_kind,
     extract_answer,
+    judge_choice,
+    judge_prompt,
     log_odds,
     weighted_vote,
 )
@@ -177,3 +180,36 @@ def test_weighted_vote_margin_is_winner_minus_the_rest():
     chosen, margin = weighted_vote(np.ones((2, 3), dtype=bool), weights, codes)
     assert chosen.tolist() == [1, 0]
     np.testing.assert_allclose(margin, [2.5, 1.0])
+
+
+def _rule_based_judge(prompt: str) -> str:
+    """A fake judge: names the first answer that contains the word 'Paris'."""
+    assert prompt.startswith("You are judging answers")
+    answers = prompt.split("Answer ")[1:]
+    for block in answers:
+        number, text = block.split(":", 1)
+        if "Paris" in text:
+            return f"Best: {number}"
+    return "I cannot decide."
+
+
+def test_judge_names_the_answer_and_falls_back_to_best_in_set():
+    responses = ["Lyon", None, "It is Paris."]
+    scores = [0.9, 0.99, 0.2]
+    assert judge_choice("Capital of France?", responses, scores, _rule_based_judge) == (2, True)
+    # Unparsable verdict, failed judge, or an answer that does not exist: best-in-set.
+    assert judge_choice("Capital of Italy?", ["Rome", "Milan"], [0.3, 0.6], _rule_based_judge) == (
+        1,
+        False,
+    )
+
+    def broken(prompt: str) -> str:
+        raise TimeoutError("judge down")
+
+    assert judge_choice("q", ["a", "b"], [0.7, 0.1], broken) == (0, False)
+    assert judge_choice("q", ["a", "b"], [0.7, 0.1], lambda p: "Best: 7") == (0, False)
+    assert judge_choice("q", [None, None], [0.7, 0.1], broken) == (None, False)
+    assert (
+        "Answer 2" not in judge_prompt("q", ["a", None, "c"])
+        and "racer-judge" in JUDGE_PROMPT_VERSION
+    )

@@ -11,7 +11,7 @@ Aggregators (METHOD.md section 6):
   accuracy), floored at 0: the optimal rule for independent voters, so one strong
   model is not outvoted by several weak ones.
 - ``"best"``: the response of the highest-scored model in the set.
-- a judge (:mod:`racer.judge`): a model of the configuration names the best answer,
+- a judge (:func:`judge_choice`): a model of the configuration names the best answer,
   for open-ended answers where no vote is possible.
 
 Both work on one query (:func:`choose_response`, used by the gateway) and on a
@@ -25,7 +25,7 @@ bound of every aggregator; :func:`any_correct` computes it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -337,3 +337,66 @@ def chosen_correct(chosen: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def any_correct(invoked_mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Whether some invoked model is correct: the upper bound of every aggregator."""
     return (np.asarray(invoked_mask, dtype=bool) & (np.asarray(labels) == 1.0)).any(axis=1)
+
+
+JUDGE_PROMPT_VERSION = "racer-judge-v1"
+_JUDGE_TEMPLATE = (
+    "You are judging answers to a question. Reply with the number of the best answer "
+    "only, as 'Best: <number>'.\n\nQuestion:\n{question}\n\n{answers}\n"
+)
+_VERDICT = re.compile(r"best\s*:\s*\[?(\d+)", re.IGNORECASE)
+
+
+def judge_prompt(question: str, responses: Sequence[str | None]) -> str:
+    """The fixed judge prompt (version :data:`JUDGE_PROMPT_VERSION`); answers numbered from 1."""
+    answers = "\n\n".join(
+        f"Answer {i}:\n{text}" for i, text in enumerate(responses, start=1) if text is not None
+    )
+    return _JUDGE_TEMPLATE.format(question=question, answers=answers)
+
+
+def parse_verdict(text: str | None, responses: Sequence[str | None]) -> int | None:
+    """The index (from 0) the judge named, None when unparsable or not an answer given."""
+    match = _VERDICT.search(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    index = int(match.group(1)) - 1
+    return index if 0 <= index < len(responses) and responses[index] is not None else None
+
+
+def judge_choice(
+    question: str,
+    responses: Sequence[str | None],
+    scores: Sequence[float],
+    ask: Callable[[str], str | None],
+) -> tuple[int | None, bool]:
+    """Let a judge model pick the response; best-in-set when it fails or is unparsable.
+
+    Parameters
+    ----------
+    question : str
+        The user's question.
+    responses : sequence of str or None
+        The invoked models' responses (None: failed call, never chosen).
+    scores : sequence of float
+        The router's scores, for the best-in-set fallback.
+    ask : callable
+        Sends the judge prompt to the judge backend and returns its reply (None or an
+        exception on failure). Its cost is the caller's to count.
+
+    Returns
+    -------
+    chosen : int or None
+        Index into ``responses`` (None when every response is None).
+    judged : bool
+        True when the judge's verdict was used, False on the fallback.
+    """
+    if all(text is None for text in responses):
+        return None, False
+    try:
+        verdict = parse_verdict(ask(judge_prompt(question, responses)), responses)
+    except Exception:  # noqa: BLE001 - any judge failure falls back to best-in-set
+        verdict = None
+    if verdict is not None:
+        return verdict, True
+    return choose_response(responses, scores, method="best"), False

@@ -27,7 +27,7 @@ import numpy as np
 from racer import bounds
 from racer.exceptions import InfeasibleCalibrationError
 from racer.fwer import FWER_METHODS, control_fwer
-from racer.losses import worst_case_quality
+from racer.losses import is_binary, served_losses, worst_case_quality
 from racer.ltt import LTTResult, binomial_pvalues, learn_then_test, ltt_certify, ltt_pvalues
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "RiskCurve",
     "StrictCalibrationResult",
     "admissible",
-    "augmented_quality",
     "binomial_pvalues",
     "calibrate",
     "calibrate_strict",
@@ -58,79 +57,48 @@ GUARANTEES = ("pac", "expectation")
 BOUNDS = ("binomial", "hb", "hoeffding", "wsr")
 
 
-def is_binary(quality: np.ndarray) -> bool:
-    """Whether every known value is exactly 0 or 1 (NaN marks an unknown label)."""
-    known = quality.size - int(np.count_nonzero(np.isnan(quality)))
-    return int(np.count_nonzero(quality == 0)) + int(np.count_nonzero(quality == 1)) == known
+def _abstain_candidate(
+    entry: np.ndarray, quality: np.ndarray, abstention: bool, binary: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """When the abstain candidate joins as seen by the loss, and whether it is right.
 
-
-def augmented_quality(quality: np.ndarray) -> np.ndarray:
-    """Quality of every augmented candidate; abstaining is right iff no model is.
-
-    Parameters
-    ----------
-    quality : numpy.ndarray, shape (n, M)
-        0/1 labels or graded quality in [0, 1]; NaN = unknown.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n, M + 1)
-        Column 0 is ``1{all q == 0}``; the loss of an augmented set is
-        ``1 - max_{k in set} q+_k``, which is the misrouting indicator for 0/1 labels.
-        Unknown labels take their worst completion (:func:`racer.losses.worst_case_quality`):
-        0 for a model, and a query with an unknown label is never known unanswerable.
+    Abstaining (or, without abstention, the forgiveness of a query no model answers) is
+    right when no model is good. With unknown labels, worst completion
+    (:mod:`racer.losses`): for 0/1 labels the query counts as unanswerable only once every
+    unknown model has joined too (an unknown outside the set could be the good one); for
+    graded quality never. Without abstention the candidate is always present (-inf).
     """
-    model_quality, unanswerable = worst_case_quality(quality)
-    n, m = model_quality.shape
-    quality_aug = np.empty((n, m + 1), dtype=float)
-    quality_aug[:, 1:] = model_quality
-    quality_aug[:, 0] = unanswerable
-    return quality_aug
-
-
-def _abstain_loss_entry(entry: np.ndarray, abstention: bool) -> np.ndarray:
-    """Entry level of the abstain column as seen by the loss.
-
-    Without abstention a query that no model answers costs nothing, so for the loss
-    its abstain option counts as always present (it is never predicted).
-    """
-    return entry[:, 0] if abstention else np.full(entry.shape[0], -np.inf)
-
-
-def _loss_entry(entry: np.ndarray, abstention: bool) -> np.ndarray:
-    """All entry levels as seen by the loss (the abstain column per the rule above)."""
-    if abstention:
-        return entry
-    loss_entry = entry.copy()
-    loss_entry[:, 0] = -np.inf
-    return loss_entry
+    model_quality, unknown, known_zero = worst_case_quality(quality)
+    join = entry[:, 0] if abstention else np.full(entry.shape[0], -np.inf)
+    if not unknown.any():
+        return join, known_zero
+    if binary:
+        unknown_join = np.max(entry[:, 1:], axis=1, where=unknown, initial=-np.inf)
+        return np.maximum(join, unknown_join), known_zero
+    return join, known_zero & ~unknown.any(axis=1)
 
 
 def point_losses(
     entry: np.ndarray, quality: np.ndarray, lam: float, abstention: bool = True
 ) -> np.ndarray:
-    """Loss ``1 - max_{k : entry_k <= lam} q+_k`` of every point's set at one lambda.
+    """Served loss (:func:`racer.losses.served_losses`) of every point's set at one lambda.
 
-    ``q+`` is :func:`augmented_quality`: the best quality among the invoked models, and
-    a point no model answers costs 0 once the abstain option is in its set (always,
-    without abstention).
+    ``abstention`` True is the flag mode, False the off mode.
     """
-    included = _loss_entry(entry, abstention) <= lam
-    return 1.0 - np.max(augmented_quality(quality), axis=1, where=included, initial=0.0)
+    return served_losses("flag" if abstention else "off", entry <= lam, quality)
 
 
 def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = True) -> np.ndarray:
     """For 0/1 labels: the lambda at which each point's loss drops from 1 to 0.
 
     The loss at lambda is ``1{lambda < breakpoint}``: the breakpoint is the entry level
-    of the first good candidate (the abstain option when no model is good). Unknown
-    labels (NaN) take their worst completion: such a model is not good, and a query
-    with one is never known to be unanswerable (breakpoint ``+inf`` unless a known good
-    model joins).
+    of the first known good model, or, for a query that may have no good model, the
+    level at which the abstain candidate joins (:func:`_abstain_candidate`; ``+inf`` when
+    a known good label rules that out).
     """
     breakpoints = np.empty(entry.shape[0])
-    unanswerable = np.all(labels == 0, axis=1)
-    abstain_entry = np.where(unanswerable, _abstain_loss_entry(entry, abstention), np.inf)
+    join, right = _abstain_candidate(entry, labels, abstention, True)
+    abstain_entry = np.where(right, join, np.inf)
     block = 16_384  # row blocks keep the temporaries in cache
     for start in range(0, entry.shape[0], block):
         rows = slice(start, start + block)
@@ -141,13 +109,19 @@ def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = T
 
 
 def _per_point_steps(
-    entry: np.ndarray, quality: np.ndarray, abstention: bool
+    entry: np.ndarray, quality: np.ndarray, abstention: bool, binary: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's entry levels in increasing order, and its best quality so far."""
-    loss_entry = _loss_entry(entry, abstention)
+    """Each point's entry levels (as the loss sees them) in increasing order, and its
+    best quality so far."""
+    join, right = _abstain_candidate(entry, quality, abstention, binary)
+    loss_entry = entry.copy()
+    loss_entry[:, 0] = join
+    quality_aug = np.empty(entry.shape, dtype=float)
+    quality_aug[:, 0] = right
+    quality_aug[:, 1:] = worst_case_quality(quality)[0]
     order = np.argsort(loss_entry, axis=1, kind="stable")
     sorted_levels = np.take_along_axis(loss_entry, order, 1)
-    sorted_quality = np.take_along_axis(augmented_quality(quality), order, 1)
+    sorted_quality = np.take_along_axis(quality_aug, order, 1)
     return sorted_levels, np.maximum.accumulate(sorted_quality, axis=1)
 
 
@@ -268,7 +242,7 @@ def _risk_curve(
     if binary:
         levels = np.sort(loss_breakpoints(entry, quality, abstention))
         return _curve_from_events(levels, None, entry.shape[0], lower)
-    steps = _per_point_steps(entry, quality, abstention) if steps is None else steps
+    steps = _per_point_steps(entry, quality, abstention, binary) if steps is None else steps
     return _curve_from_events(*_graded_loss_steps(*steps), entry.shape[0], lower)
 
 
@@ -478,7 +452,7 @@ def calibrate(
     bound = "crc" if guarantee == "expectation" else bound
     binary = is_binary(quality) if binary is None else binary
     if bound == "wsr":
-        steps = _per_point_steps(entry, quality, abstention)
+        steps = _per_point_steps(entry, quality, abstention, binary)
         curve = _risk_curve(entry, quality, abstention, lambda_range[0], binary, steps)
         grid = np.linspace(lambda_range[0], lambda_range[1], wsr_grid_size)
         threshold, losses = _wsr_threshold(steps, alpha, delta, grid, random_state)
@@ -587,7 +561,8 @@ def strict_losses(
     -------
     numpy.ndarray, shape (n, len(taus) * len(lambdas))
     """
-    model_quality, unanswerable = worst_case_quality(quality)
+    model_quality, unknown, known_zero = worst_case_quality(quality)
+    unanswerable = known_zero & ~unknown.any(axis=1)  # an abstention invokes no unknown
     model_losses = _losses_on_grid(*_model_steps(model_entry, model_quality), lambdas)
     abstained = abstain_score[:, None] >= taus[None, :]
     abstain_loss = (~unanswerable).astype(float)[:, None, None]

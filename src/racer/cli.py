@@ -185,6 +185,16 @@ BoundsOption = Annotated[
         help="RACER bounds: binomial, hb, hoeffding, wsr (wsr calibrates trial by trial: slow)."
     ),
 ]
+ObjectiveOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Also certify an answer-level policy (cascades, sets + vote): set, error or "
+        "regret (needs --reference)."
+    ),
+]
+ReferenceOption = Annotated[
+    str | None, typer.Option(help="Reference model of --objective regret (the fallback).")
+]
 SeedOption = Annotated[int, typer.Option(help="Seed of the trials (and of the demo data).")]
 RouterOption = Annotated[
     str, typer.Option(help="Base router, by name (see racer.routers.ROUTER_NAMES).")
@@ -279,6 +289,8 @@ def evaluate(
     out: Annotated[
         Path, typer.Option(help="Folder for report.md, results.json and figures.")
     ] = Path("racer-out"),
+    objective: ObjectiveOption = None,
+    reference: ReferenceOption = None,
 ) -> None:
     """Evaluate RACER and the baselines on routing data; write a report and figures.
 
@@ -289,9 +301,11 @@ def evaluate(
     the exact validity check: calibrate on an i.i.d. resample of the test pool, measure
     the risk on the whole pool.
     """
+    from racer.evaluation.certified import check_objective_options, records_for_evaluation
     from racer.evaluation.task import align_models, evaluate_task, router_scores, write_task_report
 
     with _user_errors():
+        check_objective_options(objective, reference)
         if not test:
             raise UserError("Give the test data with --test PATH.")
         if scores is None and not train:
@@ -320,8 +334,14 @@ def evaluate(
             evaluation = evaluate_task(
                 test_data, test_scores, settings, train=train_data, task=name, progress=step
             )
+        certified = records_for_evaluation(
+            objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
+            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed,
+        )
         header = [f"Test data: {test_data.name}; {source}.", ""]
-        paths = write_task_report(evaluation, out, header=header, match_model=match_model)
+        paths = write_task_report(
+            evaluation, out, header=header, match_model=match_model, certified=certified
+        )
     _print_summary(evaluation, paths)
     console.print(f"Done in {time.perf_counter() - start:.1f} s.")
 
@@ -367,10 +387,13 @@ def calibrate(
         bool, typer.Option(help="Allow the empty set (abstain) when no model looks good.")
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an artifact already in --out.")] = False,
+    objective: ObjectiveOption = None,
+    reference: ReferenceOption = None,
 ) -> None:
     """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
     from racer.artifact import save_artifact
     from racer.estimator import RACER
+    from racer.evaluation.certified import certify_for_artifact
     from racer.evaluation.task import align_models
     from racer.routers import make_router
 
@@ -397,7 +420,14 @@ def calibrate(
         )
         with _warnings_as_notes("calibration"):
             estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
-        save_artifact(out, base, estimator, calibration=cal_data, overwrite=overwrite)
+        policy = certify_for_artifact(
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta
+        )
+        save_artifact(
+            out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy
+        )
+    if policy is not None:
+        Console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
     Console().print(
         f"Calibrated on {estimator.n_calibration_} queries: lambda = {estimator.threshold_:.4f}, "
         f"empirical risk {estimator.empirical_risk_:.4f}, {estimator.bound_} bound "

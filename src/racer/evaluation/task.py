@@ -116,9 +116,12 @@ def write_task_report(
     *,
     header: list[str] | None = None,
     match_model: str | None = None,
+    certified: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Write figures, ``results.json`` and ``report.md``; optionally search the cheapest
-    RACER configuration matching ``match_model``.
+    RACER configuration matching ``match_model``; ``certified`` (from
+    :func:`racer.evaluation.certified.records_for_evaluation`) goes into ``results.json``
+    and opens the report.
 
     Returns
     -------
@@ -134,6 +137,10 @@ def write_task_report(
         figures=figures,
         header=header,
         extra_sections=sections,
-        extra_results={"match": match} if match is not None else None,
+        extra_results={
+            **({"match": match} if match is not None else {}),
+            **({"certified": certified} if certified is not None else {}),
+        }
+        or None,
     )
     return {"results": results, "report": report, "figures": figures, "match": match}

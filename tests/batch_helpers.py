@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,16 +15,21 @@ from racer.evaluation.synthetic import make_synthetic_benchmark
 from racer.routers import make_router
 
 
-def synthetic_artifact(directory: Path, *, abstention: bool = True) -> Path:
-    """A kNN router on synthetic queries, calibrated at alpha = 0.2, saved to ``directory``."""
+@functools.cache
+def _router_and_calibration() -> tuple:
     data = make_synthetic_benchmark(1600, random_state=0)
     train, calibration = train_test_split(data, 0.5, random_state=0)
     names = list(train.model_names)
-    router = make_router("knn", k=20, shrink=5.0).fit(
-        list(train.queries), train.labels, model_names=names
-    )
+    router = make_router("knn", k=20, shrink=5.0)
+    router.fit(list(train.queries), train.labels, model_names=names)
+    return router, calibration, router.predict_proba(list(calibration.queries))
+
+
+def synthetic_artifact(directory: Path, *, abstention: bool | str = True) -> Path:
+    """A kNN router on synthetic queries, calibrated at alpha = 0.2, saved to ``directory``."""
+    router, calibration, scores = _router_and_calibration()
     racer = RACER(0.2, 0.1, abstention=abstention).fit(
-        router.predict_proba(list(calibration.queries)), calibration.labels, model_names=names
+        scores, calibration.labels, model_names=list(calibration.model_names)
     )
     return save_artifact(directory, router, racer, calibration=calibration)
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from racer.artifact import load_artifact, save_artifact
@@ -38,16 +39,22 @@ def arc(shared_data, tmp_path_factory):
 def test_replay_gives_the_evaluation_figures_of_the_artifact(arc):
     directory, test = arc
     artifact = load_artifact(directory)
-    summary = replay(directory, replay_data(test, artifact.model_names), batch_size=128)
-
-    # What racer evaluate computes for this fixed policy, on the whole split at once.
-    scores = artifact.predict_proba(list(test.queries))
-    decision = artifact.racer.predict(scores, include_abstain=True)
-    pool, kept = make_pool(test, scores)
     known = ~np.isnan(test.labels).any(axis=1)
-    expected_risk = artifact.racer.risk(scores[known], test.labels[known])
-    per_query = outcomes(decision[kept], np.zeros(pool.n), pool)
-    costs = np.where(decision[kept, 1:], pool.costs, 0.0).sum(axis=1)
+    summary = replay(directory, replay_data(test, artifact.model_names), batch_size=1024)
+
+    # What racer evaluate computes for this fixed policy, on the whole split at once (one
+    # batch on one BLAS thread, as the replay scored it: the calibration split has queries
+    # exactly at the threshold, where the last bit of a score decides the set).
+    with threadpool_limits(limits=1, user_api="blas"):
+        scores = artifact.predict_proba(list(np.asarray(test.queries)[known]))
+    decision = artifact.racer.predict(scores, include_abstain=True)
+    all_scores = np.zeros(test.labels.shape)
+    all_scores[known] = scores
+    pool, kept = make_pool(test, all_scores)
+    assert np.array_equal(kept, known)
+    expected_risk = artifact.racer.risk(scores, test.labels[known])
+    per_query = outcomes(decision, np.zeros(pool.n), pool)
+    costs = np.where(decision[:, 1:], pool.costs, 0.0).sum(axis=1)
 
     assert summary["n_queries"] == pool.n == int(known.sum())
     assert summary["aggregator"] == "vote"  # RouterBench has responses to vote over
@@ -55,11 +62,11 @@ def test_replay_gives_the_evaluation_figures_of_the_artifact(arc):
     assert summary["risk"] == pytest.approx(expected_risk, abs=1e-12)
     assert summary["accuracy"] == pytest.approx(per_query["accuracy_vote"].mean(), abs=1e-12)
     assert summary["mean_cost"] == pytest.approx(costs.mean(), rel=1e-9)
-    assert summary["mean_set_size"] == pytest.approx(decision[kept, 1:].sum(1).mean(), abs=1e-12)
+    assert summary["mean_set_size"] == pytest.approx(decision[:, 1:].sum(1).mean(), abs=1e-12)
     # calibrated on this very split, so the certified bound holds on it
     assert summary["risk"] <= artifact.racer.risk_bound_ <= 0.1
     assert summary["accuracy"] <= summary["any_correct"]
-    assert summary["certificate"]["n_calibration"] == pool.n
+    assert summary["certificate"]["n_calibration"] == artifact.racer.n_calibration_
 
 
 def test_replay_command_prints_and_writes_the_figures(arc, shared_data, tmp_path):

@@ -75,13 +75,20 @@ def test_every_row_carries_the_artifact_id_and_certificate(artifact, queries, tm
     assert loaded.racer.risk_bound_ <= 0.2
 
 
-def test_abstention_off_never_sets_the_abstain_column(tmp_path, queries):
-    artifact = synthetic_artifact(tmp_path / "off", abstention=False)
-    source = write_parquet(tmp_path / "in.parquet", queries[:300])
+@pytest.mark.parametrize("mode", ["off", "strict"])
+def test_the_abstain_column_follows_the_artifacts_mode(tmp_path, queries, mode):
+    artifact = synthetic_artifact(tmp_path / mode, abstention=mode)
+    source = write_parquet(tmp_path / "in.parquet", queries[:600])
     route_files(artifact, [str(source)], str(tmp_path / "out.parquet"))
     table = pq.read_table(tmp_path / "out.parquet")
-    assert set(table.column("abstention_mode").to_pylist()) == {"off"}
-    assert not any(table.column("abstain").to_pylist())
+    abstained = np.array(table.column("abstain").to_pylist())
+    models = table.column("models").to_pylist()
+    assert set(table.column("abstention_mode").to_pylist()) == {mode}
+    if mode == "off":
+        assert not abstained.any()
+    else:  # an abstained query calls no model; every other query calls at least one
+        assert abstained.any()
+        assert all((len(m) == 0) == a for m, a in zip(models, abstained, strict=True))
 
 
 def test_jsonl_ids_are_kept_and_folders_are_read_in_path_order(artifact, queries, tmp_path):

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from racer.batch.routing import BatchRouter
-from racer.calibration import point_losses
 from racer.data.dataset import RoutingDataset
 from racer.evaluation.metrics import OUTCOMES, Pool, outcomes
 from racer.evaluation.run import make_pool
+from racer.losses import served_losses
 
 __all__ = ["ReplayData", "replay_data", "replay_rows", "replay_summary", "served_losses_of"]
 
@@ -62,20 +62,8 @@ def replay_data(dataset: RoutingDataset, model_names: list[str]) -> ReplayData:
     return ReplayData(queries, pool, "vote" if has_answers else "best", int((~kept).sum()))
 
 
-def served_losses_of(
-    router: BatchRouter,
-    scores: np.ndarray,
-    decision: np.ndarray,
-    labels: np.ndarray,
-    abstain_scores: np.ndarray | None,
-) -> np.ndarray:
+def served_losses_of(router: BatchRouter, decision: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The served loss of the artifact's mode for each query (what RACER certifies)."""
-    racer = router.artifact.racer
-    try:
-        from racer.losses import served_losses
-    except ImportError:  # before racer.losses: the mode's loss is the calibration loss
-        entry = racer._entry(scores, abstain_scores)
-        return point_losses(entry, labels, racer.threshold_, racer.abstention)
     return served_losses(router.certificate["abstention_mode"], decision, labels)
 
 
@@ -90,9 +78,9 @@ def replay_rows(router: BatchRouter, data: ReplayData, start: int, stop: int) ->
     parts = []
     for first in range(start, stop, router.batch_size):
         rows = slice(first, min(first + router.batch_size, stop))
-        scores, decision, abstain_scores = router.decide(data.queries[rows])
+        scores, decision, _ = router.decide(data.queries[rows])
         labels = data.pool.labels[rows]
-        losses = served_losses_of(router, scores, decision, labels, abstain_scores)
+        losses = served_losses_of(router, decision, labels)
         pool = Pool(
             scores=scores,
             labels=labels,

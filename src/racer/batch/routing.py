@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
+from racer import losses
 from racer.artifact import METADATA_FILE, RouterArtifact, load_artifact
 
 __all__ = [
@@ -52,13 +53,7 @@ __all__ = [
 
 def abstention_mode(artifact: RouterArtifact) -> str:
     """The serving mode the artifact was calibrated for: "flag", "strict" or "off"."""
-    mode = getattr(artifact.racer, "abstention_mode_", None)
-    if mode is not None:
-        return str(mode)
-    abstention = artifact.racer.abstention
-    if isinstance(abstention, str):
-        return abstention
-    return "flag" if abstention else "off"
+    return losses.abstention_mode(artifact.racer.abstention_mode_)
 
 
 def certificate(artifact: RouterArtifact) -> dict[str, Any]:

@@ -131,6 +131,8 @@ def test_units_cut_row_groups_and_a_folder_output_gets_ordered_parts(tmp_path):
     assert [t.num_rows for t in tables] == [100, 100, 50]
     assert sum((t.column("id").to_pylist() for t in tables), []) == [str(i) for i in range(250)]
     assert sum((t.column("query").to_pylist() for t in tables), []) == [f"q{i}" for i in range(250)]
+    with pytest.raises(ValueError, match="is not empty"):
+        OrderedWriter(str(tmp_path / "parts"))
 
 
 def test_batches_start_at_fixed_rows_so_units_do_not_change_the_output(artifact, queries, tmp_path):

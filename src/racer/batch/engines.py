@@ -65,12 +65,15 @@ class RouteSettings:
 
 @dataclass(frozen=True)
 class RouteStats:
-    """What a run routed: rows, work units, the engine, workers and wall time (seconds)."""
+    """What a run routed: rows, work units, the engine, workers and wall time (seconds).
+
+    ``workers`` is None for Ray with one actor per cluster CPU.
+    """
 
     n_rows: int
     n_units: int
     engine: str
-    workers: int
+    workers: int | None
     seconds: float
 
 
@@ -264,7 +267,8 @@ def route_files(
                 progress(writer.n_rows)
     finally:
         writer.close()
-    return RouteStats(writer.n_rows, len(units), engine, workers or 1, time.perf_counter() - start)
+    used = 1 if engine == "local" else workers
+    return RouteStats(writer.n_rows, len(units), engine, used, time.perf_counter() - start)
 
 
 class _ReplayActor:

@@ -188,6 +188,14 @@ class OrderedWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._stream: Any = None
         if self.format is None:
+            found = self.filesystem.get_file_info(
+                pafs.FileSelector(self.path, allow_not_found=True)
+            )
+            if found:
+                raise ValueError(
+                    f"The output folder {path!r} is not empty; remove it or choose another, "
+                    "so that old parts do not mix with new ones."
+                )
             self.filesystem.create_dir(self.path, recursive=True)
         else:
             parent = str(Path(self.path).parent)

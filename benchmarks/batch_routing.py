@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from racer.artifact import save_artifact
 from racer.batch import RouteSettings, route_files
-from racer.batch.engines import _source_tree_on_path, import_ray
+from racer.batch.engines import import_ray, source_tree_on_path
 from racer.data.split import train_test_split
 from racer.estimator import RACER
 from racer.evaluation.synthetic import make_synthetic_benchmark
@@ -71,7 +71,7 @@ def main() -> None:
         source = _queries(root / "queries.parquet", args.n, 4 * args.unit_rows)
         print(f"Set-up (artifact, {args.n} synthetic queries): {time.perf_counter() - start:.1f} s")
         runs = [("local", None), ("ray", 1), ("ray", 2)]
-        _source_tree_on_path()
+        source_tree_on_path()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             for engine, workers in runs:

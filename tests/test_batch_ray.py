@@ -19,9 +19,9 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray cluster for the module (2 CPUs), shut down at the end."""
-    from racer.batch.engines import _source_tree_on_path
+    from racer.batch.engines import source_tree_on_path
 
-    _source_tree_on_path()
+    source_tree_on_path()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

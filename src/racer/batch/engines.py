@@ -33,6 +33,7 @@ __all__ = [
     "replay",
     "route_files",
     "route_unit",
+    "source_tree_on_path",
 ]
 
 ENGINES = ("local", "ray")
@@ -113,7 +114,7 @@ def route_unit(
     return router.route(queries, ids)
 
 
-def _source_tree_on_path() -> None:
+def source_tree_on_path() -> None:
     """Let local Ray workers import racer when it runs from a source tree (PYTHONPATH=src)."""
     import racer
 
@@ -128,7 +129,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool]:
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
-    _source_tree_on_path()
+    source_tree_on_path()
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     return ray, True
 
@@ -141,9 +142,12 @@ def _ordered_ray_results(
     address: str | None,
 ) -> Iterator[pa.Table]:
     """Run ``actor_class`` over ``items`` (one per call) on Ray; yield its tables in order."""
+    if not items:
+        return
     ray, started = _start_ray(address)
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order, context.enable_progress_bars
     try:
-        context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         if workers is None:
@@ -159,6 +163,7 @@ def _ordered_ray_results(
         )
         yield from routed.iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
         if started:
             ray.shutdown()
 

@@ -338,3 +338,38 @@ def test_export_needs_audited_decisions(tmp_path):
     )  # fmt: skip
     assert run.exit_code == 2 and run.output.startswith("Error:") and "audit_rate" in run.output
     assert export_audited(f"sqlite:///{tmp_path / 'empty.db'}") == []
+
+
+def test_alarm_names_the_recalibration_command(caplog):
+    """Feedback that breaks the promise: the log and /metrics say how to recalibrate."""
+    from serve_fakes import MODELS, TableRouter, answering, chat, serving
+
+    router = TableRouter({}, default=[0.9, 0.2, 0.1])
+
+    async def scenario() -> tuple[list[dict], str]:
+        handlers = {m: answering(f"{m} says B") for m in MODELS}
+        async with serving(handlers, router, route={"audit_rate": 1.0}) as (client, gateway):
+            states = []
+            for i in range(40):
+                body = (await client.post("/v1/chat/completions", json=chat(f"q{i}"))).json()
+                feedback = {"id": body["racer"]["id"], "correct": False}
+                states.append((await client.post("/v1/feedback", json=feedback)).json())
+            streamed = await client.post("/v1/chat/completions", json=chat("s", stream=True))
+            assert streamed.status_code == 200
+            await gateway.audit.drain()
+            rows = await gateway.decision_log._run(
+                lambda: gateway.decision_log._connection.execute(
+                    "SELECT COUNT(*), COUNT(response) FROM audit_responses"
+                ).fetchone()
+            )
+            metrics = (await client.get("/metrics")).text
+            return states, rows, metrics
+
+    with caplog.at_level("WARNING", logger="racer.serve"):
+        states, rows, metrics = asyncio.run(scenario())
+    assert states[-1]["monitor"]["alarm"]
+    assert "racer dataset --from-log sqlite:///:memory: --route racer" in caplog.text
+    assert "POST /admin/reload" in metrics and 'racer_monitor_alarm{route="racer"} 1.0' in metrics
+    # 41 audited requests (rate 1), 3 models each, every response text logged: the
+    # streamed answer's text is not kept by the relay, so it was asked again.
+    assert rows == (41 * 3, 41 * 3)

@@ -124,6 +124,8 @@ class Route:
             "threshold": float(self.calibration.threshold_),
             "aggregator": self.config.aggregator,
             "monitor": self.monitor.state(),
+            "artifact_id": self.artifact_id,  # hook (issue 12)
+            "audit_rate": self.config.audit_rate,  # hook (issue 12)
         }
 
 

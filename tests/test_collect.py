@@ -237,3 +237,32 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "backends" in result.output
+
+
+def test_failed_calls_are_rows_and_retry_errors_replaces_them(arc, tmp_path):
+    """A flaky backend: failed calls are written with their error; a plain rerun asks
+    nothing again; --retry-errors asks only the failed pairs and leaves one row each."""
+    counts: Counter = Counter()
+    subset = arc.subset(np.arange(20))
+    book = ReplayBook(subset)
+    flaky = create_replay_app(book, "claude-v2", failure_rate=0.4, seed=3)
+    apps = [CountingApp(flaky, "claude-v2", counts)]
+    apps.append(CountingApp(create_replay_app(book, "claude-v1"), "claude-v1", counts))
+    with ServerThread(apps) as servers:
+        urls = dict(zip(["claude-v2", "claude-v1"], servers.urls, strict=True))
+        config = gateway_yaml(tmp_path / "gateway.yaml", urls)
+        queries = write_queries(subset, tmp_path / "queries.jsonl")
+        out = tmp_path / "responses.jsonl"
+        args = ["collect", "--config", config, "--queries", queries, "--out", out]
+        invoke(*args, "--no-progress", "--models", "claude-v2")
+        rows = rows_of(out)
+        failed = [r for r in rows if r["error"]]
+        assert len(rows) == 20 and {r["model"] for r in rows} == {"claude-v2"}
+        assert failed and all("HTTP 500" in r["error"] and r["response"] is None for r in failed)
+        asked = sum(counts.values())
+        invoke(*args, "--no-progress", "--models", "claude-v2")
+        assert sum(counts.values()) == asked and len(rows_of(out)) == 20
+        invoke(*args, "--no-progress", "--retry-errors")
+        assert sum(counts.values()) == asked + len(failed) + 20  # failed pairs + claude-v1
+        rows = rows_of(out)
+        assert len(rows) == 40 and len({(r["query_id"], r["model"]) for r in rows}) == 40

@@ -28,6 +28,13 @@ class _UserError(Exception):
 def _user_errors() -> Iterator[None]:
     try:
         yield
+    except ImportError as error:
+        typer.echo(
+            f'Error: this command needs the serve extra: pip install "racer-routing[serve]" '
+            f"({error}).",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     except (_UserError, ValueError, FileNotFoundError, RuntimeError) as error:
         first = str(error).strip().splitlines() or [type(error).__name__]
         typer.echo(f"Error: {' '.join(line.strip() for line in first)}", err=True)

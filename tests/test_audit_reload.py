@@ -55,7 +55,9 @@ def arc(shared_data):
 @pytest.fixture(scope="module")
 def replays(arc):
     book = ReplayBook(arc)
-    with ServerThread([create_replay_app(book, m) for m in book.model_names]) as servers:
+    # 30 ms per answer: network time, not CPU noise, dominates the latencies compared.
+    apps = [create_replay_app(book, m, latency_s=0.03) for m in book.model_names]
+    with ServerThread(apps) as servers:
         yield dict(zip(book.model_names, servers.urls, strict=True))
 
 
@@ -107,6 +109,17 @@ async def send(client: httpx.AsyncClient, query: str) -> tuple[int, float, dict]
     body = {"model": ROUTE, "messages": [{"role": "user", "content": query}]}
     response = await client.post("/v1/chat/completions", json=body)
     return response.status_code, time.perf_counter() - started, response.json()
+
+
+async def until(condition, workers, timeout_s: float = 60.0) -> None:
+    """Wait for ``condition()``; fail if a worker died or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for worker in workers:
+            if worker.done():
+                worker.result()  # raises the worker's error
+        assert time.monotonic() < deadline, "the load did not progress"
+        await asyncio.sleep(0.01)
 
 
 def test_audit_draws_are_seeded_and_content_free():
@@ -242,7 +255,7 @@ def test_audit_export_calibrate_reload(kind, arc, replays, artifact, shared_data
                     i += 8
 
             workers = [asyncio.create_task(worker(k)) for k in range(8)]
-            await asyncio.sleep(1.0)
+            await until(lambda: len(statuses) >= 30, workers)  # load before the reload
             admin = {"Authorization": f"Bearer {ADMIN}"}
             refused = await client.post(
                 "/admin/reload",
@@ -256,7 +269,8 @@ def test_audit_export_calibrate_reload(kind, arc, replays, artifact, shared_data
                 "/admin/reload", json={"route": ROUTE, "artifact": str(new_artifact)},
                 headers=admin,
             )  # fmt: skip
-            await asyncio.sleep(1.0)
+            reloaded_at = len(statuses)
+            await until(lambda: len(statuses) >= reloaded_at + 40, workers)  # and after it
             stop.set()
             await asyncio.gather(*workers)
         await gateway.audit.drain()
@@ -268,7 +282,7 @@ def test_audit_export_calibrate_reload(kind, arc, replays, artifact, shared_data
     statuses, bodies, reloaded = loop.run_until_complete(reload_under_load())
     print(f"{len(statuses)} requests during the reload, {statuses.count(200)} answered 200")
     failed = [b for s, b in zip(statuses, bodies, strict=True) if s != 200]
-    assert len(statuses) > 50 and not failed, failed[:2]
+    assert len(statuses) >= 70 and not failed, failed[:2]
     new_id = load_artifact_id(new_artifact)
     assert (
         reloaded["artifact_id"] == new_id != old_id and reloaded["previous_artifact_id"] == old_id

@@ -134,12 +134,19 @@ class Auditor:
         The gateway's log; the audit tables are created in it.
     flush_interval_s : float, default 0.05
         The longest a decision's audit record waits before it is written.
+    start_delay_s : float, default 0.005
+        How long the background calls wait, so that the client's answer leaves first.
     """
 
     def __init__(
-        self, backends: Mapping[str, Any], decision_log: Any, flush_interval_s: float = 0.05
+        self,
+        backends: Mapping[str, Any],
+        decision_log: Any,
+        flush_interval_s: float = 0.05,
+        start_delay_s: float = 0.005,
     ):
         self.backends = backends
+        self.start_delay_s = start_delay_s
         self.decision_log = decision_log
         self.draws = AuditDraws()
         self.flush_interval_s = flush_interval_s
@@ -208,6 +215,7 @@ class Auditor:
 
     async def _complete(self, decision: Any, calls: Sequence[Any]) -> None:
         """Call the models whose answer is missing, then log every model's response."""
+        await asyncio.sleep(self.start_delay_s)
         answered = {c.backend: c for c in calls if c.ok and c.text}
         missing = [m for m in decision.route.model_names if m not in answered]
         extra = await asyncio.gather(*(self.backends[m].complete(decision.body) for m in missing))

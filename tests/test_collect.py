@@ -3,6 +3,7 @@ servers (one per model) answering 200 ARC-Challenge prompts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from data_fakes import CountingApp, arc_test, derived_references, write_queries
 from typer.testing import CliRunner
 
 from racer.cli import app
-from racer.collect import Journal
+from racer.collect import Journal, Query, collect
 from racer.data.load import load_dataset
 from racer.serve.replay import ReplayBook, create_replay_app
 from racer.serve.runner import ServerThread
@@ -266,3 +267,30 @@ def test_failed_calls_are_rows_and_retry_errors_replaces_them(arc, tmp_path):
         assert sum(counts.values()) == asked + len(failed) + 20  # failed pairs + claude-v1
         rows = rows_of(out)
         assert len(rows) == 40 and len({(r["query_id"], r["model"]) for r in rows}) == 40
+
+
+class SlowBackend:
+    """A stand-in backend answering after ``delay_s``, at most one call at a time."""
+
+    def __init__(self, name: str, delay_s: float):
+        from racer.serve.config import BackendConfig
+
+        self.name, self.delay_s = name, delay_s
+        self.config = BackendConfig(name=name, base_url="http://unused", max_concurrency=1)
+
+    async def complete(self, body: dict):
+        from racer.serve.backends import BackendCall
+
+        await asyncio.sleep(self.delay_s)
+        return BackendCall(self.name, "A", self.delay_s, 1)
+
+
+def test_deadline_stops_starting_calls(tmp_path):
+    queries = [Query(str(i), f"question {i}") for i in range(20)]
+    backends = {n: SlowBackend(n, 0.2) for n in ("m1", "m2")}
+    journal = Journal(tmp_path / "out.jsonl")
+    summary = asyncio.run(collect(queries, backends, journal, deadline_s=0.5))
+    journal.close()
+    assert summary.stopped == "deadline" and not summary.complete
+    assert summary.written + summary.skipped == 40 and 2 <= summary.written <= 10
+    assert len(rows_of(tmp_path / "out.jsonl")) == summary.written

@@ -514,3 +514,8 @@ def _register_gateway_commands() -> None:
 
 
 _register_gateway_commands()
+__import__("racer.cli_data", fromlist=["register"]).register(app)  # collect, grade, dataset
+
+
+if __name__ == "__main__":
+    app()

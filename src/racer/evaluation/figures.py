@@ -287,20 +287,34 @@ def place_labels(axis: Any, items: list[tuple[float, float, str, Any]]) -> list[
                 label.remove()
             if score == 0:
                 break
-        taken.append(best[2])
-        placed.append(best[1])
+        score, label, box = best
+        offset = label.xyann
+        if abs(offset[0]) > 9 or abs(offset[1]) > 14:  # far from its point: draw a leader
+            label.remove()
+            label = axis.annotate(
+                text,
+                (x, y),
+                xytext=offset,
+                textcoords="offset points",
+                ha=label.get_ha(),
+                fontsize=7,
+                color=color,
+                arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6, "alpha": 0.7},
+            )
+        taken.append(box)
+        placed.append(label)
     return placed
 
 
-def cost_figure(evaluation: Evaluation, path: Path) -> Path:
-    """Accuracy against mean cost: RACER's families across alphas, the baselines, the
-    single models, and the frontier of all of them."""
-    plt = _pyplot()
+def _draw_cost(axis: Any, evaluation: Evaluation) -> tuple[list, list]:
+    """Draw RACER's lines, the fixed sets, the single models and the frontier on ``axis``.
+
+    Returns the label items ``(x, y, text, color)`` and the ``(x, y)`` points of RACER and
+    the router's fixed sets (the crowded region the zoom panel shows).
+    """
     settings = evaluation.settings
     alphas = settings.alphas
-    unit = evaluation.cost_unit
-    figure, axis = plt.subplots(figsize=(11, 8))
-    all_costs, all_accuracy, labels = [], [], []
+    all_costs, all_accuracy, labels, crowded = [], [], [], []
     racer = [
         r["method"]
         for r in evaluation.records
@@ -310,11 +324,12 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
         style = _style(evaluation, name)
         costs = np.array([evaluation.record(name, a)["mean_cost"] for a in alphas], dtype=float)
         accuracy = np.array([evaluation.record(name, a)["accuracy"] for a in alphas], dtype=float)
-        axis.plot(costs, accuracy, label=name, markersize=6, **style)
+        axis.plot(costs, accuracy, label=name, markersize=6, zorder=4, **style)
         labels += [
             (x, y, f"a={alpha:g}", style["color"])
             for alpha, x, y in zip(alphas, costs, accuracy, strict=True)
         ]
+        crowded += list(zip(costs, accuracy, strict=True))
         all_costs += list(costs)
         all_accuracy += list(accuracy)
     fixed = [
@@ -330,10 +345,12 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
             y,
             color="tab:grey" if single else "black",
             marker="o" if single else "s",
-            s=28,
+            s=22 if single else 28,
             zorder=3,
         )
         labels.append((x, y, name.removeprefix("model: ").split("/")[-1], "black"))
+        if not single:
+            crowded.append((x, y))
     axis.scatter([], [], color="black", marker="s", label="fixed sets of the base router")
     axis.scatter([], [], color="tab:grey", label="single models")
     all_costs = np.array(all_costs + list(costs))
@@ -352,27 +369,81 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
         label="frontier (no point is cheaper and more accurate)",
         zorder=1,
     )
-    if unit == "USD":
+    if evaluation.cost_unit == "USD":
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         axis.set_xscale("log")
-    axis.margins(0.12)
-    axis.set(
-        xlabel=f"mean cost per query ({unit}" + (", log scale)" if unit == "USD" else ")"),
-        ylabel=f"accuracy ({evaluation.aggregator} aggregator; abstention = not correct)",
-        title=f"{evaluation.task}: accuracy against cost (RACER at alpha = "
-        + ", ".join(f"{a:g}" for a in alphas)
-        + ")",
-    )
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.2g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
     axis.grid(alpha=0.3)
-    handles, names = axis.get_legend_handles_labels()
+    return labels, [p for p in crowded if np.isfinite(p[0]) and np.isfinite(p[1])]
+
+
+def _zoom_box(points: list, log_x: bool) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis limits around ``points`` with a margin (multiplicative on a log axis)."""
+    xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    if log_x:
+        low, high = np.log10(xs.min()), np.log10(xs.max())
+        pad = max(0.12 * (high - low), 0.03)
+        x_limits = (10 ** (low - pad), 10 ** (high + pad))
+    else:
+        pad = max(0.12 * (xs.max() - xs.min()), 0.05)
+        x_limits = (xs.min() - pad, xs.max() + pad)
+    pad = max(0.15 * (ys.max() - ys.min()), 0.01)
+    return x_limits, (ys.min() - pad, ys.max() + pad)
+
+
+def cost_figure(evaluation: Evaluation, path: Path) -> Path:
+    """Accuracy against mean cost: RACER's families across alphas, the baselines, the
+    single models, and the frontier of all of them; on the right, a zoom on the region of
+    RACER and the router's fixed sets, where most points crowd."""
+    plt = _pyplot()
+    alphas = evaluation.settings.alphas
+    unit = evaluation.cost_unit
+    figure, (whole, zoom) = plt.subplots(1, 2, figsize=(15, 8))
+    labels, crowded = _draw_cost(whole, evaluation)
+    _draw_cost(zoom, evaluation)
+    whole.margins(0.1)
+    xlabel = f"mean cost per query ({unit}" + (", log scale)" if unit == "USD" else ")")
+    whole.set(
+        xlabel=xlabel,
+        ylabel=f"accuracy ({evaluation.aggregator} aggregator; abstention = not correct)",
+        title="every method",
+    )
+    zoom.set(xlabel=xlabel, title="zoom on RACER and the base router's fixed sets")
+    figure.suptitle(
+        f"{evaluation.task}: accuracy against cost (RACER at alpha = "
+        + ", ".join(f"{a:g}" for a in alphas)
+        + ")"
+    )
+    handles, names = whole.get_legend_handles_labels()
     note = "Up and left is better. Labels a=... give RACER's target risk alpha."
-    _layout(figure, handles, names, note)
-    place_labels(axis, labels)
+    _layout(figure, handles, names, note, ncol=3)
+    figure.subplots_adjust(wspace=0.15)
+    if crowded:
+        x_limits, y_limits = _zoom_box(crowded, unit == "USD")
+        zoom.set(xlim=x_limits, ylim=y_limits)
+        whole.indicate_inset(
+            (x_limits[0], y_limits[0], x_limits[1] - x_limits[0], y_limits[1] - y_limits[0]),
+            edgecolor="dimgrey",
+        )
+        inside = [
+            item
+            for item in labels
+            if x_limits[0] <= item[0] <= x_limits[1] and y_limits[0] <= item[1] <= y_limits[1]
+        ]
+        place_labels(zoom, inside)
+        # The whole view names only what the zoom does not show.
+        place_labels(whole, [item for item in labels if item not in inside])
+    else:
+        place_labels(whole, labels)
     return _save(figure, path)
 
 
-def _layout(figure: Any, handles: list, labels: list[str], note: str) -> None:
+def _layout(figure: Any, handles: list, labels: list[str], note: str, ncol: int = 3) -> None:
     """Fixed margins with the legend and a note below the axes, never over the data."""
-    rows = -(-len(labels) // 3)
+    rows = -(-len(labels) // ncol)
     legend_height = 0.03 + 0.028 * rows
     figure.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.1 + legend_height)
     figure.legend(

@@ -86,13 +86,14 @@ def _user_errors() -> Iterator[None]:
         FileExistsError,
         InfeasibleCalibrationError,
     ) as error:
-        console.print(f"[bold red]Error:[/] {_one_line(error)}", highlight=False)
+        console.print(f"[bold red]Error:[/] {_one_line(error)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (IsADirectoryError, NotADirectoryError, PermissionError) as error:
         where = f" {error.filename!r}" if error.filename else ""
         console.print(
             f"[bold red]Error:[/] cannot use{where}: {error.strerror}. Choose another path.",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2) from None
 
@@ -103,6 +104,7 @@ def _one_line(error: BaseException) -> str:
     for python, option in (
         ("overwrite=True", "--overwrite"),
         ("kind='choice' or kind='pass_fraction'", "--kind choice or --kind pass_fraction"),
+        ("missing='drop_queries'", "--missing drop_queries"),
     ):
         text = text.replace(python, option)
     return text
@@ -157,7 +159,7 @@ def _progress(title: str) -> Iterator[Callable[..., None]]:
 
 def _note(text: str) -> None:
     if not _QUIET["on"]:
-        console.print(text, highlight=False)
+        console.print(text, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -167,7 +169,7 @@ def _warnings_as_notes(what: str) -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     for warning in caught:
-        _note(f"[yellow]Note ({what}):[/] {warning.message}")
+        _note(f"[yellow]Note ({what}):[/] {_one_line(warning.message)}")
 
 
 def _load(paths: list[Path], what: str, options: dict[str, Any]) -> Any:
@@ -549,7 +551,13 @@ def evaluate(
     the risk on the whole pool. Training queries that are also in --test are removed
     from training (leakage). The cost family's per-model prices come from --train.
     """
-    from racer.evaluation.task import align_models, evaluate_task, router_scores, write_task_report
+    from racer.evaluation.task import (
+        align_models,
+        check_pool_size,
+        evaluate_task,
+        router_scores,
+        write_task_report,
+    )
 
     _QUIET["on"] = quiet or as_json
     with _user_errors():
@@ -563,6 +571,7 @@ def evaluate(
         options = _data_options(kind, pass_threshold, missing)
         _check_out_folder(out, overwrite, "report.md")
         test_data = _load(test, "test", options)
+        check_pool_size(test_data, settings)
         train_data = _load(train, "train", options) if train else None
         if train_data is not None:
             test_data = align_models(train_data, test_data)

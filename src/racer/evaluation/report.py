@@ -114,6 +114,9 @@ def _validity_section(evaluation: Evaluation) -> list[str]:
         cells = [name]
         for alpha in settings.alphas:
             record = evaluation.record(name, alpha)
+            if record["infeasible_rate"] >= 1.0:
+                cells.append("refused in every trial (too few calibration points)")
+                continue
             mark = "ok" if record["violation_rate"] <= limit else "**above**"
             cells.append(f"{_number(record['violation_rate'])} ({mark})")
         rows.append(cells)
@@ -167,8 +170,8 @@ def _headline_section(evaluation: Evaluation) -> list[str]:
 
 
 def _compare(racer: float, best: float, higher: str, lower: str, digits: str) -> str:
-    if not (math.isfinite(racer) and math.isfinite(best)):
-        return "cannot be compared (no value)"
+    if racer is None or best is None or not (math.isfinite(racer) and math.isfinite(best)):
+        return "cannot be compared (RACER refused to calibrate in every trial)"
     if abs(racer - best) < 5 * 10 ** -(int(digits[1]) + 1):
         return f"ties ({racer:{digits}} vs {best:{digits}})"
     word = higher if racer > best else lower

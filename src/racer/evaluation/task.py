@@ -59,6 +59,41 @@ def align_models(train: RoutingDataset, test: RoutingDataset) -> RoutingDataset:
     return test.select_models(list(train.model_names))
 
 
+def check_pool_size(test: RoutingDataset, settings: EvaluationSettings) -> None:
+    """Refuse a pool too small for RACER to certify even the largest alpha.
+
+    Each trial calibrates on ``calibration_fraction`` of the queries whose every label is
+    known; with fewer than :func:`racer.minimum_calibration_size` of them (binomial
+    bound, the tightest) no trial could certify anything, and the evaluation would only
+    report refusals.
+
+    Raises
+    ------
+    ValueError
+        With the numbers and what to change.
+    """
+    from racer.estimator import minimum_calibration_size
+
+    known = int((~np.isnan(test.labels).any(axis=1)).sum())
+    n_cal = int(round(settings.calibration_fraction * known))
+    alpha = max(settings.alphas)
+    needed = minimum_calibration_size(alpha, settings.delta)
+    if known == 0:
+        raise ValueError(
+            f"The test data {test.name!r} has no query whose every label is known "
+            f"({test.n_queries} queries, all with an unknown outcome); RACER needs labelled "
+            "queries to calibrate and evaluate. Check the label columns or scores of --test."
+        )
+    if n_cal < needed:
+        raise ValueError(
+            f"The test data {test.name!r} has {known} queries with known labels, so each "
+            f"trial calibrates on {n_cal}; certifying alpha = {alpha:g} at delta = "
+            f"{settings.delta:g} needs at least {needed} calibration queries (binomial "
+            "bound). Pass more test data with --test, a larger --calibration-fraction, or "
+            "a larger --alpha / --delta."
+        )
+
+
 def evaluate_task(
     test: RoutingDataset,
     scores: np.ndarray,
@@ -99,13 +134,8 @@ def evaluate_task(
             f"scores must have one row per test query and one column per model, "
             f"{test.labels.shape}; got {scores.shape}."
         )
+    check_pool_size(test, settings)
     pool, kept = make_pool(test, scores)
-    if pool.n < 2:
-        raise ValueError(
-            f"The test data {test.name!r} has {pool.n} queries whose every label is known "
-            f"({int((~kept).sum())} left out for unknown labels); an evaluation needs at "
-            "least a few dozen. Pass more test data with --test."
-        )
     source = train if train is not None else test
     prices = source.mean_costs()
     evaluation = evaluate_pool(

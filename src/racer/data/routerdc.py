@@ -70,6 +70,8 @@ def routerdc_kind(stem: str, scores: np.ndarray | None = None) -> Kind:
     {"choice", "pass_fraction"}
     """
     known = np.array([]) if scores is None else scores[~np.isnan(scores)]
+    if scores is not None and known.size == 0:
+        return "choice"  # nothing known: both readings give the same (unknown) labels
     if known.size:
         if np.isin(known, (0.0, 1.0)).all():
             return "choice"
@@ -86,8 +88,7 @@ def routerdc_kind(stem: str, scores: np.ndarray | None = None) -> Kind:
     raise ValueError(
         f"Cannot tell whether the scores of {stem!r} are multiple-choice probabilities "
         "(> 0 = correct) or pass fractions (multiples of 0.1): neither the values nor the "
-        f"file name decide. Pass kind='choice' or kind='pass_fraction' (on the command "
-        "line: --kind choice or --kind pass_fraction)."
+        "file name decide. Pass kind='choice' or kind='pass_fraction'."
     )
 
 

@@ -477,3 +477,33 @@ def test_point_labels_never_overlap_and_the_legend_stays_off_the_axes(tmp_path):
     legend = figure.legends[0].get_window_extent(renderer)
     assert Bbox.intersection(legend, axis.get_window_extent(renderer)) is None
     plt.close(figure)
+
+
+# --- 6. the gateway example: a recorded prompt and real prices ----------------------
+
+
+def test_gateway_example_sends_a_recorded_prompt_and_prices_every_backend(shared_data):
+    yaml = pytest.importorskip("yaml", reason="the serve extra provides pyyaml")
+    from racer.serve.replay import ReplayBook, estimate_tokens
+
+    text = (REPO_ROOT / "examples" / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    needle = re.search(r'if "(.+?)" in q\)', code).group(1)
+    data = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv")
+    prompt = next(q for q in data.queries if needle in q)
+    assert ReplayBook(data).find(prompt) is not None  # the replay server answers it
+
+    config = yaml.safe_load((REPO_ROOT / "examples" / "gateway.yaml").read_text())
+    assert sorted(b["name"] for b in config["backends"]) == sorted(data.model_names)
+    prompt_tokens = np.array([estimate_tokens(q) for q in data.queries])
+    for backend in config["backends"]:
+        j = data.model_names.index(backend["name"])
+        answer_tokens = np.array([estimate_tokens(r or "") for r in data.responses[:, j]])
+        priced = (
+            prompt_tokens * backend["input_cost_per_token"]
+            + answer_tokens * backend["output_cost_per_token"]
+        )
+        recorded = data.costs[:, j]
+        known = np.isfinite(recorded) & (recorded > 0)
+        ratio = np.median(priced[known] / recorded[known])
+        assert ratio == pytest.approx(1.0, abs=0.01), backend["name"]

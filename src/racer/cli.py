@@ -413,6 +413,16 @@ BoundsOption = Annotated[
         help="RACER bounds: binomial, hb, hoeffding, wsr (wsr calibrates trial by trial: slow)."
     ),
 ]
+ObjectiveOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Also certify an answer-level policy (cascades, sets + vote): set, error or "
+        "regret (needs --reference)."
+    ),
+]
+ReferenceOption = Annotated[
+    str | None, typer.Option(help="Reference model of --objective regret (the fallback).")
+]
 SeedOption = Annotated[int, typer.Option(help="Seed of the trials (and of the demo data).")]
 RouterOption = Annotated[
     str, typer.Option(help="Base router, by name (see racer.routers.ROUTER_NAMES).")
@@ -537,6 +547,8 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="Task name in the report.")] = None,
     seed: SeedOption = 0,
     out: OutOption = Path("racer-out"),
+    objective: ObjectiveOption = None,
+    reference: ReferenceOption = None,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -551,6 +563,7 @@ def evaluate(
     the risk on the whole pool. Training queries that are also in --test are removed
     from training (leakage). The cost family's per-model prices come from --train.
     """
+    from racer.evaluation.certified import check_objective_options, records_for_evaluation
     from racer.evaluation.task import (
         align_models,
         check_pool_size,
@@ -561,6 +574,7 @@ def evaluate(
 
     _QUIET["on"] = quiet or as_json
     with _user_errors():
+        check_objective_options(objective, reference)
         if not test:
             raise UserError("Give the test data with --test PATH.")
         if scores is None and not train:
@@ -592,8 +606,14 @@ def evaluate(
             evaluation = evaluate_task(
                 test_data, test_scores, settings, train=train_data, task=name, progress=step
             )
+        certified = records_for_evaluation(
+            objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
+            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed,
+        )
         header = [f"Test data: {test_data.name}; {source}.", ""]
-        paths = write_task_report(evaluation, out, header=header, match_model=match_model)
+        paths = write_task_report(
+            evaluation, out, header=header, match_model=match_model, certified=certified
+        )
     _finish_evaluation(evaluation, paths, start, as_json)
 
 
@@ -661,12 +681,15 @@ def calibrate(
     pass_threshold: PassThresholdOption = None,
     missing: MissingOption = "keep",
     overwrite: Annotated[bool, typer.Option(help="Replace an artifact already in --out.")] = False,
+    objective: ObjectiveOption = None,
+    reference: ReferenceOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
     from racer.artifact import save_artifact
     from racer.estimator import RACER
+    from racer.evaluation.certified import certify_for_artifact
     from racer.evaluation.task import align_models
     from racer.routers import make_router
 
@@ -709,7 +732,12 @@ def calibrate(
         )
         with _warnings_as_notes("calibration"):
             estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
-        save_artifact(out, base, estimator, calibration=cal_data, overwrite=overwrite)
+        policy = certify_for_artifact(
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta
+        )
+        save_artifact(
+            out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy
+        )
     summary = {
         "artifact": str(out),
         "n_calibration": int(estimator.n_calibration_),
@@ -721,12 +749,15 @@ def calibrate(
         "delta": delta,
         "family": family,
         "prices_from": train_data.name if prices is not None else None,
+        "policy": None if policy is None else policy["summary"],
     }
     if as_json:
         typer.echo(json.dumps(summary))
     elif quiet:
         typer.echo(str(out))
     else:
+        if policy is not None:
+            Console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
         Console().print(
             f"Calibrated on {estimator.n_calibration_} queries: lambda = "
             f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "

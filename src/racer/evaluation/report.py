@@ -310,6 +310,13 @@ def _models_section(evaluation: Evaluation) -> list[str]:
     return ["## Candidate models (test splits)", "", *_table(["model", "accuracy", "cost"], rows)]
 
 
+def _certified_opening(extra_results: dict[str, Any] | None) -> list[str]:
+    """The certified answer-level policy's sentences, one per alpha (issue 9's section)."""
+    from racer.evaluation.certified import opening_sentences
+
+    return opening_sentences(extra_results)
+
+
 def write_report(
     evaluation: Evaluation,
     out_dir: Path,
@@ -352,6 +359,7 @@ def write_report(
     lines = [
         f"# RACER evaluation: {evaluation.task}",
         "",
+        *_certified_opening(extra_results),
         *(header or []),
         f"Pool: {plan.n_pool} test queries ({evaluation.n_dropped} left out for unknown labels); "
         f"{plan.n_trials} trials with {plan.n_cal} calibration and {plan.n_test} test queries; "

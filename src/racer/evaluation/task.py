@@ -158,9 +158,12 @@ def write_task_report(
     *,
     header: list[str] | None = None,
     match_model: str | None = None,
+    certified: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Write figures, ``results.json`` and ``report.md``; optionally search the cheapest
-    RACER configuration matching ``match_model``.
+    RACER configuration matching ``match_model``; ``certified`` (from
+    :func:`racer.evaluation.certified.records_for_evaluation`) goes into ``results.json``
+    and opens the report.
 
     Without matplotlib (the optional extra ``plots``) the report is written without
     figures and says how to install them.
@@ -184,7 +187,11 @@ def write_task_report(
         figures_note=note,
         header=header,
         extra_sections=sections,
-        extra_results={"match": match} if match is not None else None,
+        extra_results={
+            **({"match": match} if match is not None else {}),
+            **({"certified": certified} if certified is not None else {}),
+        }
+        or None,
     )
     return {
         "results": results,

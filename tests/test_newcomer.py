@@ -507,3 +507,21 @@ def test_gateway_example_sends_a_recorded_prompt_and_prices_every_backend(shared
         known = np.isfinite(recorded) & (recorded > 0)
         ratio = np.median(priced[known] / recorded[known])
         assert ratio == pytest.approx(1.0, abs=0.01), backend["name"]
+
+
+def test_calibrate_takes_the_abstention_mode_by_name(shared_data, tmp_path):
+    from racer.artifact import load_artifact
+
+    train, test = _arc(shared_data)
+    line = _error_line(
+        _invoke("calibrate", "--train", train, "--calibration", test, "--abstention", "maybe")
+    )
+    assert "--abstention takes one of ['flag', 'strict', 'off']" in line
+    out = tmp_path / "off"
+    result = _invoke(
+        "calibrate", "--train", train, "--calibration", test, "--router", "prior",
+        "--alpha", "0.3", "--abstention", "off", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(out)
+    assert load_artifact(out).racer.abstention_mode_ == "off"

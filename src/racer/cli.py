@@ -42,6 +42,7 @@ console = Console(stderr=True)
 _QUIET = {"on": False}
 
 KINDS = ("auto", "choice", "pass_fraction")
+ABSTENTION_CHOICES = ("flag", "strict", "off")
 MISSING = ("keep", "drop_queries")
 
 
@@ -105,6 +106,8 @@ def _one_line(error: BaseException) -> str:
         ("overwrite=True", "--overwrite"),
         ("kind='choice' or kind='pass_fraction'", "--kind choice or --kind pass_fraction"),
         ("missing='drop_queries'", "--missing drop_queries"),
+        ("abstention='strict'", "--abstention strict"),
+        ("abstention='flag'", "--abstention flag"),
     ):
         text = text.replace(python, option)
     return text
@@ -675,8 +678,13 @@ def calibrate(
         str, typer.Option(help="pac (P(risk <= alpha) >= 1 - delta) or expectation (CRC).")
     ] = "pac",
     abstention: Annotated[
-        bool, typer.Option(help="Allow the empty set (abstain) when no model looks good.")
-    ] = True,
+        str,
+        typer.Option(
+            help="flag (answer, and flag queries that may have no good model), strict "
+            "(abstain: call no model) or off (always call the top model); see "
+            "racer/method.md section 3."
+        ),
+    ] = "flag",
     kind: KindOption = "auto",
     pass_threshold: PassThresholdOption = None,
     missing: MissingOption = "keep",
@@ -699,6 +707,10 @@ def calibrate(
             raise UserError(f"--alpha must lie strictly between 0 and 1; got {alpha}.")
         if not 0.0 < delta < 1.0:
             raise UserError(f"--delta must lie strictly between 0 and 1; got {delta}.")
+        if abstention not in ABSTENTION_CHOICES:
+            raise UserError(
+                f"--abstention takes one of {list(ABSTENTION_CHOICES)}; got {abstention!r}."
+            )
         _check_artifact_out(out, overwrite)
         options = _data_options(kind, pass_threshold, missing)
         train_data = _load(train, "train", options)
@@ -727,7 +739,7 @@ def calibrate(
             bound=bound,
             family=family,
             guarantee=guarantee,
-            abstention=abstention,
+            abstention=False if abstention == "off" else abstention,
             costs=prices,
         )
         with _warnings_as_notes("calibration"):
@@ -748,6 +760,8 @@ def calibrate(
         "alpha": alpha,
         "delta": delta,
         "family": family,
+        "abstention": getattr(estimator, "abstention_mode_", abstention),
+        "abstain_threshold": getattr(estimator, "abstain_threshold_", None),
         "prices_from": train_data.name if prices is not None else None,
         "policy": None if policy is None else policy["summary"],
     }

@@ -114,7 +114,8 @@ def route(
         typer.Option(
             "--input",
             help="Queries: Parquet or JSONL files, folders or URIs (repeatable); or a text "
-            'file or - (stdin) with one query per line or JSONL {"query": ...}.',
+            'file or - (stdin) with one query per line or JSONL {"query": ...}, where output '
+            "line i answers input line i.",
         ),
     ] = None,
     output: Annotated[
@@ -132,6 +133,15 @@ def route(
         str, typer.Option(help="Column with the query id (row numbers when absent).")
     ] = "id",
     batch_size: BatchOption = 2048,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Text input: write one JSON document (a list of records), not JSONL."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No notes on stderr (errors still show).")
+    ] = False,
 ) -> None:
     """Choose the set of models for each query with a saved artifact.
 
@@ -156,7 +166,7 @@ def route(
     if not structured:
         from racer import cli
 
-        cli.route(artifact=artifact, input=inputs[0], output=output)
+        cli.route(artifact=artifact, input=inputs[0], output=output, as_json=as_json, quiet=quiet)
         return
     with _user_errors():
         _check_pyarrow()
@@ -178,6 +188,8 @@ def route(
             workers=workers,
             address=address,
         )
+    if quiet:
+        return
     rate = stats.n_rows / stats.seconds if stats.seconds > 0 else float("nan")
     console.print(
         f"Routed {stats.n_rows} queries ({stats.n_units} work units, engine {stats.engine}) "

@@ -62,7 +62,7 @@ def outcomes(augmented_sets: np.ndarray, losses: np.ndarray, pool: Pool) -> dict
     augmented_sets : numpy.ndarray of bool, shape (N, M + 1)
         Column 0 = abstain; columns 1..M = the models invoked.
     losses : numpy.ndarray of bool, shape (N,)
-        The misrouting loss of each set (METHOD.md section 3; from the breakpoints of
+        The misrouting loss of each set (method page section 3; from the breakpoints of
         :func:`racer.calibration.loss_breakpoints`).
     pool : Pool
         The labelled queries.

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from racer.serve.config import GatewayConfig
 from racer.serve.gateway import Gateway, GatewayError
 from racer.serve.metrics import CONTENT_TYPE_LATEST
+from racer.serve.reload import install_admin
 from racer.serve.schemas import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -188,6 +189,7 @@ def create_app(gateway: Gateway, api_keys: frozenset[str] = frozenset()) -> Fast
     async def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    install_admin(app, gateway)  # hook (issue 12): POST /admin/reload
     return app
 
 

@@ -45,10 +45,12 @@ def serve(
 
     from racer.serve.app import app_from_config
     from racer.serve.config import ConfigError, load_config
+    from racer.serve.reload import install_sighup
 
     try:
         gateway_config = load_config(config)
         app = app_from_config(gateway_config)
+        install_sighup(app, config)  # hook (issue 12): SIGHUP reloads the artifacts
     except ConfigError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None

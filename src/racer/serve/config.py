@@ -128,6 +128,12 @@ class RouteConfig(_Strict):
         Score in a worker thread instead of on the event loop: worth it for routers
         whose embedding releases the GIL (torch models); the TF-IDF routers are
         cheaper inline (a thread hop costs more than their ~1 ms of work).
+    audit_rate : float, default 0
+        Share of requests audited: chosen by a seeded draw independent of their
+        content, they also call every other model in the background, and every
+        response is logged (see :mod:`racer.serve.audit`).
+    audit_seed : int, default 0
+        Seed of the audit draws (with the route name).
     """
 
     name: str = Field(min_length=1)
@@ -137,6 +143,8 @@ class RouteConfig(_Strict):
     abstention_message: str = DEFAULT_ABSTENTION_MESSAGE
     fallbacks: list[str] = Field(default_factory=list)
     score_in_thread: bool = False
+    audit_rate: float = Field(0.0, ge=0, le=1)
+    audit_seed: int = 0
 
 
 class AuthConfig(_Strict):
@@ -150,11 +158,25 @@ class AuthConfig(_Strict):
         An environment variable holding comma-separated accepted tokens.
     allow_unauthenticated : bool, default False
         Serve without any key (local demos only); otherwise no key is a start-up error.
+    admin_keys : list of str, default []
+        Tokens accepted by the admin endpoints (``POST /admin/reload``); prefer
+        ``admin_keys_env``. Without any, the admin endpoints answer 403.
+    admin_keys_env : str, default "RACER_ADMIN_KEYS"
+        An environment variable holding comma-separated admin tokens.
     """
 
     api_keys: list[str] = Field(default_factory=list)
     api_keys_env: str | None = "RACER_GATEWAY_KEYS"
     allow_unauthenticated: bool = False
+    admin_keys: list[str] = Field(default_factory=list)
+    admin_keys_env: str | None = "RACER_ADMIN_KEYS"
+
+    def resolve_admin_keys(self) -> frozenset[str]:
+        """The accepted admin tokens from the file and the environment (may be empty)."""
+        keys = list(self.admin_keys)
+        if self.admin_keys_env:
+            keys += os.environ.get(self.admin_keys_env, "").split(",")
+        return frozenset(k.strip() for k in keys if k.strip())
 
     def resolve_keys(self) -> frozenset[str]:
         """The accepted tokens from the file and the environment."""

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from racer.aggregate import choose_response
+from racer.serve.audit import Auditor, artifact_id_of, recalibration_hint
 from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
 from racer.serve.config import ConfigError, GatewayConfig, RouteConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
@@ -88,6 +89,8 @@ class Route:
         The anytime-valid check of this route's realised misrouting rate.
     abstention : AbstainScorer, optional
         The learned abstain score, when the calibration uses one.
+    artifact_id : str, optional
+        Which artifact serves the route (logged with each decision).
     """
 
     config: RouteConfig
@@ -96,6 +99,7 @@ class Route:
     model_names: tuple[str, ...]
     monitor: RiskMonitor
     abstention: AbstainScorer | None = None
+    artifact_id: str | None = None  # hook (issue 12): the decision log records it
 
     @property
     def name(self) -> str:
@@ -120,6 +124,8 @@ class Route:
             "threshold": float(self.calibration.threshold_),
             "aggregator": self.config.aggregator,
             "monitor": self.monitor.state(),
+            "artifact_id": self.artifact_id,  # hook (issue 12)
+            "audit_rate": self.config.audit_rate,  # hook (issue 12)
         }
 
 
@@ -138,6 +144,7 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
         tuple(artifact.model_names),
         RiskMonitor(artifact.racer.alpha, monitor_delta),
         artifact.abstention,
+        artifact_id_of(artifact.metadata),  # hook (issue 12)
     )
 
 
@@ -197,6 +204,7 @@ class Gateway:
                 self.routes[route_name].monitor.update(loss)
         for route in self.routes.values():
             self.metrics.set_monitor(route.name, route.monitor.state())
+        self.audit = Auditor(self.backends, decision_log)  # hook (issue 12)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Gateway:
@@ -211,6 +219,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the backend clients and the decision log."""
+        await self.audit.drain()  # hook (issue 12): finish audited requests first
         await asyncio.gather(*(b.aclose() for b in self.backends.values()))
         self.decision_log.close()
 
@@ -324,6 +333,7 @@ class Gateway:
                 latency_ms=latency_s * 1000,
             )
         )
+        self.audit.observe(decision, calls)  # hook (issue 12): audit draw, call probabilities
         return racer
 
     async def _answer(self, decision: _Decision) -> tuple[str, dict[str, Any]]:
@@ -455,11 +465,12 @@ class Gateway:
         if route.monitor.update(loss):
             logger.warning(
                 "route %r: feedback no longer supports misrouting risk <= alpha = %g "
-                "(anytime-valid lower bound %.3f after %d answers): recalibrate.",
+                "(anytime-valid lower bound %.3f after %d answers): recalibrate. %s",
                 route.name,
                 route.monitor.alpha,
                 route.monitor.lower_bound,
                 route.monitor.n,
+                recalibration_hint(self.config, route),  # hook (issue 12)
             )
         state = route.monitor.state()
         self.metrics.set_monitor(route.name, state)

@@ -64,7 +64,6 @@ def _main(
     """RACER: calibrate any LLM router's scores into sets of models with a finite-sample
     guarantee on the misrouting risk (racer/method.md, docs/method.md in the repository)."""
 
-
 DEFAULT_ALPHAS = "0.05,0.1,0.2"
 DEFAULT_BOUNDS = "binomial,hb,hoeffding"
 DEFAULT_FAMILIES = "threshold,cumulative,cost"
@@ -366,7 +365,9 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
     Console().print(f"Report: {paths['report']}\nResults: {paths['results']}")
 
 
-def _finish_evaluation(evaluation: Any, paths: dict[str, Any], start: float, as_json: bool) -> None:
+def _finish_evaluation(
+    evaluation: Any, paths: dict[str, Any], start: float, as_json: bool
+) -> None:
     """Print the summary table (or one JSON document with --json) and the time."""
     from racer.evaluation.report import verdict
 
@@ -459,7 +460,9 @@ MissingOption = Annotated[
 OverwriteOption = Annotated[
     bool, typer.Option(help="Replace the report or artifact already in --out.")
 ]
-OutOption = Annotated[Path, typer.Option(help="Folder for report.md, results.json and figures.")]
+OutOption = Annotated[
+    Path, typer.Option(help="Folder for report.md, results.json and figures.")
+]
 
 
 @app.command()
@@ -607,15 +610,8 @@ def evaluate(
                 test_data, test_scores, settings, train=train_data, task=name, progress=step
             )
         certified = records_for_evaluation(
-            objective,
-            reference,
-            train_data,
-            test_data,
-            alphas=settings.alphas,
-            delta=delta,
-            n_trials=trials,
-            calibration_fraction=calibration_fraction,
-            seed=seed,
+            objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
+            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed,
         )
         header = [f"Test data: {test_data.name}; {source}.", ""]
         paths = write_task_report(

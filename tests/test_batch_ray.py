@@ -89,3 +89,29 @@ def test_ray_replay_matches_the_local_replay(ray_cluster, artifact):
     assert (local["n_queries"], local["aggregator"], local["cost_unit"]) == (700, "vote", "USD")
     # fresh queries like the calibration ones: the risk is near alpha, not far above it
     assert local["risk"] <= 0.2 + 3 * (0.2 * 0.8 / 700) ** 0.5
+
+
+def test_two_workers_route_units_at_the_same_time(ray_cluster):
+    import os
+    import time
+
+    import pyarrow as pa
+
+    from racer.batch.engines import _ordered_ray_results
+
+    class SlowUnit:  # defined here, so Ray ships it by value
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            start = time.time()
+            time.sleep(0.5)
+            return pa.table({"pid": [os.getpid()], "start": [start], "end": [time.time()]})
+
+    tables = list(_ordered_ray_results([{"i": i} for i in range(6)], SlowUnit, {}, 2, None))
+    runs = pa.concat_tables(tables).to_pylist()
+    assert len({run["pid"] for run in runs}) == 2
+    overlapping = [
+        (a, b)
+        for a in runs
+        for b in runs
+        if a["pid"] < b["pid"] and a["start"] < b["end"] and b["start"] < a["end"]
+    ]
+    assert overlapping, runs

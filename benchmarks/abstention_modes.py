@@ -1,7 +1,7 @@
 """Flag, strict and off abstention side by side: what each certifies and what it serves.
 
 For each task and alpha, every mode is calibrated on i.i.d. resamples of the pool (the
-pool is the population, METHOD.md section 7) and its *served* decision is measured on
+pool is the population, racer/method.md section 9) and its *served* decision is measured on
 the whole pool: the share of resamples certified, the violation rate (served pool risk
 above alpha; it must stay within delta + 3 SE), the mean served risk, the mean number of
 models called, the share of queries whose answer carries the abstain flag (flag mode)

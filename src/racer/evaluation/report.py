@@ -162,11 +162,44 @@ def _headline_section(evaluation: Evaluation) -> list[str]:
                     _number(record["accuracy"]),
                     format_cost(record["mean_cost"], unit),
                     _number(record["mean_set_size"], 2),
+                    _number(record.get("flag_rate")),
                     _number(record["risk"]),
                 ]
             )
-    header = ["alpha", "method", "accuracy", "mean cost", "set size", "test risk"]
+    header = ["alpha", "method", "accuracy", "mean cost", "set size", "flag rate", "test risk"]
     return lines + _table(header, rows)
+
+
+def flag_warnings(evaluation: Evaluation, limit: float = 0.5) -> list[str]:
+    """One sentence per RACER method and alpha whose answers carry the abstain flag on
+    more than ``limit`` of the test queries (flag mode), with the share no model answers."""
+    labels = evaluation.pool.labels
+    no_good = float(np.mean(~np.any(np.nan_to_num(labels) > 0, axis=1)))
+    found = []
+    for record in evaluation.records:
+        flag_rate = record.get("flag_rate")
+        if record["group"] != "racer" or flag_rate is None or not flag_rate > limit:
+            continue
+        alpha = record["alpha"]
+        found.append(
+            f"**Warning:** {record['method']} at alpha {alpha:g} raises the abstain flag on "
+            f"{flag_rate:.0%} of the test queries, calling {record['mean_set_size']:.2f} models "
+            "each: its certificate mostly rests on flagged answers (\"possibly no model can "
+            f"answer\"). {no_good:.1%} of the pool's queries have no good model"
+            + (
+                f"; below that share any distribution-free guarantee must abstain on at least "
+                f"{no_good - alpha:.1%} of all queries"
+                if no_good > alpha
+                else ""
+            )
+            + ". Consider `racer calibrate --abstention strict` or a higher alpha."
+        )
+    return found
+
+
+def _flag_section(evaluation: Evaluation) -> list[str]:
+    found = flag_warnings(evaluation)
+    return [*found, ""] if found else []
 
 
 def _compare(racer: float, best: float, higher: str, lower: str, digits: str) -> str:
@@ -258,6 +291,7 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
         "set size",
         "vs oracle",
         "abstention",
+        "flag rate",
         f"cost ({unit})",
         "accuracy",
         "any correct (upper bound)",
@@ -272,6 +306,7 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
             _number(r["mean_set_size"], 2),
             _number(r["set_size_vs_oracle"], 2),
             _number(r["abstention_rate"]),
+            _number(r.get("flag_rate")),
             format_cost(r["mean_cost"], unit),
             _number(r["accuracy"]),
             _number(r["any_correct_upper_bound"]),
@@ -353,7 +388,11 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
-    extra = {"verdict": verdict(evaluation), **(extra_results or {})}
+    extra = {
+        "verdict": verdict(evaluation),
+        "flag_warnings": flag_warnings(evaluation),
+        **(extra_results or {}),
+    }
     results_path.write_text(json.dumps(results_document(evaluation, extra), indent=2))
     plan = evaluation.plan
     lines = [
@@ -375,6 +414,7 @@ def write_report(
             else []
         ),
         *_validity_section(evaluation),
+        *_flag_section(evaluation),
         *_verdict_section(evaluation),
         *_headline_section(evaluation),
         *(extra_sections or []),

@@ -132,6 +132,7 @@ def _summary(means: dict[str, np.ndarray], aggregator: str) -> dict:
         "risk_se": risk_se,
         "mean_set_size": values["set_size"],
         "abstention_rate": values["abstention_rate"],
+        "flag_rate": values["flag_rate"],
         "mean_cost": values["cost"],
         "accuracy": values[f"accuracy_{aggregator}"],
         "accuracy_vote": values["accuracy_vote"] if aggregator == "vote" else None,

@@ -112,8 +112,7 @@ def test_missing_artifact_and_overwrite(fitted, saved, tmp_path):
 def test_router_and_calibration_must_share_models(fitted, tmp_path):
     _, calibration, _, _, router, _ = fitted
     other = RACER(alpha=0.25).fit(
-        router.predict_proba(list(calibration.queries)),
-        calibration.labels,
+        router.predict_proba(list(calibration.queries)), calibration.labels,
         model_names=[f"m{j}" for j in range(7)],
     )
     with pytest.raises(ArtifactError, match="RACER was calibrated on"):
@@ -127,8 +126,7 @@ def test_learned_abstain_score_travels_with_the_artifact(fitted, tmp_path):
     head = AbstentionHead(C=0.3, embedder=embedder).fit(list(train.queries), train.labels)
     cal_queries = list(calibration.queries)
     racer = RACER(alpha=0.25, abstain_score="given").fit(
-        router.predict_proba(cal_queries),
-        calibration.labels,
+        router.predict_proba(cal_queries), calibration.labels,
         abstain_scores=head.abstain_score(cal_queries),
     )
     with pytest.raises(ArtifactError, match="Pass abstention="):
@@ -137,8 +135,7 @@ def test_learned_abstain_score_travels_with_the_artifact(fitted, tmp_path):
     artifact = load_artifact(path)
     queries = list(test.queries)
     expected = racer.predict(
-        router.predict_proba(queries),
-        include_abstain=True,
+        router.predict_proba(queries), include_abstain=True,
         abstain_scores=head.abstain_score(queries),
     )
     np.testing.assert_array_equal(artifact.predict_sets(queries, include_abstain=True), expected)

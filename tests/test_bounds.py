@@ -63,7 +63,9 @@ def test_hb_pvalue_matches_its_definition():
     for k in (0, 20, 40, 60):
         r = k / n
         a = min(r, alpha)
-        h = (a * math.log(a / alpha) if a > 0 else 0.0) + (1 - a) * math.log((1 - a) / (1 - alpha))
+        h = (a * math.log(a / alpha) if a > 0 else 0.0) + (1 - a) * math.log(
+            (1 - a) / (1 - alpha)
+        )
         expected = min(1.0, math.exp(-n * h), math.e * stats.binom.cdf(k, n, alpha))
         assert bounds.hb_pvalue(k, n, alpha) == pytest.approx(expected, rel=1e-12)
 

@@ -79,7 +79,9 @@ def test_conformal_risk_control_rule():
     scores, labels = make_problem(n=500, seed=3)
     entry = entries(scores)
     result = calibrate(entry, labels, alpha=0.1, guarantee="expectation")
-    expected = brute_force_rcps(entry, labels, 0.1, None, lambda x: (x.sum() + 1) / (x.size + 1))
+    expected = brute_force_rcps(
+        entry, labels, 0.1, None, lambda x: (x.sum() + 1) / (x.size + 1)
+    )
     assert result.threshold == expected
     assert result.bound == "crc"
 
@@ -130,13 +132,9 @@ def test_binary_only_bounds_refuse_graded_losses():
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    family=st.sampled_from(["threshold", "cumulative", "cost"]),
-    graded=st.booleans(),
-    abstention=st.booleans(),
-    lams=st.lists(st.floats(0, 2), min_size=2, max_size=5),
-)
+@given(seed=st.integers(0, 10_000), family=st.sampled_from(["threshold", "cumulative", "cost"]),
+       graded=st.booleans(), abstention=st.booleans(),
+       lams=st.lists(st.floats(0, 2), min_size=2, max_size=5))
 def test_loss_is_non_increasing_in_lambda(seed, family, graded, abstention, lams):
     scores, labels = make_problem(n=30, m=3, seed=seed, graded=graded)
     entry = entries(scores, family, abstention)

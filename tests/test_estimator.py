@@ -53,12 +53,8 @@ def test_predict_before_fit_raises_not_fitted():
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    seed=st.integers(0, 1000),
-    family=st.sampled_from(["threshold", "cumulative", "cost"]),
-    abstention=st.booleans(),
-    alpha=st.sampled_from([0.1, 0.2, 0.3]),
-)
+@given(seed=st.integers(0, 1000), family=st.sampled_from(["threshold", "cumulative", "cost"]),
+       abstention=st.booleans(), alpha=st.sampled_from([0.1, 0.2, 0.3]))
 def test_predict_on_calibration_data_reproduces_reported_risk(seed, family, abstention, alpha):
     scores, labels = make_data(n=300, m=3, seed=seed)
     router = RACER(alpha=alpha, family=family, abstention=abstention, costs=[1.0, 2.0, 5.0])

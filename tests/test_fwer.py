@@ -34,10 +34,7 @@ def test_fixed_sequence_stops_at_the_first_failure_of_its_order():
     p = np.array([0.01, 0.5, 0.02, 0.03])
     assert fixed_sequence(p, 0.05).tolist() == [True, False, False, False]
     assert fixed_sequence(p, 0.05, order=np.array([3, 2, 0, 1])).tolist() == [
-        True,
-        False,
-        True,
-        True,
+        True, False, True, True,
     ]
 
 

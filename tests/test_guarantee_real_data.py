@@ -92,12 +92,10 @@ def routerdc_pool(shared_data):
 @pytest.fixture(scope="module")
 def routerbench_pool(shared_data):
     with pytest.warns(UserWarning):
-        train = load_dataset(
-            shared_data / "routerbench" / "arc_challenge_train.csv", missing="drop_queries"
-        )
-        test = load_dataset(
-            shared_data / "routerbench" / "arc_challenge_test.csv", missing="drop_queries"
-        )
+        train = load_dataset(shared_data / "routerbench" / "arc_challenge_train.csv",
+                             missing="drop_queries")
+        test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv",
+                            missing="drop_queries")
     return logistic_scores(train, test), test.labels
 
 

@@ -13,9 +13,6 @@ def test_ruff_reports_no_problem():
         pytest.fail("ruff is not installed; install the test extra: pip install -e '.[test]'")
     result = subprocess.run(
         [ruff, "check", "src", "tests", "benchmarks", "examples"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

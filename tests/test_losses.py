@@ -90,10 +90,7 @@ def test_unknown_labels_count_as_their_worst_completion(mode, seed):
 
 def test_mode_names():
     assert [abstention_mode(v) for v in (True, False, "flag", "strict")] == [
-        "flag",
-        "off",
-        "flag",
-        "strict",
+        "flag", "off", "flag", "strict",
     ]
     with pytest.raises(ValueError, match="abstention must be one of"):
         abstention_mode("sometimes")

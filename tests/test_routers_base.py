@@ -67,14 +67,7 @@ def build(name: str, embedder):
 
 def test_registry_lists_every_router():
     assert ROUTER_NAMES == (
-        "prior",
-        "knn",
-        "logistic",
-        "mlp",
-        "mf",
-        "cluster",
-        "ensemble",
-        "external",
+        "prior", "knn", "logistic", "mlp", "mf", "cluster", "ensemble", "external"
     )
     assert isinstance(make_router("knn", k=5), KNNRouter)
     with pytest.raises(ValueError, match="Unknown router 'gpt'; choose one of"):
@@ -143,10 +136,8 @@ def test_a_model_that_is_always_right_gets_a_constant_high_score(corpus):
     train_queries, train_labels, test_queries, _, embedder = corpus
     labels = train_labels.copy()
     labels[:, 2] = 1.0
-    scores = (
-        LogisticRouter(C=1.0, embedder=embedder)
-        .fit(train_queries, labels)
-        .predict_proba(test_queries)
+    scores = LogisticRouter(C=1.0, embedder=embedder).fit(train_queries, labels).predict_proba(
+        test_queries
     )
     assert scores[:, 2].min() > 0.95
 

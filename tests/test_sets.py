@@ -12,7 +12,8 @@ score_matrices = st.integers(1, 6).flatmap(
     lambda m: arrays(
         float,
         st.tuples(st.integers(1, 8), st.just(m)),
-        elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0]) | st.floats(0, 1),
+        elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0])
+        | st.floats(0, 1),
     )
 )
 families = st.sampled_from(["threshold", "cumulative", "cost"])
@@ -94,9 +95,8 @@ def test_cumulative_family_keeps_shortest_prefix_reaching_lambda():
 
 
 def test_cumulative_ties_break_by_candidate_index():
-    entry = entry_levels(
-        augmented_scores(np.array([[0.4, 0.4]]), "given", np.array([0.4])), "cumulative"
-    )
+    entry = entry_levels(augmented_scores(np.array([[0.4, 0.4]]), "given", np.array([0.4])),
+                         "cumulative")
     assert entry[0, 0] < entry[0, 1] < entry[0, 2]
 
 

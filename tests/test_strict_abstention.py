@@ -54,29 +54,24 @@ class Pool:
 @pytest.fixture(scope="module")
 def arc_pool(shared_data):
     with pytest.warns(UserWarning):
-        train = load_dataset(
-            shared_data / "routerbench" / "arc_challenge_train.csv", missing="drop_queries"
-        )
-        test = load_dataset(
-            shared_data / "routerbench" / "arc_challenge_test.csv", missing="drop_queries"
-        )
+        train = load_dataset(shared_data / "routerbench" / "arc_challenge_train.csv",
+                             missing="drop_queries")
+        test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv",
+                            missing="drop_queries")
     return logistic_scores(train, test), test.labels
 
 
 @pytest.fixture(scope="module")
 def mbpp_pool(shared_data):
     """RouterBench MBPP, train and test pooled, with out-of-fold scores."""
-    parts = [
-        load_dataset(shared_data / "routerbench" / f"mbpp_{split}.csv")
-        for split in ("train", "test")
-    ]
+    parts = [load_dataset(shared_data / "routerbench" / f"mbpp_{split}.csv")
+             for split in ("train", "test")]
     queries = np.concatenate([p.queries for p in parts])
     labels = np.vstack([p.labels for p in parts])
     scores = np.zeros_like(labels)
     for train, test in KFold(5, shuffle=True, random_state=0).split(queries):
-        scores[test] = logistic_scores(
-            Pool(queries[train], labels[train]), Pool(queries[test], labels[test])
-        )
+        scores[test] = logistic_scores(Pool(queries[train], labels[train]),
+                                       Pool(queries[test], labels[test]))
     return scores, labels
 
 
@@ -84,10 +79,7 @@ def mbpp_pool(shared_data):
 def test_strict_keeps_its_served_promise_on_routerbench_arc(arc_pool, alpha):
     scores, labels = arc_pool
     violation, certified = validity(
-        scores,
-        labels,
-        400,
-        np.random.default_rng(10),
+        scores, labels, 400, np.random.default_rng(10),
         lambda: RACER(alpha=alpha, delta=DELTA, abstention="strict"),
     )
     assert violation <= DELTA + SLACK
@@ -105,10 +97,7 @@ def mmlu_pool(shared_data):
 def test_strict_keeps_its_served_promise_on_routerdc_mmlu(mmlu_pool, alpha):
     scores, labels = mmlu_pool
     violation, certified = validity(
-        scores,
-        labels,
-        1000,
-        np.random.default_rng(11),
+        scores, labels, 1000, np.random.default_rng(11),
         lambda: RACER(alpha=alpha, delta=DELTA, abstention="strict"),
     )
     assert violation <= DELTA + SLACK
@@ -134,10 +123,7 @@ def test_mbpp_strict_at_alpha_005_names_the_share_no_model_answers(mbpp_pool):
 def test_mbpp_strict_at_alpha_03_is_certified_and_valid(mbpp_pool):
     scores, labels = mbpp_pool
     violation, certified = validity(
-        scores,
-        labels,
-        200,
-        np.random.default_rng(13),
+        scores, labels, 200, np.random.default_rng(13),
         lambda: RACER(alpha=0.3, delta=DELTA, abstention="strict"),
     )
     assert certified >= 0.9
@@ -173,18 +159,12 @@ def hide_labels_of_hard_queries(scores, rng):
 def test_informative_missingness_voids_drop_but_not_the_worst_case_default(arc_pool, alpha):
     scores, labels = arc_pool
     dropped, _ = validity(
-        scores,
-        labels,
-        400,
-        np.random.default_rng(15),
+        scores, labels, 400, np.random.default_rng(15),
         lambda: RACER(alpha=alpha, abstention="flag", missing="drop"),
         hide=hide_labels_of_hard_queries(scores, np.random.default_rng(16)),
     )
     worst_case, certified = validity(
-        scores,
-        labels,
-        400,
-        np.random.default_rng(15),
+        scores, labels, 400, np.random.default_rng(15),
         lambda: RACER(alpha=alpha, abstention="flag"),
         hide=hide_labels_of_hard_queries(scores, np.random.default_rng(16)),
     )
@@ -247,12 +227,8 @@ def test_sets_rebuilt_from_the_stored_thresholds_equal_predict(mode, family):
         warnings.simplefilter("ignore")
         router.fit(scores, labels)
     rebuilt = decision_from_scores(
-        scores,
-        router.threshold_,
-        family=family,
-        abstention=router.abstention_mode_,
-        abstain_threshold=router.abstain_threshold_,
-        costs=np.array([1.0, 2, 3, 4]),
+        scores, router.threshold_, family=family, abstention=router.abstention_mode_,
+        abstain_threshold=router.abstain_threshold_, costs=np.array([1.0, 2, 3, 4]),
     )
     assert np.array_equal(rebuilt, router.predict(scores, include_abstain=True))
 
@@ -263,9 +239,8 @@ def test_strict_state_round_trip(tmp_path):
     again = RACER.from_state(router.get_state())
     assert again.abstention_mode_ == "strict"
     assert again.abstain_threshold_ == router.abstain_threshold_
-    assert np.array_equal(
-        again.predict(scores, include_abstain=True), router.predict(scores, include_abstain=True)
-    )
+    assert np.array_equal(again.predict(scores, include_abstain=True),
+                          router.predict(scores, include_abstain=True))
 
 
 def test_strict_refuses_the_expectation_guarantee_and_hoeffding():

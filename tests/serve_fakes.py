@@ -22,6 +22,8 @@ from racer.serve.monitor import RiskMonitor
 MODELS = ("alpha-small", "beta-medium", "gamma-large")
 KEY = "gateway-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN_KEY = "gateway-admin-key"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
@@ -70,6 +72,7 @@ def answering(text: str) -> Handler:
             chunks = [
                 {"id": "up", "choices": [{"index": 0, "delta": {"content": text[:2]}}]},
                 {"id": "up", "choices": [{"index": 0, "delta": {"content": text[2:]}}]},
+                {"id": "up", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
                 {"id": "up", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
             ]
             body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -109,6 +112,39 @@ def sequence(*handlers: Handler) -> Handler:
     return handle
 
 
+def delayed(seconds: float, handler: Handler) -> Handler:
+    """``handler``, answering ``seconds`` late (a slow or, with a long delay, hung upstream)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(seconds)
+        return await handler(request)
+
+    return handle
+
+
+def tool_call(name: str = "get_weather", text: str | None = None) -> Handler:
+    """An upstream answering with one tool call (and ``text`` as content, or null)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": name, "arguments": '{"city": "Paris"}'},
+        }
+        message = {"role": "assistant", "content": text, "tool_calls": [call]}
+        return httpx.Response(
+            200,
+            json={
+                "id": "up",
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+            },
+        )
+
+    return handle
+
+
 def counting(handler: Handler, counter: dict[str, int], name: str) -> Handler:
     """``handler``, counting its calls in ``counter[name]``."""
 
@@ -144,7 +180,7 @@ def build_gateway(
                 for m in MODELS
             ],
             "routes": [{"name": "racer", "artifact": "unused", **(route or {})}],
-            "auth": {"api_keys": [KEY]},
+            "auth": {"api_keys": [KEY], "admin_keys": [ADMIN_KEY]},
             "decision_log": {"url": log_url},
         }
     )
@@ -158,7 +194,8 @@ def build_gateway(
         backends,
         DecisionLog(config.decision_log.url),
     )
-    return gateway, create_app(gateway, config.auth.resolve_keys())
+    keys = config.auth.resolve_keys()
+    return gateway, create_app(gateway, keys, config.auth.resolve_admin_keys())
 
 
 def chat(query: str, **extra: Any) -> dict[str, Any]:

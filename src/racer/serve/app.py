@@ -342,9 +342,7 @@ def create_app(
         return model_cards[model_id]
 
     @app.post("/v1/feedback", responses=_responses(400, 401, 404, 409, 413))
-    async def feedback(
-        request: FeedbackRequest, caller: Caller = client_key
-    ) -> dict[str, Any]:
+    async def feedback(request: FeedbackRequest, caller: Caller = client_key) -> dict[str, Any]:
         return await gateway.feedback(request, caller.owner, caller.admin)
 
     @app.get("/healthz")

@@ -127,7 +127,7 @@ def test_infeasible_when_largest_sets_miss_too_often():
 
 def test_binary_only_bounds_refuse_graded_losses():
     scores, labels = make_problem(n=300, seed=7, graded=True)
-    with pytest.raises(ValueError, match="0/1 labels only.*bound='hoeffding' or 'wsr'"):
+    with pytest.raises(ValueError, match="0/1 labels only.*bound='hb', 'hoeffding' or 'wsr'"):
         calibrate(entries(scores), labels, alpha=0.3, bound="binomial")
 
 

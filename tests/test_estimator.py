@@ -15,6 +15,7 @@ from racer import (
     bounds,
     minimum_calibration_size,
 )
+from racer.losses import served_losses
 
 
 def make_data(n=1000, m=4, seed=0):
@@ -101,12 +102,26 @@ def test_expectation_guarantee_is_conformal_risk_control():
     assert (k + 1) / 1001 <= 0.1
 
 
-def test_unknown_labels_are_left_out_with_a_warning():
+def test_unknown_labels_are_left_out_with_a_warning_when_asked_to_drop():
     scores, labels = make_data()
     labels[:10, 1] = np.nan
-    with pytest.warns(UserWarning, match="Left out 10 of 1000 calibration rows"):
-        router = RACER().fit(scores, labels)
-    assert router.n_calibration_ == 990 and router.n_dropped_ == 10
+    with pytest.warns(UserWarning, match="Left out 10 of 1000 calibration rows.*missing at random"):
+        router = RACER(missing="drop").fit(scores, labels)
+    assert router.n_calibration_ == 990 and router.n_dropped_ == 10 and router.n_imputed_ == 0
+
+
+def test_unknown_labels_count_at_their_worst_case_by_default():
+    scores, labels = make_data()
+    labels[:10, 1] = np.nan
+    router = RACER(alpha=0.3).fit(scores, labels)
+    assert router.n_calibration_ == 1000 and router.n_imputed_ == 10 and router.n_dropped_ == 0
+    worst = np.where(np.isnan(labels), 0.0, labels)
+    # a row with an unknown label is never "known unanswerable": its loss is the worst completion
+    decision = router.predict(scores, include_abstain=True)
+    best_completion = served_losses("flag", decision, worst)
+    worst_losses = served_losses("flag", decision, labels)
+    assert np.all(worst_losses >= best_completion)
+    assert router.empirical_risk_ == pytest.approx(worst_losses.mean(), abs=1e-12)
 
 
 def test_all_labels_unknown_is_an_error():

@@ -110,10 +110,30 @@ def hb_pvalue(k: np.ndarray | int, n: int, alpha: np.ndarray | float) -> np.ndar
     ``min(exp(-n h(min(r, alpha), alpha)), e * P(Binom(n, alpha) <= k))`` with
     ``r = k / n``, capped at 1.
     """
-    counts = _as_counts(k, n)
-    risk = counts / n
+    return _hb_pvalue(_as_counts(k, n), n, alpha)
+
+
+def hb_pvalue_bounded(
+    loss_total: np.ndarray | float, n: int, alpha: np.ndarray | float
+) -> np.ndarray:
+    """Hoeffding-Bentkus p-value for losses in [0, 1] summing to ``loss_total``.
+
+    Both tails hold for bounded, not only binary, losses: Hoeffding's with the mean
+    ``r = loss_total / n`` and Bentkus's with ``P(Binom(n, alpha) <= ceil(loss_total))``.
+    Equal to :func:`hb_pvalue` when ``loss_total`` is an integer count.
+    """
+    total = np.asarray(loss_total, dtype=float)
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}.")
+    if np.any(total < 0) or np.any(total > n):
+        raise ValueError(f"Summed losses must lie in [0, n={n}].")
+    return _hb_pvalue(total, n, alpha)
+
+
+def _hb_pvalue(total: np.ndarray, n: int, alpha: np.ndarray | float) -> np.ndarray:
+    risk = total / n
     hoeffding_part = np.exp(-n * _bernoulli_kl(np.minimum(risk, alpha), alpha))
-    bentkus_part = math.e * stats.binom.cdf(counts, n, alpha)
+    bentkus_part = math.e * stats.binom.cdf(np.ceil(total), n, alpha)
     return np.minimum(1.0, np.minimum(hoeffding_part, bentkus_part))
 
 
@@ -134,10 +154,15 @@ def _bisect_decreasing(
     return hi
 
 
-def hb_ucb(k: np.ndarray | int, n: int, delta: float) -> np.ndarray:
-    """Hoeffding-Bentkus upper bound: ``inf{alpha : hb_pvalue(k, n, alpha) <= delta}``."""
-    counts = _as_counts(k, n)
-    return _bisect_decreasing(lambda a: hb_pvalue(counts, n, a), counts / n, delta)
+def hb_ucb(k: np.ndarray | float, n: int, delta: float) -> np.ndarray:
+    """Hoeffding-Bentkus upper bound: ``inf{alpha : p-value(k, n, alpha) <= delta}``.
+
+    ``k`` is the summed loss: an integer count for 0/1 losses, any value in [0, n]
+    for losses in [0, 1] (:func:`hb_pvalue_bounded`).
+    """
+    total = np.asarray(k, dtype=float)
+    hb_pvalue_bounded(total, n, 0.5)  # validates the totals once
+    return _bisect_decreasing(lambda a: _hb_pvalue(total, n, a), total / n, delta)
 
 
 def _wsr_bet_sizes(losses: np.ndarray, delta: float) -> np.ndarray:

@@ -150,6 +150,94 @@ def sets_at(entry: np.ndarray, lam: float) -> np.ndarray:
     return entry <= lam
 
 
+def served_decision(
+    augmented: np.ndarray,
+    threshold: float,
+    *,
+    family: str = "threshold",
+    abstention: str = "flag",
+    abstain_threshold: float | None = None,
+    costs: np.ndarray | None = None,
+    cost_weight: float = 1.0,
+) -> np.ndarray:
+    """The decision served for every query, from stored thresholds: the one set rule.
+
+    Model ``k`` is in the set iff its entry level is at most ``threshold``
+    (``entry_k <= lambda``; for the threshold family ``entry_k = 1 - s_k``, computed in
+    floating point exactly so). This is the rule :class:`racer.RACER` uses, so sets rebuilt
+    here from a saved ``threshold_`` equal ``predict``'s.
+
+    Parameters
+    ----------
+    augmented : numpy.ndarray, shape (n, M + 1)
+        Augmented scores (:func:`augmented_scores`); not modified.
+    threshold : float
+        The calibrated lambda.
+    family : {"threshold", "cumulative", "cost"}
+        The nested family.
+    abstention : {"flag", "strict", "off"}
+        The abstention mode (:mod:`racer.losses`).
+    abstain_threshold : float, optional
+        tau of ``"strict"``: abstain iff ``s_0 >= tau``.
+    costs, cost_weight
+        As in :func:`entry_levels`.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n, M + 1)
+        Column 0: the abstain flag (flag), the abstain decision (strict), False (off).
+        Columns 1..M: the models invoked (none on a strict abstention).
+    """
+    if abstention == "strict":
+        if abstain_threshold is None:
+            raise ValueError('abstention="strict" needs abstain_threshold (tau).')
+        abstained = augmented[:, 0] >= abstain_threshold
+        entry = entry_levels(
+            augmented, family, abstention=False, costs=costs, cost_weight=cost_weight
+        )
+        decision = entry <= threshold
+        decision[:, 0] = abstained
+        decision[abstained, 1:] = False
+        return decision
+    entry = entry_levels(
+        augmented, family, abstention=abstention == "flag", costs=costs, cost_weight=cost_weight
+    )
+    return entry <= threshold
+
+
+def decision_from_scores(
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    family: str = "threshold",
+    abstention: str = "flag",
+    abstain_threshold: float | None = None,
+    abstain_score: str = "max",
+    abstain_scores: np.ndarray | None = None,
+    costs: np.ndarray | None = None,
+    cost_weight: float = 1.0,
+) -> np.ndarray:
+    """Rebuild the served decision from router scores and a stored calibration.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> decision_from_scores(np.array([[0.9, 0.2], [0.3, 0.1]]), 0.75).astype(int)
+    array([[0, 1, 0],
+           [1, 1, 0]])
+    """
+    augmented = augmented_scores(np.asarray(scores, dtype=float), abstain_score, abstain_scores)
+    return served_decision(
+        augmented,
+        threshold,
+        family=family,
+        abstention=abstention,
+        abstain_threshold=abstain_threshold,
+        costs=costs,
+        cost_weight=cost_weight,
+    )
+
+
 def lambda_range(family: str, cost_weight: float = 1.0) -> tuple[float, float]:
     """The interval of lambdas over which a family goes from empty to full sets."""
     if family == "cost":

@@ -1,0 +1,129 @@
+"""The loss of what is served, for each abstention mode.
+
+What RACER certifies must be what the user receives, so calibration, evaluation, the
+gateway's feedback and its monitor all use :func:`served_losses`.
+
+- ``"flag"`` (the paper's augmented set): serves the answer of C plus ``abstain_flag`` =
+  1{0 in C+}; an empty C is a refusal. Loss 1{C+ and Y+ disjoint}.
+- ``"strict"``: abstains (no model called) iff s_0 >= tau, otherwise serves C. Loss
+  1{abstained and Y* non-empty} + 1{not abstained and C misses Y*}.
+- ``"off"``: serves C, never empty. Loss 1{Y* non-empty and C misses Y*}.
+
+``Y*`` is the set of good models, ``Y+ = Y*`` or ``{0}`` when ``Y*`` is empty. Graded
+quality ``q`` in [0, 1]: "C misses" becomes ``1 - max_{m in C} q_m``, and "Y* non-empty"
+becomes "some q > 0".
+
+Unknown labels (NaN) count at their worst completion, the largest loss over every way
+of filling them in (0 or 1 for 0/1 labels; any value in [0, 1] for graded quality). The
+true loss is never larger, so a bound on these losses still bounds the true risk,
+whatever the reason the labels are missing. For 0/1 labels that means: an unknown
+invoked model is wrong, and a query is "possibly unanswerable" (which a flag or the
+off mode forgives) only when every known label is 0 and every unknown one is invoked.
+For graded quality an unknown value can be arbitrarily small but positive, so a query
+with any unknown is never forgiven as unanswerable.
+
+Examples
+--------
+>>> import numpy as np
+>>> from racer.losses import served_losses
+>>> decision = np.array([[True, True, True]])     # flag raised, both models called
+>>> quality = np.array([[0.0, 0.0]])               # no model can answer
+>>> served_losses("flag", decision, quality).tolist()
+[0.0]
+>>> served_losses("strict", np.array([[False, True, True]]), quality).tolist()
+[1.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ABSTENTION_MODES = ("flag", "strict", "off")
+
+
+def abstention_mode(value: Any) -> str:
+    """The mode named by an ``abstention`` parameter: True is "flag", False is "off"."""
+    if value is True or value is np.True_:
+        return "flag"
+    if value is False or value is np.False_ or value is None:
+        return "off"
+    if isinstance(value, str) and value in ABSTENTION_MODES:
+        return value
+    raise ValueError(
+        f"abstention must be one of 'flag', 'strict', True (= 'flag') or False (= 'off'); "
+        f"got {value!r}."
+    )
+
+
+def is_binary(quality: np.ndarray) -> bool:
+    """Whether every known value is exactly 0 or 1 (NaN marks an unknown label)."""
+    known = quality.size - int(np.count_nonzero(np.isnan(quality)))
+    return int(np.count_nonzero(quality == 0)) + int(np.count_nonzero(quality == 1)) == known
+
+
+def worst_case_quality(quality: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model quality with unknowns at 0, and the unknown and all-known-zero masks.
+
+    Returns
+    -------
+    model_quality : numpy.ndarray, shape (n, M)
+        ``quality`` with NaN replaced by 0 (the worst value for an invoked model).
+    unknown : numpy.ndarray of bool, shape (n, M)
+        Where the label is NaN.
+    known_zero : numpy.ndarray of bool, shape (n,)
+        True when every *known* label of the query is 0.
+    """
+    q = np.asarray(quality, dtype=float)
+    unknown = np.isnan(q)
+    model_quality = np.where(unknown, 0.0, q)
+    known_zero = np.all((q == 0) | unknown, axis=1)
+    return model_quality, unknown, known_zero
+
+
+def served_losses(
+    mode: str, decision: np.ndarray, quality: np.ndarray, *, binary: bool | None = None
+) -> np.ndarray:
+    """Loss of every query's served decision under ``mode`` (see the module docstring).
+
+    Parameters
+    ----------
+    mode : {"flag", "strict", "off"}
+        The abstention mode.
+    decision : numpy.ndarray of bool, shape (n, M + 1)
+        Column 0: the abstain flag (flag), the abstain decision (strict; then no model
+        is called, whatever the other columns say), ignored (off). Columns 1..M: the
+        models invoked.
+    quality : numpy.ndarray, shape (n, M)
+        0/1 labels or graded quality in [0, 1]; NaN = unknown (worst completion).
+    binary : bool, optional
+        Whether the known labels are 0/1 (completions in {0, 1}); inferred when None.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        Losses in [0, 1].
+    """
+    decision = np.asarray(decision, dtype=bool)
+    model_quality, unknown, known_zero = worst_case_quality(quality)
+    expected = (model_quality.shape[0], model_quality.shape[1] + 1)
+    if decision.shape != expected:
+        raise ValueError(
+            f"decision must have shape (n, M + 1) = {expected} for quality of shape "
+            f"{model_quality.shape}; got {decision.shape}."
+        )
+    mode = abstention_mode(mode)
+    invoked = decision[:, 1:]
+    if mode == "strict":
+        invoked = invoked & ~decision[:, [0]]
+    binary = is_binary(np.asarray(quality, dtype=float)) if binary is None else binary
+    # unknowns that can still be set to "good" without being invoked make the query answerable
+    free_unknown = unknown & ~invoked if binary else unknown
+    unanswerable = known_zero & ~free_unknown.any(axis=1)
+    best_invoked = np.max(model_quality, axis=1, where=invoked, initial=0.0)
+    if mode == "flag":
+        return 1.0 - np.maximum(best_invoked, decision[:, 0] & unanswerable)
+    if mode == "strict":
+        return np.where(decision[:, 0], (~unanswerable).astype(float), 1.0 - best_invoked)
+    return np.where(unanswerable, 0.0, 1.0 - best_invoked)

@@ -39,16 +39,35 @@ class TableRouter:
 
 
 class FixedThreshold:
-    """A calibration stand-in: invoke every model scored at least ``1 - threshold_``."""
+    """A calibration stand-in: invoke every model scored at least ``1 - threshold_``.
+
+    Column 0 (abstain score ``1 - max score``): the flag when it also passes the
+    threshold (mode "flag"), the abstain decision when it reaches ``abstain_threshold_``
+    (mode "strict"), False (mode "off").
+    """
 
     alpha = 0.1
     delta = 0.1
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, mode: str = "off", abstain_threshold: float = 0.5):
         self.threshold_ = threshold
+        self.abstention_mode_ = mode
+        self.abstain_threshold_ = abstain_threshold if mode == "strict" else None
 
-    def predict(self, scores: np.ndarray, *, abstain_scores: Any = None) -> np.ndarray:
-        return np.asarray(scores) >= 1 - self.threshold_
+    def predict(
+        self, scores: np.ndarray, *, include_abstain: bool = False, abstain_scores: Any = None
+    ) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        invoked = scores >= 1 - self.threshold_
+        s0 = 1 - scores.max(axis=1, keepdims=True)
+        if self.abstention_mode_ == "flag":
+            column_0 = s0 >= 1 - self.threshold_
+        elif self.abstention_mode_ == "strict":
+            column_0 = s0 >= self.abstain_threshold_
+        else:
+            column_0 = np.zeros_like(s0, dtype=bool)
+        decision = np.hstack([column_0, invoked])
+        return decision if include_abstain else decision[:, 1:]
 
 
 def completion(text: str, prompt_tokens: int = 10, completion_tokens: int = 5) -> httpx.Response:
@@ -164,6 +183,7 @@ def build_gateway(
     backend_defaults: Mapping[str, Any] | None = None,
     log_url: str = "sqlite:///:memory:",
     max_request_bytes: int = 1_000_000,
+    calibration: FixedThreshold | None = None,
 ) -> tuple[Gateway, Any]:
     """A gateway over fake upstreams (one per model of ``MODELS``) and its FastAPI app."""
     config = parse_config(
@@ -187,7 +207,7 @@ def build_gateway(
     backends = {
         b.name: Backend(b, transport=httpx.MockTransport(handlers[b.name])) for b in config.backends
     }
-    calibration = FixedThreshold()
+    calibration = calibration or FixedThreshold()
     gateway = Gateway(
         config,
         {"racer": Route(config.routes[0], router, calibration, MODELS, RiskMonitor(0.1, 0.05))},

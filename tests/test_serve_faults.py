@@ -366,7 +366,10 @@ class _Everything:
     delta = 0.1
     threshold_ = 1.0
 
-    def predict(self, scores, *, abstain_scores=None):
+    def predict(self, scores, *, include_abstain=False, abstain_scores=None):
         import numpy as np
 
-        return np.ones_like(np.asarray(scores), dtype=bool)
+        scores = np.asarray(scores)
+        decision = np.ones((scores.shape[0], scores.shape[1] + 1), dtype=bool)
+        decision[:, 0] = False
+        return decision if include_abstain else decision[:, 1:]

@@ -247,11 +247,14 @@ def _decision(invoked: list[str], abstained: bool = False) -> DecisionRecord:
 def test_the_misrouting_loss_follows_the_method():
     in_set = FeedbackRequest(id="id", models_correct={A: False, B: True, C: True})
     only_outside = FeedbackRequest(id="id", models_correct={A: False, C: True})
-    nobody = FeedbackRequest(id="id", models_correct={A: False, B: False})
+    nobody = FeedbackRequest(id="id", models_correct={A: False, B: False, C: False})
+    unknown_c = FeedbackRequest(id="id", models_correct={A: False, B: False})
     assert misrouting_loss(_decision([A, B]), in_set, MODELS) == 0.0
     assert misrouting_loss(_decision([A, B]), only_outside, MODELS) == 1.0
     assert misrouting_loss(_decision([], abstained=True), only_outside, MODELS) == 1.0
     assert misrouting_loss(_decision([], abstained=True), nobody, MODELS) == 0.0
+    # C's label is unknown: it may be the good one, so abstaining counts as a misroute.
+    assert misrouting_loss(_decision([], abstained=True), unknown_c, MODELS) == 1.0
     wrong_answer = FeedbackRequest(id="id", correct=False)
     assert misrouting_loss(_decision([A]), wrong_answer, MODELS) == 1.0
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from racer.aggregate import choose_response, extract_answer
+from racer.losses import abstention_mode, served_losses
 from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
 from racer.serve.config import ConfigError, GatewayConfig, RouteConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
@@ -72,7 +73,9 @@ class SetPredictor(Protocol):
     delta: float
     threshold_: float
 
-    def predict(self, scores: np.ndarray, *, abstain_scores: Any = None) -> np.ndarray: ...
+    def predict(
+        self, scores: np.ndarray, *, include_abstain: bool = False, abstain_scores: Any = None
+    ) -> np.ndarray: ...
 
 
 class AbstainScorer(Protocol):
@@ -113,14 +116,28 @@ class Route:
         """The ``model`` value clients send."""
         return self.config.name
 
-    def decide(self, query: str) -> tuple[np.ndarray, list[str]]:
-        """The router's scores for ``query`` and the calibrated set, best-scored first."""
+    @property
+    def mode(self) -> str:
+        """The abstention mode served: the calibration's ("flag", "strict" or "off")."""
+        return abstention_mode(getattr(self.calibration, "abstention_mode_", False))
+
+    def decide(self, query: str) -> tuple[np.ndarray, list[str], bool]:
+        """Scores, the set to call (best-scored first) and column 0 of the decision.
+
+        Column 0 is the abstain flag (mode "flag"), the abstain decision (mode
+        "strict": then no model is called) or False (mode "off").
+        """
         scores = np.asarray(self.router.predict_proba([query]), dtype=float).reshape(1, -1)
         abstain = None if self.abstention is None else self.abstention.abstain_score([query])
-        predicted = self.calibration.predict(scores, abstain_scores=abstain)
-        invoked = np.asarray(predicted, dtype=bool)[0]
+        decision = np.asarray(
+            self.calibration.predict(scores, include_abstain=True, abstain_scores=abstain),
+            dtype=bool,
+        )[0]
+        column_0, invoked = bool(decision[0]), decision[1:]
+        if self.mode == "strict" and column_0:
+            invoked = np.zeros_like(invoked)
         order = np.argsort(-scores[0], kind="stable")
-        return scores[0], [self.model_names[k] for k in order if invoked[k]]
+        return scores[0], [self.model_names[k] for k in order if invoked[k]], column_0
 
     def describe(self) -> dict[str, Any]:
         """The route's calibration and monitor, for /healthz."""
@@ -129,6 +146,7 @@ class Route:
             "alpha": float(self.calibration.alpha),
             "delta": float(self.calibration.delta),
             "threshold": float(self.calibration.threshold_),
+            "abstention": self.mode,
             "aggregator": self.config.aggregator,
             "monitor": self.monitor.state(),
         }
@@ -142,6 +160,14 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
         artifact = load_artifact(config.artifact)
     except (OSError, ValueError) as error:
         raise ConfigError(f"route {config.name!r}: cannot load artifact: {error}") from error
+    served = abstention_mode(getattr(artifact.racer, "abstention_mode_", False))
+    if config.abstention is not None and config.abstention != served:
+        raise ConfigError(
+            f"route {config.name!r}: the artifact {config.artifact} was calibrated for "
+            f"abstention {served!r}, but the route asks for abstention {config.abstention!r}; "
+            f"its guarantee holds only for the mode it was calibrated for. Recalibrate with "
+            f"RACER(abstention={config.abstention!r}) or set abstention: {served} in the route."
+        )
     return Route(
         config,
         artifact.router,
@@ -164,6 +190,7 @@ class _Decision:
     started: float
     deadline: float
     owner: str | None = None
+    column_0: bool = False
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     completion: dict[str, Any] = field(default_factory=dict)
@@ -293,12 +320,20 @@ class Gateway:
         route = self.route(request.model)
         query = request.query()
         if route.config.score_in_thread:
-            scores, invoked = await asyncio.to_thread(route.decide, query)
+            scores, invoked, column_0 = await asyncio.to_thread(route.decide, query)
         else:
-            scores, invoked = route.decide(query)
+            scores, invoked, column_0 = route.decide(query)
         deadline = started + route.config.deadline_s
         return _Decision(
-            route, query, request.upstream_body(), scores, invoked, started, deadline, owner
+            route,
+            query,
+            request.upstream_body(),
+            scores,
+            invoked,
+            started,
+            deadline,
+            owner,
+            column_0,
         )
 
     async def _call_set(self, decision: _Decision) -> tuple[list[BackendCall], BackendCall | None]:
@@ -470,7 +505,9 @@ class Gateway:
             "threshold": float(route.calibration.threshold_),
             "alpha": float(route.calibration.alpha),
             "delta": float(route.calibration.delta),
+            "abstention": route.mode,
             "abstained": not decision.invoked,
+            "abstain_flag": decision.column_0 if route.mode == "flag" else None,
             "chosen": chosen,
             "backends": {c.backend: c.summary() for c in calls},
             "completion": decision.completion,
@@ -505,6 +542,8 @@ class Gateway:
                 cost_usd=racer["cost_usd"],
                 latency_ms=latency_s * 1000,
                 owner=decision.owner,
+                mode=decision.route.mode,
+                abstain_flag=decision.column_0,
             )
         )
         return racer
@@ -809,23 +848,51 @@ def _parse_event(line: str) -> dict[str, Any] | str | None:
 def misrouting_loss(
     decision: DecisionRecord, feedback: FeedbackRequest, model_names: Sequence[str]
 ) -> float:
-    """The misrouting loss (METHOD.md section 3) that ``feedback`` implies for ``decision``.
+    """The served loss of the decision's mode (:func:`racer.losses.served_losses`).
 
-    With ``models_correct``: 1 when the set missed every acceptable model, or when it
-    abstained although one existed (exact). With ``correct`` alone: 1 when the answer
-    (or the abstention) was wrong, an upper bound of the exact loss.
+    With ``models_correct``: the loss of the stored decision (its column 0 and set)
+    against those labels, a model left out counted as unknown (worst case). With
+    ``correct`` alone: 0 when the answer (or the abstention / refusal) was right and 1
+    otherwise, an upper bound of the loss, exact for a strict abstention ("abstaining
+    was right" is "no model was good").
+
+    Raises
+    ------
+    GatewayError
+        400 for model names the route does not have, or ``correct`` contradicting
+        ``models_correct`` on the model whose answer was returned.
     """
     if feedback.models_correct is None:
         return 0.0 if feedback.correct else 1.0
     unknown = sorted(set(feedback.models_correct) - set(model_names))
     if unknown:
+        shown = [truncate(name) for name in unknown[:5]]
         raise GatewayError(
             400,
-            f"models_correct names unknown models {unknown}; the route has {list(model_names)}.",
+            f"models_correct names {len(unknown)} unknown model(s) {shown}; the route has "
+            f"{list(model_names)}.",
             "invalid_request_error",
             "unknown_model",
         )
-    good = {m for m, ok in feedback.models_correct.items() if ok}
-    if decision.abstained:
-        return 1.0 if good else 0.0
-    return 0.0 if good & set(decision.invoked) else 1.0
+    chosen_ok = feedback.models_correct.get(decision.chosen or "")
+    if feedback.correct is not None and chosen_ok is not None and chosen_ok != feedback.correct:
+        raise GatewayError(
+            400,
+            f"correct = {feedback.correct} contradicts models_correct[{decision.chosen!r}] = "
+            f"{chosen_ok} (the model whose answer was returned).",
+            "invalid_request_error",
+            "contradictory_feedback",
+        )
+    quality = np.array(
+        [[float(feedback.models_correct.get(m, np.nan)) for m in model_names]], dtype=float
+    )
+    row = np.zeros((1, len(model_names) + 1), dtype=bool)
+    invoked = set(decision.invoked)
+    row[0, 1:] = [m in invoked for m in model_names]
+    mode = decision.mode or "off"
+    row[0, 0] = (
+        bool(decision.abstain_flag)
+        if decision.abstain_flag is not None
+        else (decision.abstained and mode == "strict")
+    )
+    return float(served_losses(mode, row, quality, binary=True)[0])

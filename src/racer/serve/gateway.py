@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -266,6 +267,7 @@ class Gateway:
         self.metrics = GatewayMetrics(max(len(r.model_names) for r in self.routes.values()))
         self._background: set[asyncio.Task[Any]] = set()
         self._feedback_seen = 0
+        self._sync_lock = threading.Lock()
         self.sync_monitors()
 
     @classmethod
@@ -285,13 +287,14 @@ class Gateway:
         Every worker process (and every restart) applies the same losses in the same
         order, so all of them hold the same monitor state.
         """
-        rows = self.decision_log.feedback_losses(after=self._feedback_seen)
-        for seq, route_name, loss in rows:
-            self._feedback_seen = max(self._feedback_seen, seq)
-            if route_name in self.routes:
-                self.routes[route_name].monitor.update(loss)
-        for route in self.routes.values():
-            self.metrics.set_monitor(route.name, route.monitor.state())
+        with self._sync_lock:  # one sync at a time: each stored loss is applied once
+            rows = self.decision_log.feedback_losses(after=self._feedback_seen)
+            for seq, route_name, loss in rows:
+                self._feedback_seen = max(self._feedback_seen, seq)
+                if route_name in self.routes:
+                    self.routes[route_name].monitor.update(loss)
+            for route in self.routes.values():
+                self.metrics.set_monitor(route.name, route.monitor.state())
 
     async def aclose(self) -> None:
         """Stop abandoned calls, close the backend clients and the decision log."""

@@ -190,3 +190,61 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(live_gateway):
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/feedback"}
     assert not failures, failures[:3]
     assert answered, "no generated request reached the routing pipeline"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"temperature": 99}, "temperature"),
+        ({"stream": 0}, "stream"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ("lone surrogate", "not valid Unicode"),
+    ],
+)
+async def test_openai_fields_are_validated_and_bad_text_is_400(extra, field):
+    async with serving(UPSTREAMS, ROUTER) as (client, _):
+        if extra == "lone surrogate":  # JSON may escape one; it is not text
+            body = b'{"model": "racer", "messages": [{"role": "user", "content": "\\ud800"}]}'
+            headers = {"content-type": "application/json"}
+            response = await client.post("/v1/chat/completions", content=body, headers=headers)
+        else:
+            response = await client.post("/v1/chat/completions", json={**chat("q"), **extra})
+    assert response.status_code == 400 and field in response.json()["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_models_can_be_retrieved_one_by_one():
+    async with serving(UPSTREAMS, ROUTER) as (client, _):
+        found = await client.get("/v1/models/racer")
+        missing = await client.get("/v1/models/gpt-9")
+    assert found.status_code == 200 and found.json()["id"] == "racer"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.asyncio
+async def test_feedback_is_only_taken_from_the_requesting_key_or_an_admin():
+    async with serving(UPSTREAMS, ROUTER) as (client, gateway):
+        answer = (await client.post("/v1/chat/completions", json=chat("q"))).json()
+        other = {"Authorization": "Bearer another-client-key"}
+        gateway_keys = {KEY, "another-client-key"}
+        from racer.serve.app import create_app
+
+        app = create_app(gateway, frozenset(gateway_keys), frozenset({"gateway-admin-key"}))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as second:
+            refused = await second.post(
+                "/v1/feedback", json={"id": answer["id"], "correct": True}, headers=other
+            )
+            taken = await second.post(
+                "/v1/feedback", json={"id": answer["id"], "correct": True}, headers=ADMIN
+            )
+        huge = await client.post("/v1/feedback", json={"id": "x" * 900_000, "correct": True})
+        model = await client.post(
+            "/v1/chat/completions", json={**chat("q"), "model": "m" * 900_000}
+        )
+    assert refused.status_code == 404 and taken.status_code == 200
+    assert huge.status_code == 400 and len(huge.content) < 2_000
+    assert model.status_code == 404 and len(model.content) < 2_000

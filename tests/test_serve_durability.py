@@ -78,8 +78,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gateway(folder: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "RACER_GATEWAY_ADMIN_KEYS": ""}
+ADMIN_KEY = "durability-admin"
+
+
+def start_gateway(folder: Path, port: int, workers: int = 1) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "RACER_GATEWAY_ADMIN_KEYS": ADMIN_KEY}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -92,6 +95,8 @@ def start_gateway(folder: Path, port: int) -> subprocess.Popen:
             str(port),
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -193,3 +198,42 @@ def test_stalled_and_oversized_requests_are_cut_off(deployment):
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_workers_share_metrics_and_the_monitor(deployment):
+    folder, queries = deployment
+    port = free_port()
+    process = start_gateway(folder, port, workers=2)
+    base = f"http://127.0.0.1:{port}"
+    client_auth = {"Authorization": f"Bearer {KEY}"}
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        ids = []
+        for k in range(16):  # a fresh connection each: both workers answer some
+            body = {"model": "racer", "messages": [{"role": "user", "content": queries[k]}]}
+            response = httpx.post(f"{base}/v1/chat/completions", json=body, headers=client_auth)
+            assert response.status_code == 200
+            ids.append(response.json()["id"])
+        for decision_id in ids[:10]:
+            feedback = {"id": decision_id, "correct": False}
+            assert httpx.post(f"{base}/v1/feedback", json=feedback, headers=client_auth).is_success
+        scrapes, healths = set(), set()
+        for _ in range(10):
+            text = httpx.get(f"{base}/metrics", headers=admin).text
+            lines = [
+                line
+                for line in text.splitlines()
+                if line.startswith(("racer_requests_total", "racer_monitor_feedback{"))
+            ]
+            scrapes.add(tuple(sorted(lines)))
+            health = httpx.get(f"{base}/healthz", headers=admin).json()
+            healths.add(health["routes"]["racer"]["monitor"]["n_feedback"])
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert len(scrapes) == 1, scrapes  # every scrape, whichever worker, says the same
+    (lines,) = scrapes
+    requests = sum(float(line.split()[-1]) for line in lines if line.startswith("racer_requests"))
+    assert requests == 16
+    assert 'racer_monitor_feedback{route="racer"} 10.0' in lines
+    assert healths == {10}

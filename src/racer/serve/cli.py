@@ -80,13 +80,16 @@ def serve(
     uvicorn.run(app, **options)
 
 
-def _http_protocol() -> Any:
-    """uvicorn's httptools protocol with the read deadline and head limit, else h11."""
+def _http_protocol() -> str:
+    """uvicorn's httptools protocol with the read deadline and head limit, else h11.
+
+    An import string (not the class), so that worker processes import it themselves.
+    """
     try:
-        from racer.serve.protocol import GuardedHttpToolsProtocol
+        import racer.serve.protocol  # noqa: F401 (needs httptools)
     except ImportError:  # no httptools: h11 enforces h11_max_incomplete_event_size itself
         return "h11"
-    return GuardedHttpToolsProtocol
+    return "racer.serve.protocol:GuardedHttpToolsProtocol"
 
 
 def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[str, Any]) -> None:

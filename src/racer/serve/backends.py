@@ -368,8 +368,10 @@ class Backend:
             _, body, attempts, _ = await self._attempts(self._payload(request, False), False)
             choice = body["choices"][0]
             message = choice["message"]
+            if not isinstance(message, dict):
+                raise TypeError("message is not an object")
             text = message.get("content")
-            if not isinstance(message, dict) or not (
+            if not (
                 isinstance(text, str) or message.get("tool_calls") or message.get("function_call")
             ):
                 raise UpstreamError("upstream answer has no content or tool call", retryable=False)

@@ -350,9 +350,3 @@ def _decision_from_row(row: tuple[Any, ...]) -> DecisionRecord:
     if values["abstain_flag"] is not None:
         values["abstain_flag"] = bool(values["abstain_flag"])
     return DecisionRecord(**values)
-
-
-def _log_failure(future: Future[None]) -> None:
-    error = future.exception()
-    if error is not None:
-        logger.error("decision log write failed: %s", error)

@@ -118,8 +118,9 @@ class ClientLatency:
         if scope["type"] != "http" or scope.get("path") != "/v1/chat/completions":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
         state = scope.setdefault("state", {})
+        # From the first byte read by the server protocol when it records it, else now.
+        started = state.get("racer_received", time.perf_counter())
         state["racer_started"] = started
 
         async def timed_send(message: Message) -> None:

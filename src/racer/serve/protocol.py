@@ -10,6 +10,7 @@ connection (and its memory) forever.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -68,6 +69,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # When the request's first bytes were read: the latency metric starts here, so
+        # that time spent waiting for a busy event loop is counted too.
+        self.scope["state"]["racer_received"] = time.perf_counter()
         self._head_bytes = 0
         self._arm()
 

@@ -6,8 +6,11 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from racer.aggregate import (
+    JUDGE_PROMPT_VERSION,
     answer_codes,
     any_correct,
     choose_in_sets,
@@ -15,6 +18,10 @@ from racer.aggregate import (
     chosen_correct,
     detect_answer_kind,
     extract_answer,
+    judge_choice,
+    judge_prompt,
+    log_odds,
+    weighted_vote,
 )
 from racer.data.load import load_dataset
 
@@ -142,3 +149,67 @@ def test_detect_answer_kind_tells_letters_numbers_and_free_text_apart():
     code = ["def f(x):\n    return x + 1", "for i in range(10):\n    print(i)"]
     assert detect_answer_kind(np.array(code, dtype=object)) is None
     assert detect_answer_kind(np.array([None, None], dtype=object)) is None
+
+
+@given(
+    st.integers(1, 6),
+    st.lists(st.floats(0.01, 0.99), min_size=6, max_size=6),
+    st.lists(st.integers(-2, 3), min_size=6, max_size=6),
+)
+def test_log_odds_vote_with_one_model_returns_that_model(m, probabilities, codes):
+    invoked = np.zeros((1, 6), dtype=bool)
+    invoked[0, m - 1] = True
+    code_row = np.array(codes)[None, :]
+    chosen = choose_in_sets(invoked, np.array(probabilities)[None, :], code_row, "logodds")[0]
+    assert chosen == (-1 if code_row[0, m - 1] == -2 else m - 1)
+
+
+def test_log_odds_weights_keep_weak_models_from_outvoting_a_strong_one():
+    # One model right 95 % of the time against two right 60 % of the time.
+    probabilities = np.array([[0.95, 0.6, 0.6]])
+    codes = np.array([[0, 1, 1]])
+    invoked = np.ones((1, 3), dtype=bool)
+    assert choose_in_sets(invoked, probabilities, codes, "vote")[0] == 1
+    assert choose_in_sets(invoked, probabilities, codes, "logodds")[0] == 0
+    np.testing.assert_allclose(log_odds(np.array([0.95, 0.6])), np.log([19.0, 1.5]))
+
+
+def test_weighted_vote_margin_is_winner_minus_the_rest():
+    codes = np.array([[0, 0, 1], [0, -1, -2]])
+    weights = np.array([[1.0, 2.0, 0.5]] * 2)
+    chosen, margin = weighted_vote(np.ones((2, 3), dtype=bool), weights, codes)
+    assert chosen.tolist() == [1, 0]
+    np.testing.assert_allclose(margin, [2.5, 1.0])
+
+
+def _rule_based_judge(prompt: str) -> str:
+    """A fake judge: names the first answer that contains the word 'Paris'."""
+    assert prompt.startswith("You are judging answers")
+    answers = prompt.split("Answer ")[1:]
+    for block in answers:
+        number, text = block.split(":", 1)
+        if "Paris" in text:
+            return f"Best: {number}"
+    return "I cannot decide."
+
+
+def test_judge_names_the_answer_and_falls_back_to_best_in_set():
+    responses = ["Lyon", None, "It is Paris."]
+    scores = [0.9, 0.99, 0.2]
+    assert judge_choice("Capital of France?", responses, scores, _rule_based_judge) == (2, True)
+    # Unparsable verdict, failed judge, or an answer that does not exist: best-in-set.
+    assert judge_choice("Capital of Italy?", ["Rome", "Milan"], [0.3, 0.6], _rule_based_judge) == (
+        1,
+        False,
+    )
+
+    def broken(prompt: str) -> str:
+        raise TimeoutError("judge down")
+
+    assert judge_choice("q", ["a", "b"], [0.7, 0.1], broken) == (0, False)
+    assert judge_choice("q", ["a", "b"], [0.7, 0.1], lambda p: "Best: 7") == (0, False)
+    assert judge_choice("q", [None, None], [0.7, 0.1], broken) == (None, False)
+    assert (
+        "Answer 2" not in judge_prompt("q", ["a", None, "c"])
+        and "racer-judge" in JUDGE_PROMPT_VERSION
+    )

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 
 def _invoke(*args: str, input: str | None = None):
-    return runner.invoke(app, list(args), input=input)
+    return runner.invoke(app, list(args), input=input, env={"COLUMNS": "200"})
 
 
 @pytest.mark.parametrize("command", ["demo", "evaluate", "calibrate", "route"])

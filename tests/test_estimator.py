@@ -221,3 +221,36 @@ def test_no_warning_on_clean_data():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RACER().fit(scores, labels)
+
+
+def test_scikit_learn_estimator_checks_pass_or_fail_only_on_racers_input_domain():
+    """scikit-learn's generic checks feed unbounded features and 1-D targets; RACER takes
+    scores in [0, 1] and a 2-D label matrix (its tags say so). Every API check must pass,
+    and every other check may only stop at RACER's own, precise input validation."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(RACER(alpha=0.3), on_fail=None)
+    status = {r["check_name"]: r["status"] for r in results}
+    for name in ("check_estimator_cloneable", "check_get_params_invariance", "check_set_params",
+                 "check_no_attributes_set_in_init", "check_estimators_unfitted",
+                 "check_parameters_default_constructible", "check_estimator_repr",
+                 "check_do_not_raise_errors_in_init_or_set_params"):
+        assert status[name] == "passed", name
+    domain = ("finite numbers in [0, 1]", "labels have shape", "2D array of labels",
+              "scores is empty")
+    for result in results:
+        if result["status"] == "failed":
+            assert any(text in str(result["exception"]) for text in domain), result
+
+
+def test_score_is_one_minus_the_served_risk_and_tags_describe_the_inputs():
+    from sklearn.utils import get_tags
+
+    scores, labels = make_data()
+    router = RACER(alpha=0.3).fit(scores, labels)
+    assert router.score(scores, labels) == pytest.approx(1 - router.risk(scores, labels))
+    tags = get_tags(RACER())
+    assert tags.target_tags.two_d_labels and tags.input_tags.positive_only
+    assert not tags.input_tags.allow_nan

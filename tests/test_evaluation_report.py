@@ -139,3 +139,33 @@ def test_cheapest_match_is_cheapest_among_those_matching(routerbench_report):
     report = (out / "report.md").read_text()
     assert f"Cheapest RACER configuration matching {REFERENCE}" in report
     assert "upper bound" in report  # the any-correct rate is labelled as a bound, never accuracy
+
+
+def test_flag_rate_is_reported_and_a_mostly_flagged_route_is_warned_about(shared_data, tmp_path):
+    # RouterBench MBPP: 13 % of queries have no good model, so at alpha 0.05 flag mode
+    # certifies by raising the flag on most queries; the report must say so.
+    test = load_dataset(shared_data / "routerbench" / "mbpp_test.csv")
+    # a weak router (per-model accuracy plus noise), as real routers are on MBPP
+    rng = np.random.default_rng(5)
+    scores = np.clip(test.labels.mean(axis=0) + 0.1 * rng.standard_normal(test.labels.shape), 0, 1)
+    settings = EvaluationSettings(alphas=(0.05, 0.3), n_trials=30, bounds=("binomial",),
+                                  families=("threshold",))
+    evaluation = evaluate_task(test, scores, settings)
+    paths = write_task_report(evaluation, tmp_path)
+    document = json.loads(paths["results"].read_text())
+    record = _record(document, "RACER binomial threshold", 0.05)
+    # recompute the flag rate of the first split trial independently
+    cal, rows = _split(document, 0)
+    router = RACER(alpha=0.05, delta=0.1).fit(scores[cal], test.labels[cal])
+    decision = router.predict(scores[rows], include_abstain=True)
+    first_trial = np.mean(decision[:, 0] & decision[:, 1:].any(axis=1))
+    assert evaluation.per_trial[("RACER binomial threshold", 0.05)]["flag_rate"][0] == (
+        pytest.approx(first_trial)
+    )
+    assert record["flag_rate"] > 0.5
+    warnings = document["flag_warnings"]
+    assert len(warnings) == 1 and "at alpha 0.05 raises the abstain flag" in warnings[0]
+    no_good = np.mean(test.labels.max(axis=1) == 0)
+    assert f"{no_good:.1%} of the pool's queries have no good model" in warnings[0]
+    report = paths["report"].read_text()
+    assert warnings[0] in report and "| flag rate |" in report

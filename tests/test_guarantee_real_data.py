@@ -1,4 +1,4 @@
-"""The PAC promise on real routing data, tested exactly (METHOD.md section 7).
+"""The PAC promise on real routing data, tested exactly (racer/method.md section 9).
 
 The pool of labelled test queries is the population: every trial calibrates on an
 i.i.d. sample drawn from it with replacement, and the risk is the pool's risk, free of

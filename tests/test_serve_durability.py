@@ -90,7 +90,7 @@ ADMIN_KEY = "durability-admin"
 def start_gateway(
     folder: Path, port: int, workers: int = 1, config: str = "gateway.yaml"
 ) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "RACER_GATEWAY_ADMIN_KEYS": ADMIN_KEY}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "RACER_ADMIN_KEYS": ADMIN_KEY}
     process = subprocess.Popen(
         [
             sys.executable,

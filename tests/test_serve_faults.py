@@ -341,10 +341,11 @@ def test_an_eleven_model_set_survives_a_killed_a_hung_and_a_failing_backend():
             fault_started = time.monotonic()
             faults, fault_responses = phase(4.5)
             fault_ended = time.monotonic()
-    assert all(r.status_code == 200 for r in healthy_responses + fault_responses)
-    assert all(
-        r.json()["choices"][0]["message"]["content"] == "The answer is B" for r in fault_responses
-    )
+    failed = [r.text[:300] for r in healthy_responses + fault_responses if r.status_code != 200]
+    assert not failed, failed
+    contents = [r.json()["choices"][0]["message"] for r in fault_responses]
+    wrong = [c for c in contents if c.get("content") != "The answer is B"]
+    assert not wrong, wrong[:3]
     healthy_p50, fault_p50 = statistics.median(healthy), statistics.median(faults)
     print(
         f"healthy p50 {healthy_p50 * 1000:.1f} ms ({len(healthy)} requests), "

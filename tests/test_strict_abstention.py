@@ -1,6 +1,6 @@
 """Strict abstention and worst-case missing labels: the served loss is the certified one.
 
-Validity is tested exactly (METHOD.md section 7): the pool is the population, every
+Validity is tested exactly (racer/method.md section 9): the pool is the population, every
 trial calibrates on an i.i.d. resample of it, and the risk of the *served* decision is
 measured on the whole pool. A trial that raises InfeasibleCalibrationError serves
 nothing under a false certificate, so it is not a violation.

@@ -9,7 +9,17 @@ import numpy as np
 
 
 def check_level(name: str, value: Any) -> float:
-    """Return ``value`` as a float strictly between 0 and 1, or raise."""
+    """Return ``value`` as a float strictly between 0 and 1, or raise.
+
+    Only real numbers are accepted: a string such as ``"0.1"`` (often a value read from
+    a config file or the command line and never converted) or a bool is refused rather
+    than silently converted.
+    """
+    if isinstance(value, str | bytes | bool | np.bool_):
+        raise ValueError(
+            f"{name} must be a number in (0, 1), got {type(value).__name__} {value!r}; "
+            f"convert it first, e.g. {name}=float(value)."
+        )
     try:
         level = float(value)
     except (TypeError, ValueError):

@@ -1,12 +1,18 @@
 """Aggregation: turn the answers of the invoked models into one response.
 
-Two aggregators (METHOD.md section 6):
+Aggregators (METHOD.md section 6):
 
 - ``"vote"``: majority vote over the answers extracted from the responses
   (a multiple-choice letter or a final number), each vote weighted by the router's
   score for that model; ties go to the answer backed by the higher single score.
   Responses with no extractable answer vote only when no response has one.
+- ``"logodds"``: the same vote with weights ``log(p / (1 - p))``, ``p`` a calibrated
+  probability that the model is right (the router's score, or the model's training
+  accuracy), floored at 0: the optimal rule for independent voters, so one strong
+  model is not outvoted by several weak ones.
 - ``"best"``: the response of the highest-scored model in the set.
+- a judge (:func:`judge_choice`): a model of the configuration names the best answer,
+  for open-ended answers where no vote is possible.
 
 Both work on one query (:func:`choose_response`, used by the gateway) and on a
 whole evaluation at once (:func:`choose_in_sets`, vectorised over queries). The
@@ -19,11 +25,12 @@ bound of every aggregator; :func:`any_correct` computes it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-AGGREGATORS = ("vote", "best")
+AGGREGATORS = ("vote", "logodds", "best")
+PROBABILITY_CLIP = 1e-3
 ANSWER_KINDS = ("auto", "choice", "number")
 
 _CHOICE_PATTERNS = (
@@ -147,6 +154,71 @@ def answer_codes(responses: np.ndarray, kind: str = "auto") -> np.ndarray:
     return codes
 
 
+def log_odds(probabilities: np.ndarray, clip: float = PROBABILITY_CLIP) -> np.ndarray:
+    """Vote weights ``max(log(p / (1 - p)), 0)`` of calibrated correctness probabilities.
+
+    ``p`` is clipped to ``[clip, 1 - clip]`` so that a model that was always right in
+    training does not get an infinite weight; a model no better than a coin flip gets
+    weight 0 (it only breaks ties).
+
+    Examples
+    --------
+    >>> log_odds(np.array([0.5, 0.9])).round(3)
+    array([0.   , 2.197])
+    """
+    p = np.clip(np.asarray(probabilities, dtype=float), clip, 1.0 - clip)
+    return np.maximum(np.log(p / (1.0 - p)), 0.0)
+
+
+def weighted_vote(
+    invoked_mask: np.ndarray, weights: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted majority vote over extracted answers, with its agreement margin.
+
+    Parameters
+    ----------
+    invoked_mask : array-like of bool, shape (n, M)
+        The models whose answers count.
+    weights : array-like of float, shape (n, M)
+        Non-negative vote weights; ties go to the larger single weight, then to the
+        lower column.
+    codes : array-like of int, shape (n, M)
+        Answer codes from :func:`answer_codes` (-1 no extractable answer, -2 no response).
+
+    Returns
+    -------
+    chosen : numpy.ndarray of int, shape (n,)
+        The column whose response is returned (the largest weight of the winning
+        answer), -1 where no invoked model responded.
+    margin : numpy.ndarray of float, shape (n,)
+        Weight of the winning answer minus the weight of every other extracted answer
+        (0 when no answer was extracted): how strongly the answers so far agree.
+    """
+    invoked = np.asarray(invoked_mask, dtype=bool)
+    weights = np.asarray(weights, dtype=float)
+    codes = np.asarray(codes)
+    n, m = invoked.shape
+    responding = invoked & (codes != -2)
+    weights = np.where(responding, weights, 0.0)
+    has_answer = responding & (codes >= 0)
+    same_answer = (codes[:, :, None] == codes[:, None, :]) & has_answer[:, None, :]
+    votes = np.einsum("nkj,nj->nk", same_answer, weights)
+    # Unextractable answers compete only among themselves (when nothing else exists).
+    eligible = np.where(has_answer.any(axis=1, keepdims=True), has_answer, responding)
+    # Within a winning answer group, the largest single weight is the tie-breaker.
+    group_top = np.max(np.where(same_answer, weights[:, None, :], -np.inf), axis=2)
+    votes = np.where(has_answer, votes, weights)
+    group_top = np.where(has_answer, group_top, weights)
+    position = -np.broadcast_to(np.arange(m), (n, m))
+    order = np.lexsort((position, weights, group_top, votes, eligible), axis=-1)
+    chosen = order[:, -1]
+    rows = np.arange(n)
+    answered_total = np.where(has_answer, weights, 0.0).sum(axis=1)
+    winner_votes = np.where(has_answer[rows, chosen], votes[rows, chosen], 0.0)
+    margin = winner_votes - (answered_total - winner_votes)
+    return np.where(responding.any(axis=1), chosen, -1), margin
+
+
 def choose_in_sets(
     invoked_mask: np.ndarray,
     scores: np.ndarray,
@@ -160,11 +232,13 @@ def choose_in_sets(
     invoked_mask : array-like of bool, shape (n, M)
         The models invoked for each query (an all-False row = abstain).
     scores : array-like of float, shape (n, M)
-        The router's scores; they weight the votes and break ties.
+        The router's scores; they weight the votes and break ties. For ``"logodds"``
+        they must be calibrated probabilities of being right (router scores, or each
+        model's training accuracy repeated on every row).
     codes : array-like of int, shape (n, M), optional
         Answer codes from :func:`answer_codes` (-1: no extractable answer, -2: no
-        response, which removes the model from the set). Required for ``"vote"``.
-    method : {"vote", "best"}, default "vote"
+        response, which removes the model from the set). Required for the votes.
+    method : {"vote", "logodds", "best"}, default "vote"
         The aggregator.
 
     Returns
@@ -176,34 +250,18 @@ def choose_in_sets(
         raise ValueError(f"method must be one of {AGGREGATORS}, got {method!r}.")
     invoked = np.asarray(invoked_mask, dtype=bool)
     scores = np.asarray(scores, dtype=float)
-    if method == "vote" and codes is None:
-        raise ValueError("method='vote' needs the answer codes; compute them with answer_codes().")
-    n, m = invoked.shape
-    if codes is None:
-        codes = np.zeros((n, m), dtype=np.int64)
-    codes = np.asarray(codes)
-    responding = invoked & (codes != -2)
-    weights = np.where(responding, scores, 0.0)
-    if method == "vote":
-        has_answer = responding & (codes >= 0)
-        same_answer = codes[:, :, None] == codes[:, None, :]
-        votes = np.einsum("nkj,nj->nk", same_answer & has_answer[:, None, :], weights)
-        # Unextractable answers compete only among themselves (when nothing else exists).
-        eligible = np.where(has_answer.any(axis=1, keepdims=True), has_answer, responding)
-        # Within a winning answer group, the largest single score is the tie-breaker.
-        group_top = np.max(
-            np.where(same_answer & has_answer[:, None, :], weights[:, None, :], -np.inf), axis=2
+    if method != "best" and codes is None:
+        raise ValueError(
+            f"method={method!r} needs the answer codes; compute them with answer_codes()."
         )
-        votes = np.where(has_answer, votes, weights)
-        group_top = np.where(has_answer, group_top, weights)
-    else:
-        eligible = responding
-        votes = weights
-        group_top = weights
-    position = -np.broadcast_to(np.arange(m), (n, m))
-    order = np.lexsort((position, weights, group_top, votes, eligible), axis=-1)
-    chosen = order[:, -1]
-    return np.where(responding.any(axis=1), chosen, -1)
+    if method == "best":
+        # Best-in-set is a vote in which every response is its own answer.
+        n, m = invoked.shape
+        distinct = np.broadcast_to(np.arange(m), (n, m))
+        codes = distinct if codes is None else np.where(np.asarray(codes) == -2, -2, distinct)
+        return weighted_vote(invoked, scores, codes)[0]
+    weights = log_odds(scores) if method == "logodds" else scores
+    return weighted_vote(invoked, weights, codes)[0]
 
 
 def choose_response(
@@ -220,10 +278,11 @@ def choose_response(
         One response per invoked model; None for a backend that failed (skipped).
     scores : sequence of float
         The router's score for each of those models (same order).
-    method : {"vote", "best"}, default "vote"
+    method : {"vote", "logodds", "best"}, default "vote"
         ``"vote"``: score-weighted majority over extracted answers, ties to the
         higher score, returning the highest-scored response of the winning answer.
-        ``"best"``: the highest-scored model's response.
+        ``"logodds"``: the same with weights ``log(p / (1 - p))`` (scores as
+        probabilities). ``"best"``: the highest-scored model's response.
     answer_kind : {"auto", "choice", "number"}, default "auto"
         How answers are extracted for the vote (see :func:`extract_answer`).
 
@@ -278,3 +337,66 @@ def chosen_correct(chosen: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def any_correct(invoked_mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Whether some invoked model is correct: the upper bound of every aggregator."""
     return (np.asarray(invoked_mask, dtype=bool) & (np.asarray(labels) == 1.0)).any(axis=1)
+
+
+JUDGE_PROMPT_VERSION = "racer-judge-v1"
+_JUDGE_TEMPLATE = (
+    "You are judging answers to a question. Reply with the number of the best answer "
+    "only, as 'Best: <number>'.\n\nQuestion:\n{question}\n\n{answers}\n"
+)
+_VERDICT = re.compile(r"best\s*:\s*\[?(\d+)", re.IGNORECASE)
+
+
+def judge_prompt(question: str, responses: Sequence[str | None]) -> str:
+    """The fixed judge prompt (version :data:`JUDGE_PROMPT_VERSION`); answers numbered from 1."""
+    answers = "\n\n".join(
+        f"Answer {i}:\n{text}" for i, text in enumerate(responses, start=1) if text is not None
+    )
+    return _JUDGE_TEMPLATE.format(question=question, answers=answers)
+
+
+def parse_verdict(text: str | None, responses: Sequence[str | None]) -> int | None:
+    """The index (from 0) the judge named, None when unparsable or not an answer given."""
+    match = _VERDICT.search(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    index = int(match.group(1)) - 1
+    return index if 0 <= index < len(responses) and responses[index] is not None else None
+
+
+def judge_choice(
+    question: str,
+    responses: Sequence[str | None],
+    scores: Sequence[float],
+    ask: Callable[[str], str | None],
+) -> tuple[int | None, bool]:
+    """Let a judge model pick the response; best-in-set when it fails or is unparsable.
+
+    Parameters
+    ----------
+    question : str
+        The user's question.
+    responses : sequence of str or None
+        The invoked models' responses (None: failed call, never chosen).
+    scores : sequence of float
+        The router's scores, for the best-in-set fallback.
+    ask : callable
+        Sends the judge prompt to the judge backend and returns its reply (None or an
+        exception on failure). Its cost is the caller's to count.
+
+    Returns
+    -------
+    chosen : int or None
+        Index into ``responses`` (None when every response is None).
+    judged : bool
+        True when the judge's verdict was used, False on the fallback.
+    """
+    if all(text is None for text in responses):
+        return None, False
+    try:
+        verdict = parse_verdict(ask(judge_prompt(question, responses)), responses)
+    except Exception:  # noqa: BLE001 - any judge failure falls back to best-in-set
+        verdict = None
+    if verdict is not None:
+        return verdict, True
+    return choose_response(responses, scores, method="best"), False

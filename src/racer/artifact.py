@@ -144,6 +144,11 @@ class RouterArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def policy(self) -> dict[str, Any] | None:
+        """The certified answer-level policy and its certificate, when one was saved."""
+        return self.metadata.get("policy")
+
+    @property
     def model_names(self) -> list[str]:
         """The candidate models, in column order."""
         return list(self.router.model_names_)
@@ -209,6 +214,7 @@ def save_artifact(
     abstention: AbstentionHead | None = None,
     calibration: RoutingDataset | tuple[Sequence[str], Any] | None = None,
     overwrite: bool = False,
+    policy: dict[str, Any] | None = None,
 ) -> Path:
     """Save a fitted base router and its fitted RACER as one artifact directory.
 
@@ -226,6 +232,9 @@ def save_artifact(
         The calibration data; only its sha256 is stored.
     overwrite : bool, default=False
         Replace an existing artifact in ``directory``.
+    policy : dict, optional
+        A certified answer-level policy (:func:`racer.evaluation.certified.policy_state`,
+        JSON only), stored under ``"policy"`` in the metadata and covered by its sha256.
 
     Returns
     -------
@@ -268,12 +277,16 @@ def save_artifact(
         "bound": racer.bound_,
         "guarantee": racer.guarantee,
         "abstain_score": racer.abstain_score,
+        "abstention": racer.abstention_mode_,
         "threshold": racer.threshold_,
+        "abstain_threshold": racer.abstain_threshold_,
         "n_calibration": racer.n_calibration_,
         "calibration_sha256": _calibration_hash(calibration),
         "files": files,
         "states": json_states,
     }
+    if policy is not None:
+        metadata["policy"] = policy
     metadata = json.loads(json.dumps(metadata, default=_json_scalar))
     metadata["metadata_sha256"] = _metadata_sha256(metadata)
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")

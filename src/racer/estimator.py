@@ -465,6 +465,25 @@ class RACER(BaseEstimator):
         decision = self._decision(score_matrix, abstain_scores)
         return float(served_losses(self.abstention_mode_, decision, label_matrix).mean())
 
+    def score(self, scores: Any, labels: Any, *, abstain_scores: Any = None) -> float:
+        """``1 - risk``: the share of queries served without a loss (higher is better).
+
+        For scikit-learn's model-selection tools. Lower risk usually means larger sets,
+        so tune on it with a cost constraint in mind, and never on the calibration split.
+        """
+        return 1.0 - self.risk(scores, labels, abstain_scores=abstain_scores)
+
+    def __sklearn_tags__(self) -> Any:
+        """RACER's inputs: scores in [0, 1] (no NaN) and a 2-D label matrix."""
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.two_d_labels = True
+        tags.target_tags.single_output = False
+        tags.target_tags.multi_output = True
+        tags.input_tags.positive_only = True
+        tags.input_tags.allow_nan = False
+        return tags
+
     _FITTED = (
         "abstention_mode_",
         "threshold_",

@@ -94,6 +94,17 @@ def _expand(paths: PathLike | Sequence[PathLike]) -> tuple[list[Path], str]:
 
 
 def _load_one(path: Path, data_format: str, options: dict[str, Any]) -> RoutingDataset:
+    try:
+        return _read_one(path, data_format, options)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not a UTF-8 text file (byte {error.object[error.start]:#04x} at "
+            f"position {error.start} cannot be decoded). Expected RouterDC JSON, RouterBench "
+            "CSV or a table; re-export it as UTF-8."
+        ) from None
+
+
+def _read_one(path: Path, data_format: str, options: dict[str, Any]) -> RoutingDataset:
     if data_format == "auto":
         data_format = detect_format(path)
     if data_format not in LOADERS:

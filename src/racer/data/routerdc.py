@@ -43,24 +43,52 @@ def is_routerdc_records(records: Any) -> bool:
     )
 
 
-def routerdc_kind(stem: str, scores: np.ndarray | None = None) -> Kind:
-    """The kind of a RouterDC file from its name: ``"pass_fraction"`` or ``"choice"``.
+def _in_tenths(values: np.ndarray) -> bool:
+    """Whether every value is a multiple of 0.1 (a pass fraction over 10 attempts)."""
+    return bool(np.all(np.abs(values * 10 - np.round(values * 10)) < 1e-9))
 
-    A name that matches neither list is accepted only when every score is 0 or 1, where
-    both readings give the same labels; otherwise pass ``kind=`` explicitly.
+
+def routerdc_kind(stem: str, scores: np.ndarray | None = None) -> Kind:
+    """The kind of a RouterDC file: ``"pass_fraction"`` or ``"choice"``.
+
+    Decided from the scores when they are given: pass fractions over RouterDC's 10
+    sampled attempts are multiples of 0.1, while multiple-choice scores are probabilities
+    (0 when the model chose a wrong answer, else the probability of the right choice, at
+    least 0.25 with four choices) that almost never fall on tenths. Files whose scores
+    are all 0 or 1 read the same either way (``"choice"``). Without scores, or when the
+    scores look like neither, the file name decides (RouterDC's task prefixes).
+
+    Parameters
+    ----------
+    stem : str
+        The file name without suffix.
+    scores : numpy.ndarray, optional
+        The file's scores (NaN = unknown).
+
+    Returns
+    -------
+    {"choice", "pass_fraction"}
     """
+    known = np.array([]) if scores is None else scores[~np.isnan(scores)]
+    if scores is not None and known.size == 0:
+        return "choice"  # nothing known: both readings give the same (unknown) labels
+    if known.size:
+        if np.isin(known, (0.0, 1.0)).all():
+            return "choice"
+        tenths = _in_tenths(known)
+        if tenths and known.size >= 20:
+            return "pass_fraction"
+        if not tenths and np.mean(np.isin(np.round(known * 10) / 10, known)) < 0.5:
+            return "choice"
     lowered = stem.lower()
     if lowered.startswith(PASS_FRACTION_TASKS):
         return "pass_fraction"
     if lowered.startswith(CHOICE_TASKS):
         return "choice"
-    if scores is not None and np.isin(scores[~np.isnan(scores)], (0.0, 1.0)).all():
-        return "choice"
     raise ValueError(
-        f"Cannot tell from the file name {stem!r} whether scores are multiple-choice "
-        f"probabilities (> 0 = correct; names starting with {CHOICE_TASKS}) or pass "
-        f"fractions (names starting with {PASS_FRACTION_TASKS}). Pass kind='choice' or "
-        "kind='pass_fraction'."
+        f"Cannot tell whether the scores of {stem!r} are multiple-choice probabilities "
+        "(> 0 = correct) or pass fractions (multiples of 0.1): neither the values nor the "
+        "file name decide. Pass kind='choice' or kind='pass_fraction'."
     )
 
 
@@ -88,6 +116,16 @@ def _scores_matrix(records: list[Any], origin: str) -> tuple[list[str], np.ndarr
     return models, scores
 
 
+def _question(record: dict, origin: str, index: int) -> str:
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(
+            f"{origin}, record {index}: \"question\" must be a non-empty string, got "
+            f"{question!r}. Every record needs the query text."
+        )
+    return question
+
+
 def load_routerdc(
     path: str | Path,
     *,
@@ -106,7 +144,8 @@ def load_routerdc(
         How to read scores. ``"choice"``: ``score > 0`` is correct and ``quality`` is
         None. ``"pass_fraction"``: ``quality`` is the pass fraction and the label is
         ``quality >= pass_threshold``. ``"auto"`` decides from the file name (gsm8k,
-        humaneval, mbpp and javascript files hold pass fractions).
+        humaneval, mbpp and javascript files hold pass fractions) and, first, from the
+        scores themselves (see :func:`routerdc_kind`), so a renamed file still reads.
     pass_threshold : float, default 0.5
         The pass fraction that makes a multi-attempt answer acceptable.
     missing : {"keep", "drop_queries"}, default "keep"
@@ -128,6 +167,14 @@ def load_routerdc(
     path = existing_file(path, "RouterDC JSON file")
     records = load_json(path)
     models, scores = _scores_matrix(records, path.name)
+    known = scores[~np.isnan(scores)]
+    if known.size and (known.min() < 0 or known.max() > 1):
+        bad = known[(known < 0) | (known > 1)]
+        raise ValueError(
+            f"{path.name}: RouterDC scores are probabilities or pass fractions in [0, 1]; "
+            f"found {bad.size} value(s) outside, e.g. {bad[:3].tolist()}. Rescale them, or "
+            "load the file as a generic table with 0/1 labels."
+        )
     if kind == "auto":
         kind = routerdc_kind(path.stem, scores)
     if kind == "choice":
@@ -139,7 +186,7 @@ def load_routerdc(
         raise ValueError(f"kind must be 'auto', 'choice' or 'pass_fraction', got {kind!r}.")
     stem = path.stem
     dataset = RoutingDataset(
-        queries=np.array([str(r.get("question", "")) for r in records], dtype=object),
+        queries=np.array([_question(r, path.name, i) for i, r in enumerate(records)], dtype=object),
         model_names=tuple(models),
         labels=labels,
         quality=quality,

@@ -12,7 +12,13 @@ import numpy as np
 
 from racer.data.dataset import RoutingDataset
 
-__all__ = ["calibration_test_split", "query_groups", "split_dataset", "train_test_split"]
+__all__ = [
+    "calibration_test_split",
+    "query_groups",
+    "shared_queries",
+    "split_dataset",
+    "train_test_split",
+]
 
 RandomState = int | np.random.Generator | None
 
@@ -212,3 +218,33 @@ def calibration_test_split(
         dataset, calibration_size, "calibration_size", stratify_by_source, random_state
     )
     return calibration, test
+
+
+def _normalised(text: object) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def shared_queries(first: RoutingDataset, second: RoutingDataset) -> np.ndarray:
+    """Which rows of ``first`` are also in ``second``, by query id or normalised text.
+
+    Texts are compared case-insensitively with runs of white space collapsed, so a
+    query copied between files with other line breaks still counts as shared. Use it
+    to keep a training split free of test queries (leakage inflates every figure).
+
+    Parameters
+    ----------
+    first, second : RoutingDataset
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (first.n_queries,)
+    """
+    ids = set(map(str, second.query_ids))
+    texts = {_normalised(q) for q in second.queries}
+    return np.array(
+        [
+            str(i) in ids or _normalised(q) in texts
+            for i, q in zip(first.query_ids, first.queries, strict=True)
+        ],
+        dtype=bool,
+    )

@@ -43,7 +43,7 @@ class Method:
     calibration_breakpoints : numpy.ndarray, shape (N,)
         Each pool query's loss breakpoint as the calibration rule sees it.
     evaluation_breakpoints : numpy.ndarray, shape (N,)
-        The misrouting loss breakpoints of METHOD.md section 3 (abstention counts).
+        The misrouting loss breakpoints of racer/method.md section 3 (abstention counts).
     family : str
         The set family.
     bound : str or None
@@ -144,7 +144,7 @@ def baseline_methods(
     top_k: tuple[int, ...] = (2, 3),
     abstain_score: str = "max",
 ) -> list[Method]:
-    """The baselines of METHOD.md section 7, the single models, and the oracle.
+    """The baselines of racer/method.md section 9, the single models, and the oracle.
 
     Parameters
     ----------

@@ -1,20 +1,62 @@
-"""The report's figures (matplotlib, Agg backend, PNG)."""
+"""The report's figures (matplotlib, Agg backend, PNG).
+
+matplotlib is the optional extra ``plots`` (``pip install "racer-routing[plots]"``); it is
+imported only when a figure is drawn. Without it, :func:`write_figures` raises
+:class:`PlotsUnavailableError`, which callers turn into a report without figures and a
+note saying how to install the extra.
+
+Readability rules the figures follow (checked by eye on the demo and on real tasks):
+legends sit below the axes, never over data; text labels of points are placed where they
+overlap no other label and no marker (greedy search over candidate offsets); lines of
+methods with equal values are spread sideways a little, with distinct markers and dash
+patterns, so none hides another.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from racer.evaluation.report import CALIBRATED_RULES, monte_carlo_limit
+from racer.evaluation.run import Evaluation
 
-from racer.evaluation.report import CALIBRATED_RULES, monte_carlo_limit  # noqa: E402
-from racer.evaluation.run import Evaluation  # noqa: E402
+MARKERS = "osD^v<>ph*Xd"
+DASHES = ("-", "--", "-.", ":")
+PLOTS_HINT = (
+    'Figures need matplotlib, the optional extra "plots": '
+    'python3 -m pip install "racer-routing[plots]" (from a checkout: pip install ".[plots]").'
+)
 
-MARKERS = "osD^v<>ph*"
-COLORS = plt.get_cmap("tab10").colors
+
+class PlotsUnavailableError(ImportError):
+    """matplotlib is not installed; the message says how to install it."""
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or :class:`PlotsUnavailableError`."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotsUnavailableError(PLOTS_HINT) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plots_available() -> bool:
+    """Whether the figures can be drawn (matplotlib importable)."""
+    try:
+        _pyplot()
+    except PlotsUnavailableError:
+        return False
+    return True
+
+
+def _colors() -> tuple:
+    return _pyplot().get_cmap("tab20").colors[::2] + _pyplot().get_cmap("tab20").colors[1::2]
 
 
 def _series(evaluation: Evaluation, names: list[str], key: str) -> dict[str, np.ndarray]:
@@ -26,13 +68,13 @@ def _series(evaluation: Evaluation, names: list[str], key: str) -> dict[str, np.
 
 
 def _calibrated_names(evaluation: Evaluation, with_oracle: bool = True) -> list[str]:
-    """RACER's bounds on the threshold family, its other families with the first bound,
+    """RACER's bounds on its first family, its other families with the first bound,
     and the calibrated baselines."""
-    bounds = evaluation.settings.bounds
+    settings = evaluation.settings
     names = []
     for record in evaluation.records:
         if record["group"] == "racer":
-            if record["family"] != "threshold" and record["bound"] != bounds[0]:
+            if record["family"] != settings.families[0] and record["bound"] != settings.bounds[0]:
                 continue
         elif record["rule"] not in CALIBRATED_RULES and not (
             with_oracle and record["group"] == "oracle"
@@ -42,29 +84,59 @@ def _calibrated_names(evaluation: Evaluation, with_oracle: bool = True) -> list[
     return list(dict.fromkeys(names))
 
 
-def _style(evaluation: Evaluation, name: str) -> tuple[tuple[float, ...], str]:
-    """The same colour and marker for a method in every figure."""
-    index = _calibrated_names(evaluation).index(name)
-    return COLORS[index % len(COLORS)], MARKERS[index % len(MARKERS)]
+def _style(evaluation: Evaluation, name: str) -> dict[str, Any]:
+    """The same colour, marker and dash pattern for a method in every figure."""
+    names = _calibrated_names(evaluation)
+    index = names.index(name) if name in names else len(names)
+    colors = _colors()
+    return {
+        "color": colors[index % len(colors)],
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": DASHES[0] if name.startswith("RACER") else DASHES[1 + index % 3],
+    }
 
 
-def _plot_lines(axis: plt.Axes, evaluation: Evaluation, series: dict[str, np.ndarray]) -> None:
-    for name, values in series.items():
-        color, marker = _style(evaluation, name)
-        style = "-" if name.startswith("RACER") else "--"
-        axis.plot(evaluation.settings.alphas, values, style, marker=marker, color=color, label=name)
+def _dodge(alphas: tuple[float, ...], count: int) -> np.ndarray:
+    """Sideways offsets (in alpha units) that keep ``count`` equal lines apart."""
+    values = np.sort(np.asarray(alphas, dtype=float))
+    gap = np.diff(values).min() if values.size > 1 else max(values[0], 0.01)
+    width = 0.4 * gap
+    return (np.arange(count) - (count - 1) / 2) * (width / max(count - 1, 1))
 
 
-def _legend_below(figure: plt.Figure, axis: plt.Axes) -> None:
-    handles, labels = axis.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+def _plot_lines(axis: Any, evaluation: Evaluation, series: dict[str, np.ndarray]) -> None:
+    alphas = np.asarray(evaluation.settings.alphas, dtype=float)
+    offsets = _dodge(evaluation.settings.alphas, len(series))
+    for offset, (name, values) in zip(offsets, series.items(), strict=True):
+        axis.plot(
+            alphas + offset,
+            values,
+            markersize=6,
+            lw=1.6,
+            alpha=0.9,
+            label=name,
+            **_style(evaluation, name),
+        )
+
+
+def _caption(evaluation: Evaluation) -> str:
+    settings = evaluation.settings
+    other = [f for f in settings.families if f != settings.families[0]]
+    text = "Points of equal value are spread sideways a little so that no line hides another."
+    if other and len(settings.bounds) > 1:
+        text += (
+            f" RACER's {', '.join(other)} famil{'ies' if len(other) > 1 else 'y'} shown with "
+            f"the {settings.bounds[0]} bound only (results.json has every bound)."
+        )
+    return text
 
 
 def risk_figure(evaluation: Evaluation, path: Path) -> Path:
     """Test risk against alpha (with y = x) and the violation rate against alpha."""
+    plt = _pyplot()
     alphas = evaluation.settings.alphas
     names = _calibrated_names(evaluation, with_oracle=False)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 6))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 7))
     _plot_lines(left, evaluation, _series(evaluation, names, "risk"))
     span = [0, max(alphas) * 1.1]
     left.plot(span, span, color="black", lw=1, label="risk = alpha")
@@ -89,15 +161,21 @@ def risk_figure(evaluation: Evaluation, path: Path) -> Path:
     handles, labels = right.get_legend_handles_labels()
     handles.insert(len(names), left.get_lines()[-1])
     labels.insert(len(names), "risk = alpha")
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    figure.suptitle(f"{evaluation.task}: does the guarantee hold?")
-    return _save(figure, path, bottom=0.14)
+    return _finish(
+        figure,
+        handles,
+        labels,
+        f"{evaluation.task}: does the guarantee hold?",
+        _caption(evaluation),
+        path,
+    )
 
 
 def size_figure(evaluation: Evaluation, path: Path) -> Path:
     """Mean set size and abstention rate against alpha."""
+    plt = _pyplot()
     names = _calibrated_names(evaluation)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 6))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 7))
     _plot_lines(left, evaluation, _series(evaluation, names, "mean_set_size"))
     left.set(
         xlabel="target risk alpha",
@@ -112,9 +190,9 @@ def size_figure(evaluation: Evaluation, path: Path) -> Path:
     )
     for axis in (left, right):
         axis.grid(alpha=0.3)
-    _legend_below(figure, left)
-    figure.suptitle(f"{evaluation.task}: how much each guarantee costs in set size")
-    return _save(figure, path, bottom=0.12)
+    handles, labels = left.get_legend_handles_labels()
+    title = f"{evaluation.task}: how much each guarantee costs in set size"
+    return _finish(figure, handles, labels, title, _caption(evaluation), path)
 
 
 def pareto_front(costs: np.ndarray, accuracies: np.ndarray) -> np.ndarray:
@@ -136,33 +214,122 @@ def _points(evaluation: Evaluation, names: list[str], alpha: float) -> tuple[np.
     )
 
 
-def cost_figure(evaluation: Evaluation, path: Path) -> Path:
-    """Accuracy against mean cost: RACER's families across alphas, the baselines, the
-    single models, and the frontier of all of them."""
+#: Candidate label offsets in points (dx, dy), nearest first.
+_OFFSETS = [
+    (dx * r, dy * r)
+    for r in (1, 2, 3.2, 4.5)
+    for dx, dy in ((5, 3), (5, -10), (-5, 3), (-5, -10), (0, 7), (0, -14), (9, -3), (-9, -3))
+]
+
+
+def place_labels(axis: Any, items: list[tuple[float, float, str, Any]]) -> list[Any]:
+    """Annotate points so that no label overlaps another label or a marker.
+
+    Greedy: each label tries offsets around its point, nearest first, and keeps the
+    first whose box overlaps nothing placed so far (nor any marker, nor the axes'
+    border); failing that, the offset with the least overlap. Call it after the axes'
+    limits and the figure's layout are final: boxes are measured in display space.
+
+    Parameters
+    ----------
+    axis : matplotlib.axes.Axes
+    items : list of (x, y, text, color)
+
+    Returns
+    -------
+    list of matplotlib.text.Annotation
+    """
+    from matplotlib.transforms import Bbox
+
+    figure = axis.figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    frame = axis.get_window_extent(renderer)
+    radius = 4 * figure.dpi / 72
+    taken = []
+    for x, y, _, _ in items:
+        if np.isfinite(x) and np.isfinite(y):
+            px, py = axis.transData.transform((x, y))
+            taken.append(Bbox([[px - radius, py - radius], [px + radius, py + radius]]))
+
+    def clash(box: Any) -> float:
+        area = 0.0
+        for other in taken:
+            both = Bbox.intersection(box, other)
+            if both is not None:
+                area += both.width * both.height
+        inside = Bbox.intersection(box, frame)
+        outside = box.width * box.height - (0 if inside is None else inside.width * inside.height)
+        return area + 10 * outside
+
+    placed = []
+    for x, y, text, color in items:
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        best = None
+        for dx, dy in _OFFSETS:
+            label = axis.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                fontsize=7,
+                color=color,
+            )
+            box = label.get_window_extent(renderer).padded(1)
+            score = clash(box)
+            if best is None or score < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (score, label, box)
+            else:
+                label.remove()
+            if score == 0:
+                break
+        score, label, box = best
+        offset = label.xyann
+        if abs(offset[0]) > 9 or abs(offset[1]) > 14:  # far from its point: draw a leader
+            label.remove()
+            label = axis.annotate(
+                text,
+                (x, y),
+                xytext=offset,
+                textcoords="offset points",
+                ha=label.get_ha(),
+                fontsize=7,
+                color=color,
+                arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6, "alpha": 0.7},
+            )
+        taken.append(box)
+        placed.append(label)
+    return placed
+
+
+def _draw_cost(axis: Any, evaluation: Evaluation) -> tuple[list, list]:
+    """Draw RACER's lines, the fixed sets, the single models and the frontier on ``axis``.
+
+    Returns the label items ``(x, y, text, color)`` and the ``(x, y)`` points of RACER and
+    the router's fixed sets (the crowded region the zoom panel shows).
+    """
     settings = evaluation.settings
     alphas = settings.alphas
-    unit = evaluation.cost_unit
-    figure, axis = plt.subplots(figsize=(10, 6.5))
-    all_costs, all_accuracy = [], []
+    all_costs, all_accuracy, labels, crowded = [], [], [], []
     racer = [
         r["method"]
         for r in evaluation.records
         if r["group"] == "racer" and r["bound"] == settings.bounds[0] and r["alpha"] == alphas[0]
     ]
     for name in racer:
-        color, marker = _style(evaluation, name)
+        style = _style(evaluation, name)
         costs = np.array([evaluation.record(name, a)["mean_cost"] for a in alphas], dtype=float)
         accuracy = np.array([evaluation.record(name, a)["accuracy"] for a in alphas], dtype=float)
-        axis.plot(costs, accuracy, "-", marker=marker, color=color, label=name)
-        for alpha, x, y in zip(alphas, costs, accuracy, strict=True):
-            axis.annotate(
-                f"a={alpha:g}",
-                (x, y),
-                fontsize=7,
-                xytext=(4, -9),
-                textcoords="offset points",
-                color=color,
-            )
+        axis.plot(costs, accuracy, label=name, markersize=6, zorder=4, **style)
+        labels += [
+            (x, y, f"a={alpha:g}", style["color"])
+            for alpha, x, y in zip(alphas, costs, accuracy, strict=True)
+        ]
+        crowded += list(zip(costs, accuracy, strict=True))
         all_costs += list(costs)
         all_accuracy += list(accuracy)
     fixed = [
@@ -178,18 +345,12 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
             y,
             color="tab:grey" if single else "black",
             marker="o" if single else "s",
-            s=28,
+            s=22 if single else 28,
             zorder=3,
         )
-        # Single models to the right of their point, the router's fixed sets to the left.
-        axis.annotate(
-            name.removeprefix("model: ").split("/")[-1],
-            (x, y),
-            fontsize=7,
-            xytext=(4, 3) if single else (-4, -10),
-            ha="left" if single else "right",
-            textcoords="offset points",
-        )
+        labels.append((x, y, name.removeprefix("model: ").split("/")[-1], "black"))
+        if not single:
+            crowded.append((x, y))
     axis.scatter([], [], color="black", marker="s", label="fixed sets of the base router")
     axis.scatter([], [], color="tab:grey", label="single models")
     all_costs = np.array(all_costs + list(costs))
@@ -200,26 +361,113 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
         all_costs[keep][front],
         all_accuracy[keep][front],
         color="tab:green",
-        lw=6,
-        alpha=0.25,
+        lw=8,
+        alpha=0.3,
+        solid_capstyle="round",
+        marker="o",
+        markersize=12,
         label="frontier (no point is cheaper and more accurate)",
+        zorder=1,
     )
-    if unit == "USD":
+    if evaluation.cost_unit == "USD":
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         axis.set_xscale("log")
-    axis.set(
-        xlabel=f"mean cost per query ({unit}" + (", log scale)" if unit == "USD" else ")"),
-        ylabel=f"accuracy ({evaluation.aggregator} aggregator; abstention = not correct)",
-        title=f"{evaluation.task}: accuracy against cost (RACER at alpha = "
-        + ", ".join(f"{a:g}" for a in alphas)
-        + ")",
-    )
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.2g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    return labels, [p for p in crowded if np.isfinite(p[0]) and np.isfinite(p[1])]
+
+
+def _zoom_box(points: list, log_x: bool) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis limits around ``points`` with a margin (multiplicative on a log axis)."""
+    xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    if log_x:
+        low, high = np.log10(xs.min()), np.log10(xs.max())
+        pad = max(0.12 * (high - low), 0.03)
+        x_limits = (10 ** (low - pad), 10 ** (high + pad))
+    else:
+        pad = max(0.12 * (xs.max() - xs.min()), 0.05)
+        x_limits = (xs.min() - pad, xs.max() + pad)
+    pad = max(0.15 * (ys.max() - ys.min()), 0.01)
+    return x_limits, (ys.min() - pad, ys.max() + pad)
+
+
+def cost_figure(evaluation: Evaluation, path: Path) -> Path:
+    """Accuracy against mean cost: RACER's families across alphas, the baselines, the
+    single models, and the frontier of all of them; on the right, a zoom on the region of
+    RACER and the router's fixed sets, where most points crowd."""
+    plt = _pyplot()
+    alphas = evaluation.settings.alphas
+    unit = evaluation.cost_unit
+    figure, (whole, zoom) = plt.subplots(1, 2, figsize=(15, 8))
+    labels, crowded = _draw_cost(whole, evaluation)
+    _draw_cost(zoom, evaluation)
+    whole.margins(0.1)
+    xlabel = f"mean cost per query ({unit}" + (", log scale)" if unit == "USD" else ")")
+    whole.set(
+        xlabel=xlabel,
+        ylabel=f"accuracy ({evaluation.aggregator} aggregator; abstention = not correct)",
+        title="every method",
+    )
+    zoom.set(xlabel=xlabel, title="zoom on RACER and the base router's fixed sets")
+    figure.suptitle(
+        f"{evaluation.task}: accuracy against cost (RACER at alpha = "
+        + ", ".join(f"{a:g}" for a in alphas)
+        + ")"
+    )
+    handles, names = whole.get_legend_handles_labels()
+    note = "Up and left is better. Labels a=... give RACER's target risk alpha."
+    _layout(figure, handles, names, note, ncol=3)
+    figure.subplots_adjust(wspace=0.15)
+    if crowded:
+        x_limits, y_limits = _zoom_box(crowded, unit == "USD")
+        zoom.set(xlim=x_limits, ylim=y_limits)
+        whole.indicate_inset(
+            (x_limits[0], y_limits[0], x_limits[1] - x_limits[0], y_limits[1] - y_limits[0]),
+            edgecolor="dimgrey",
+        )
+        inside = [
+            item
+            for item in labels
+            if x_limits[0] <= item[0] <= x_limits[1] and y_limits[0] <= item[1] <= y_limits[1]
+        ]
+        place_labels(zoom, inside)
+        # The whole view names only what the zoom does not show.
+        place_labels(whole, [item for item in labels if item not in inside])
+    else:
+        place_labels(whole, labels)
     return _save(figure, path)
 
 
-def _save(figure: plt.Figure, path: Path, bottom: float | None = None) -> Path:
-    figure.tight_layout(rect=(0, bottom or 0, 1, 1))
+def _layout(figure: Any, handles: list, labels: list[str], note: str, ncol: int = 3) -> None:
+    """Fixed margins with the legend and a note below the axes, never over the data."""
+    rows = -(-len(labels) // ncol)
+    legend_height = 0.03 + 0.028 * rows
+    figure.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.1 + legend_height)
+    figure.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.03),
+    )
+    figure.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, color="dimgrey")
+
+
+def _finish(
+    figure: Any, handles: list, labels: list[str], title: str, note: str, path: Path
+) -> Path:
+    figure.suptitle(title)
+    _layout(figure, handles, labels, note)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -227,7 +475,14 @@ def _save(figure: plt.Figure, path: Path, bottom: float | None = None) -> Path:
 
 
 def write_figures(evaluation: Evaluation, out_dir: Path) -> list[Path]:
-    """Draw every figure into ``out_dir``; returns their paths."""
+    """Draw every figure into ``out_dir``; returns their paths.
+
+    Raises
+    ------
+    PlotsUnavailableError
+        When matplotlib is not installed (the message says how to install it).
+    """
+    _pyplot()
     return [
         risk_figure(evaluation, out_dir / "risk_vs_alpha.png"),
         size_figure(evaluation, out_dir / "set_size_vs_alpha.png"),

@@ -17,6 +17,7 @@ OUTCOMES = (
     "risk",
     "set_size",
     "abstention_rate",
+    "flag_rate",
     "cost",
     "accuracy_vote",
     "accuracy_best",
@@ -62,7 +63,7 @@ def outcomes(augmented_sets: np.ndarray, losses: np.ndarray, pool: Pool) -> dict
     augmented_sets : numpy.ndarray of bool, shape (N, M + 1)
         Column 0 = abstain; columns 1..M = the models invoked.
     losses : numpy.ndarray of bool, shape (N,)
-        The misrouting loss of each set (METHOD.md section 3; from the breakpoints of
+        The misrouting loss of each set (method page section 3; from the breakpoints of
         :func:`racer.calibration.loss_breakpoints`).
     pool : Pool
         The labelled queries.
@@ -82,6 +83,8 @@ def outcomes(augmented_sets: np.ndarray, losses: np.ndarray, pool: Pool) -> dict
         "risk": losses.astype(float),
         "set_size": invoked.sum(axis=1).astype(float),
         "abstention_rate": (~invoked.any(axis=1)).astype(float),
+        # flag mode: an answer is served with the abstain flag (0 in C+ and some model called)
+        "flag_rate": (augmented_sets[:, 0] & invoked.any(axis=1)).astype(float),
         "cost": np.where(invoked, pool.costs, 0.0).sum(axis=1),
         "accuracy_vote": chosen_correct(vote, pool.labels).astype(float),
         "accuracy_best": chosen_correct(best, pool.labels).astype(float),

@@ -13,8 +13,27 @@ import numpy as np
 from racer.evaluation.run import Evaluation
 
 DEFAULT_RACER = "RACER binomial threshold"
-HEADLINE_METHODS = (DEFAULT_RACER, "best single model", "top-1 router", "all models")
+BASELINE_HEADLINE = ("best single model", "top-1 router", "all models")
+HEADLINE_METHODS = (DEFAULT_RACER, *BASELINE_HEADLINE)
 CALIBRATED_RULES = ("pac", "crc", "empirical", "conformal")
+#: Where the method is written down: shipped in the wheel and kept in the repository.
+METHOD_PAGE = "the method page (racer/method.md in the package, docs/method.md in the repository)"
+
+
+def headline_racer(evaluation: Evaluation) -> str:
+    """The RACER method the headline tables show: the binomial threshold one when it was
+    run, else the first RACER method of the evaluation (for example ``--bounds wsr``)."""
+    names = [r["method"] for r in evaluation.records if r["group"] == "racer"]
+    if DEFAULT_RACER in names:
+        return DEFAULT_RACER
+    if not names:
+        raise ValueError("The evaluation holds no RACER method; nothing to report.")
+    return names[0]
+
+
+def headline_methods(evaluation: Evaluation) -> tuple[str, ...]:
+    """The headline RACER method, then the usual baselines."""
+    return (headline_racer(evaluation), *BASELINE_HEADLINE)
 
 
 def monte_carlo_limit(delta: float, n_trials: int) -> float:
@@ -47,6 +66,8 @@ def results_document(evaluation: Evaluation, extra: dict[str, Any] | None = None
             "aggregator": evaluation.aggregator,
             "n_pool": plan.n_pool,
             "n_dropped_unknown_labels": evaluation.n_dropped,
+            "prices_from": evaluation.prices_from,
+            "method_page": "racer/method.md (docs/method.md in the repository)",
             "trial_scheme": {
                 "split": "trial t: numpy.random.default_rng([seed, t]).permutation(n_pool); "
                 "the first n_cal rows calibrate, the rest test",
@@ -93,6 +114,9 @@ def _validity_section(evaluation: Evaluation) -> list[str]:
         cells = [name]
         for alpha in settings.alphas:
             record = evaluation.record(name, alpha)
+            if record["infeasible_rate"] >= 1.0:
+                cells.append("refused in every trial (too few calibration points)")
+                continue
             mark = "ok" if record["violation_rate"] <= limit else "**above**"
             cells.append(f"{_number(record['violation_rate'])} ({mark})")
         rows.append(cells)
@@ -101,7 +125,7 @@ def _validity_section(evaluation: Evaluation) -> list[str]:
         "",
         f"Share of {evaluation.plan.n_trials} validity trials whose true risk exceeds alpha "
         "(calibrate on an i.i.d. resample of the pool, measure the risk on the whole pool; "
-        f"METHOD.md section 7). RACER promises at most delta = {settings.delta:g}; with "
+        f"{METHOD_PAGE}, section 9). RACER promises at most delta = {settings.delta:g}; with "
         f"Monte-Carlo error the limit is delta + 3 SE = {limit:.3f}. Conformal risk control "
         "promises only E[risk] <= alpha, and the uncorrected threshold promises nothing.",
         "",
@@ -129,7 +153,7 @@ def _headline_section(evaluation: Evaluation) -> list[str]:
         ]
     rows = []
     for alpha in evaluation.settings.alphas:
-        for name in HEADLINE_METHODS:
+        for name in headline_methods(evaluation):
             record = evaluation.record(name, alpha)
             rows.append(
                 [
@@ -138,11 +162,123 @@ def _headline_section(evaluation: Evaluation) -> list[str]:
                     _number(record["accuracy"]),
                     format_cost(record["mean_cost"], unit),
                     _number(record["mean_set_size"], 2),
+                    _number(record.get("flag_rate")),
                     _number(record["risk"]),
                 ]
             )
-    header = ["alpha", "method", "accuracy", "mean cost", "set size", "test risk"]
+    header = ["alpha", "method", "accuracy", "mean cost", "set size", "flag rate", "test risk"]
     return lines + _table(header, rows)
+
+
+def flag_warnings(evaluation: Evaluation, limit: float = 0.5) -> list[str]:
+    """One sentence per RACER method and alpha whose answers carry the abstain flag on
+    more than ``limit`` of the test queries (flag mode), with the share no model answers."""
+    labels = evaluation.pool.labels
+    no_good = float(np.mean(~np.any(np.nan_to_num(labels) > 0, axis=1)))
+    found = []
+    for record in evaluation.records:
+        flag_rate = record.get("flag_rate")
+        if record["group"] != "racer" or flag_rate is None or not flag_rate > limit:
+            continue
+        alpha = record["alpha"]
+        found.append(
+            f"**Warning:** {record['method']} at alpha {alpha:g} raises the abstain flag on "
+            f"{flag_rate:.0%} of the test queries, calling {record['mean_set_size']:.2f} models "
+            "each: its certificate mostly rests on flagged answers (\"possibly no model can "
+            f"answer\"). {no_good:.1%} of the pool's queries have no good model"
+            + (
+                f"; below that share any distribution-free guarantee must abstain on at least "
+                f"{no_good - alpha:.1%} of all queries"
+                if no_good > alpha
+                else ""
+            )
+            + ". Consider `racer calibrate --abstention strict` or a higher alpha."
+        )
+    return found
+
+
+def _flag_section(evaluation: Evaluation) -> list[str]:
+    found = flag_warnings(evaluation)
+    return [*found, ""] if found else []
+
+
+def _compare(racer: float, best: float, higher: str, lower: str, digits: str) -> str:
+    if racer is None or best is None or not (math.isfinite(racer) and math.isfinite(best)):
+        return "cannot be compared (RACER refused to calibrate in every trial)"
+    if abs(racer - best) < 5 * 10 ** -(int(digits[1]) + 1):
+        return f"ties ({racer:{digits}} vs {best:{digits}})"
+    word = higher if racer > best else lower
+    return f"{word} ({racer:{digits}} vs {best:{digits}})"
+
+
+def verdict(evaluation: Evaluation) -> dict[str, Any]:
+    """Does RACER beat the best single model, per alpha, on accuracy and on cost?
+
+    Returns
+    -------
+    dict
+        ``method`` (the headline RACER method), ``per_alpha`` (a list of dicts with
+        ``alpha``, ``accuracy``, ``best_accuracy``, ``cost``, ``best_cost``,
+        ``more_accurate`` and ``cheaper`` (bool or None when unknown)), and the counts
+        ``more_accurate_at`` and ``cheaper_at``.
+    """
+    name = headline_racer(evaluation)
+    rows = []
+    for alpha in evaluation.settings.alphas:
+        ours, best = evaluation.record(name, alpha), evaluation.record("best single model", alpha)
+        known = all(
+            v is not None and math.isfinite(v)
+            for v in (ours["accuracy"], best["accuracy"], ours["mean_cost"], best["mean_cost"])
+        )
+        rows.append(
+            {
+                "alpha": alpha,
+                "accuracy": ours["accuracy"],
+                "best_accuracy": best["accuracy"],
+                "cost": ours["mean_cost"],
+                "best_cost": best["mean_cost"],
+                "more_accurate": bool(ours["accuracy"] > best["accuracy"]) if known else None,
+                "cheaper": bool(ours["mean_cost"] < best["mean_cost"]) if known else None,
+            }
+        )
+    return {
+        "method": name,
+        "per_alpha": rows,
+        "more_accurate_at": sum(bool(r["more_accurate"]) for r in rows),
+        "cheaper_at": sum(bool(r["cheaper"]) for r in rows),
+    }
+
+
+def _verdict_section(evaluation: Evaluation) -> list[str]:
+    found = verdict(evaluation)
+    unit = evaluation.cost_unit
+    total = len(found["per_alpha"])
+    lines = [
+        "## Does RACER beat the best single model?",
+        "",
+        f"In short: {found['method']} is more accurate than the best single model at "
+        f"{found['more_accurate_at']} of {total} alphas and cheaper at "
+        f"{found['cheaper_at']} of {total} (means over {evaluation.plan.n_trials} splits; "
+        "the best single model is chosen on each split's calibration half).",
+        "",
+    ]
+    for row in found["per_alpha"]:
+        cost_digits = ".5f" if unit == "USD" else ".2f"
+        lines.append(
+            f"- alpha = {row['alpha']:g}: accuracy "
+            + _compare(row["accuracy"], row["best_accuracy"], "higher", "lower", ".3f")
+            + f"; cost per query ({unit}) "
+            + _compare(row["cost"], row["best_cost"], "higher", "lower", cost_digits)
+            + "."
+        )
+    if found["more_accurate_at"] == 0 and found["cheaper_at"] == 0:
+        lines += [
+            "",
+            "On this task RACER does not beat the best single model on accuracy or on cost. "
+            "What it adds is the certified bound on the misrouting risk above; if that bound "
+            "is not needed, calling the best single model is the better choice here.",
+        ]
+    return lines + [""]
 
 
 def _all_methods_section(evaluation: Evaluation) -> list[str]:
@@ -155,6 +291,7 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
         "set size",
         "vs oracle",
         "abstention",
+        "flag rate",
         f"cost ({unit})",
         "accuracy",
         "any correct (upper bound)",
@@ -169,6 +306,7 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
             _number(r["mean_set_size"], 2),
             _number(r["set_size_vs_oracle"], 2),
             _number(r["abstention_rate"]),
+            _number(r.get("flag_rate")),
             format_cost(r["mean_cost"], unit),
             _number(r["accuracy"]),
             _number(r["any_correct_upper_bound"]),
@@ -207,11 +345,19 @@ def _models_section(evaluation: Evaluation) -> list[str]:
     return ["## Candidate models (test splits)", "", *_table(["model", "accuracy", "cost"], rows)]
 
 
+def _certified_opening(extra_results: dict[str, Any] | None) -> list[str]:
+    """The certified answer-level policy's sentences, one per alpha (issue 9's section)."""
+    from racer.evaluation.certified import opening_sentences
+
+    return opening_sentences(extra_results)
+
+
 def write_report(
     evaluation: Evaluation,
     out_dir: Path,
     *,
     figures: list[Path] | None = None,
+    figures_note: str | None = None,
     header: list[str] | None = None,
     extra_sections: list[str] | None = None,
     extra_results: dict[str, Any] | None = None,
@@ -226,6 +372,8 @@ def write_report(
         Created if missing.
     figures : list of pathlib.Path, optional
         PNG files to embed (paths relative to ``out_dir`` are kept as they are).
+    figures_note : str, optional
+        Why there are no figures (for example matplotlib is not installed).
     header : list of str, optional
         Lines describing the data and the router, put under the title.
     extra_sections : list of str, optional
@@ -240,20 +388,38 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
-    results_path.write_text(json.dumps(results_document(evaluation, extra_results), indent=2))
+    extra = {
+        "verdict": verdict(evaluation),
+        "flag_warnings": flag_warnings(evaluation),
+        **(extra_results or {}),
+    }
+    results_path.write_text(json.dumps(results_document(evaluation, extra), indent=2))
     plan = evaluation.plan
     lines = [
         f"# RACER evaluation: {evaluation.task}",
         "",
+        *_certified_opening(extra_results),
         *(header or []),
         f"Pool: {plan.n_pool} test queries ({evaluation.n_dropped} left out for unknown labels); "
         f"{plan.n_trials} trials with {plan.n_cal} calibration and {plan.n_test} test queries; "
         f"delta = {evaluation.settings.delta:g}.",
         "",
+        *(
+            [
+                f"The cost family's per-model prices are the mean costs of "
+                f"{evaluation.prices_from} (fixed before calibration).",
+                "",
+            ]
+            if evaluation.prices_from
+            else []
+        ),
         *_validity_section(evaluation),
+        *_flag_section(evaluation),
+        *_verdict_section(evaluation),
         *_headline_section(evaluation),
         *(extra_sections or []),
         *[f"![{path.stem}]({path.name})\n" for path in figures or []],
+        *([f"_No figures: {figures_note}_", ""] if figures_note else []),
         *_all_methods_section(evaluation),
         *_models_section(evaluation),
     ]

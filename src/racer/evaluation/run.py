@@ -71,6 +71,7 @@ class Evaluation:
     aggregator: str
     n_dropped: int
     model_costs: np.ndarray | None = None
+    prices_from: str | None = None
     records: list[dict] = field(default_factory=list)
     per_trial: dict[tuple[str, float], dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -131,6 +132,7 @@ def _summary(means: dict[str, np.ndarray], aggregator: str) -> dict:
         "risk_se": risk_se,
         "mean_set_size": values["set_size"],
         "abstention_rate": values["abstention_rate"],
+        "flag_rate": values["flag_rate"],
         "mean_cost": values["cost"],
         "accuracy": values[f"accuracy_{aggregator}"],
         "accuracy_vote": values["accuracy_vote"] if aggregator == "vote" else None,
@@ -191,7 +193,7 @@ def evaluate_pool(
     n_dropped: int = 0,
     model_costs: np.ndarray | None = None,
     has_responses: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Evaluation:
     """Run every method at every alpha over split and validity trials.
 
@@ -214,7 +216,8 @@ def evaluate_pool(
         vote when they do and best-in-set otherwise (also when no answer could be
         extracted).
     progress : callable, optional
-        Called with a short message before each method.
+        Called before each method as ``progress(message, done, total)``: a short
+        message, the steps done so far and the number of steps (methods x alphas).
 
     Returns
     -------
@@ -244,11 +247,12 @@ def evaluate_pool(
     singles = [m for m in methods if m.group == "single"]
     runner = _Runner(pool, plan, settings.delta)
     oracle_first = sorted(methods, key=lambda m: m.group != "oracle")
-    for alpha in settings.alphas:
+    total = len(settings.alphas) * len(oracle_first)
+    for a, alpha in enumerate(settings.alphas):
         oracle_size = None
-        for method in oracle_first:
+        for m, method in enumerate(oracle_first):
             if progress is not None:
-                progress(f"alpha={alpha:g}: {method.name}")
+                progress(f"alpha={alpha:g}: {method.name}", a * len(oracle_first) + m, total)
             lambdas, means = runner.split(method, alpha)
             risks = runner.pool_risk(method, alpha)
             if method.group == "oracle":

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from racer.data.dataset import RoutingDataset
-from racer.evaluation.figures import write_figures
+from racer.evaluation.figures import PlotsUnavailableError, write_figures
 from racer.evaluation.matching import cheapest_match, matching_section
 from racer.evaluation.report import write_report
 from racer.evaluation.run import Evaluation, EvaluationSettings, evaluate_pool, make_pool
@@ -59,6 +59,41 @@ def align_models(train: RoutingDataset, test: RoutingDataset) -> RoutingDataset:
     return test.select_models(list(train.model_names))
 
 
+def check_pool_size(test: RoutingDataset, settings: EvaluationSettings) -> None:
+    """Refuse a pool too small for RACER to certify even the largest alpha.
+
+    Each trial calibrates on ``calibration_fraction`` of the queries whose every label is
+    known; with fewer than :func:`racer.minimum_calibration_size` of them (binomial
+    bound, the tightest) no trial could certify anything, and the evaluation would only
+    report refusals.
+
+    Raises
+    ------
+    ValueError
+        With the numbers and what to change.
+    """
+    from racer.estimator import minimum_calibration_size
+
+    known = int((~np.isnan(test.labels).any(axis=1)).sum())
+    n_cal = int(round(settings.calibration_fraction * known))
+    alpha = max(settings.alphas)
+    needed = minimum_calibration_size(alpha, settings.delta)
+    if known == 0:
+        raise ValueError(
+            f"The test data {test.name!r} has no query whose every label is known "
+            f"({test.n_queries} queries, all with an unknown outcome); RACER needs labelled "
+            "queries to calibrate and evaluate. Check the label columns or scores of --test."
+        )
+    if n_cal < needed:
+        raise ValueError(
+            f"The test data {test.name!r} has {known} queries with known labels, so each "
+            f"trial calibrates on {n_cal}; certifying alpha = {alpha:g} at delta = "
+            f"{settings.delta:g} needs at least {needed} calibration queries (binomial "
+            "bound). Pass more test data with --test, a larger --calibration-fraction, or "
+            "a larger --alpha / --delta."
+        )
+
+
 def evaluate_task(
     test: RoutingDataset,
     scores: np.ndarray,
@@ -66,7 +101,7 @@ def evaluate_task(
     *,
     train: RoutingDataset | None = None,
     task: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Evaluation:
     """Evaluate every method on ``test`` scored by a base router.
 
@@ -79,12 +114,15 @@ def evaluate_task(
     settings : EvaluationSettings
         What to run.
     train : RoutingDataset, optional
-        Supplies the per-model prices of the cost-aware family (else ``test`` does:
-        prices are a public list, not a label).
+        Supplies the per-model prices of the cost-aware family: they are chosen before
+        calibration, so they come from the training split, never from the pool that
+        calibrates. Without ``train`` (external scores), the prices are the test pool's
+        mean per-model costs, which is valid only because prices are a public list,
+        not a label; the report says which was used (``evaluation.prices_from``).
     task : str, optional
         The name in the report (``test.name`` by default).
     progress : callable, optional
-        Called with a message per method.
+        Called as ``progress(message, done, total)`` before each method.
 
     Returns
     -------
@@ -96,9 +134,11 @@ def evaluate_task(
             f"scores must have one row per test query and one column per model, "
             f"{test.labels.shape}; got {scores.shape}."
         )
+    check_pool_size(test, settings)
     pool, kept = make_pool(test, scores)
-    prices = (train if train is not None and train.costs is not None else test).mean_costs()
-    return evaluate_pool(
+    source = train if train is not None else test
+    prices = source.mean_costs()
+    evaluation = evaluate_pool(
         pool,
         test.model_names,
         settings,
@@ -108,6 +148,8 @@ def evaluate_task(
         has_responses=test.responses is not None,
         progress=progress,
     )
+    evaluation.prices_from = None if evaluation.model_costs is None else source.name
+    return evaluation
 
 
 def write_task_report(
@@ -116,24 +158,45 @@ def write_task_report(
     *,
     header: list[str] | None = None,
     match_model: str | None = None,
+    certified: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Write figures, ``results.json`` and ``report.md``; optionally search the cheapest
-    RACER configuration matching ``match_model``.
+    RACER configuration matching ``match_model``; ``certified`` (from
+    :func:`racer.evaluation.certified.records_for_evaluation`) goes into ``results.json``
+    and opens the report.
+
+    Without matplotlib (the optional extra ``plots``) the report is written without
+    figures and says how to install them.
 
     Returns
     -------
     dict
-        ``results`` and ``report`` paths, ``figures``, and ``match`` (or None).
+        ``results`` and ``report`` paths, ``figures``, ``figures_note`` (why there are
+        no figures, or None), and ``match`` (or None).
     """
     match = None if match_model is None else cheapest_match(evaluation, match_model)
     sections = [] if match is None else matching_section(match, evaluation.cost_unit)
-    figures = write_figures(evaluation, out_dir)
+    try:
+        figures, note = write_figures(evaluation, out_dir), None
+    except PlotsUnavailableError as missing:
+        figures, note = [], str(missing)
     results, report = write_report(
         evaluation,
         out_dir,
         figures=figures,
+        figures_note=note,
         header=header,
         extra_sections=sections,
-        extra_results={"match": match} if match is not None else None,
+        extra_results={
+            **({"match": match} if match is not None else {}),
+            **({"certified": certified} if certified is not None else {}),
+        }
+        or None,
     )
-    return {"results": results, "report": report, "figures": figures, "match": match}
+    return {
+        "results": results,
+        "report": report,
+        "figures": figures,
+        "figures_note": note,
+        "match": match,
+    }

@@ -1,6 +1,6 @@
 """Repeated calibration trials: random splits, and the exact validity check.
 
-Two kinds of trial run over the same pool of labelled queries (METHOD.md section 7):
+Two kinds of trial run over the same pool of labelled queries (racer/method.md section 9):
 
 - **split trials**: trial ``t`` shuffles the pool, calibrates on the first ``n_cal``
   rows and measures everything on the rest (risk, set size, cost, accuracy);

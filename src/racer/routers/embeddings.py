@@ -256,7 +256,8 @@ class Embedder(BaseEstimator):
             yield texts[start : start + self.batch_size]
 
     def _embed_batches(self, texts: list[str]) -> np.ndarray:
-        if len(texts) <= self.batch_size or not self.progress:
+        # a bar only where someone watches: non-terminal runs (CI, pipes) print nothing
+        if len(texts) <= self.batch_size or not self.progress or not _stderr_is_terminal():
             return np.concatenate([self._embed(batch) for batch in self._batches(texts)])
         columns = (
             TextColumn(f"Embedding ({self.name})"),
@@ -512,3 +513,7 @@ def embedder_from_state(state: dict[str, Any]) -> Embedder:
     embedder._set_state(state)
     embedder.shared_prefix_ = str(state.get("shared_prefix", ""))
     return embedder
+
+
+def _stderr_is_terminal() -> bool:
+    return Console(stderr=True).is_terminal

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from racer.serve.config import GatewayConfig
 from racer.serve.gateway import Gateway, GatewayError, truncate
 from racer.serve.metrics import CONTENT_TYPE_LATEST
+from racer.serve.reload import install_admin
 from racer.serve.schemas import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -383,6 +384,7 @@ def create_app(
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="RACER gateway")
 
+    install_admin(app, gateway)  # hook (issue 12): POST /admin/reload
     return app
 
 

@@ -52,6 +52,7 @@ def serve(
     import uvicorn
 
     from racer.serve.config import ConfigError, load_config
+    from racer.serve.reload import install_sighup
 
     try:
         gateway_config = load_config(config)
@@ -74,6 +75,7 @@ def serve(
 
     try:
         app = app_from_config(gateway_config)
+        install_sighup(app, config)  # hook (issue 12): SIGHUP reloads the artifacts
     except (ConfigError, RuntimeError) as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None

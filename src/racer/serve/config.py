@@ -161,6 +161,12 @@ class RouteConfig(_Strict):
     abstention : {"flag", "strict", "off"}, optional
         The abstention mode the route serves; an artifact calibrated for another
         mode is refused at start-up. Unset: the artifact's mode.
+    audit_rate : float, default 0
+        Share of requests audited: chosen by a seeded draw independent of their
+        content, they also call every other model in the background, and every
+        response is logged (see :mod:`racer.serve.audit`).
+    audit_seed : int, default 0
+        Seed of the audit draws (with the route name).
     """
 
     name: str = Field(min_length=1)
@@ -174,6 +180,8 @@ class RouteConfig(_Strict):
     completion: Literal["decided", "all"] = "decided"
     grace_s: float | None = Field(None, gt=0)
     abstention: Literal["flag", "strict", "off"] | None = None
+    audit_rate: float = Field(0.0, ge=0, le=1)
+    audit_seed: int = 0
 
 
 class AuthConfig(_Strict):
@@ -188,10 +196,11 @@ class AuthConfig(_Strict):
     allow_unauthenticated : bool, default False
         Serve without any key (local demos only); otherwise no key is a start-up error.
     admin_keys : list of str, default []
-        Tokens that may also read ``/healthz?detail``, ``/metrics``, ``/docs`` and
-        ``/openapi.json`` and post feedback on any decision (prefer ``admin_keys_env``).
-        Admin keys are accepted as client keys too.
-    admin_keys_env : str, default "RACER_GATEWAY_ADMIN_KEYS"
+        Tokens that may also read the detailed ``/healthz``, ``/metrics``, ``/docs`` and
+        ``/openapi.json``, post feedback on any decision and call the admin endpoints
+        (``POST /admin/reload``); prefer ``admin_keys_env``. Admin keys are accepted
+        as client keys too. Without any, the admin endpoints answer 403.
+    admin_keys_env : str, default "RACER_ADMIN_KEYS"
         An environment variable holding comma-separated admin tokens.
     """
 
@@ -199,7 +208,7 @@ class AuthConfig(_Strict):
     api_keys_env: str | None = "RACER_GATEWAY_KEYS"
     allow_unauthenticated: bool = False
     admin_keys: list[str] = Field(default_factory=list)
-    admin_keys_env: str | None = "RACER_GATEWAY_ADMIN_KEYS"
+    admin_keys_env: str | None = "RACER_ADMIN_KEYS"
 
     def resolve_admin_keys(self) -> frozenset[str]:
         """The admin tokens from the file and the environment."""

@@ -330,6 +330,12 @@ class DecisionLog:
             lambda: int(self._connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         ).result()
 
+    # -- hook for racer.serve.audit (issue 12): its own tables, on this log's thread --
+    def submit_job(self, job: Callable[[Any, str], T]) -> Future[T]:
+        """Run ``job(connection, placeholder)`` on the log's thread, in a transaction,
+        after the decisions queued so far (used by :mod:`racer.serve.audit`)."""
+        return self._submit(lambda: job(self._connection, self._mark))
+
     def close(self) -> None:
         """Finish the queued writes and close the database."""
         self._worker.submit(self._write_pending)

@@ -25,6 +25,7 @@ import numpy as np
 
 from racer.aggregate import choose_response, extract_answer
 from racer.losses import abstention_mode, served_losses
+from racer.serve.audit import Auditor, artifact_id_of, recalibration_hint
 from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
 from racer.serve.config import ConfigError, GatewayConfig, RouteConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
@@ -103,6 +104,8 @@ class Route:
         The anytime-valid check of this route's realised misrouting rate.
     abstention : AbstainScorer, optional
         The learned abstain score, when the calibration uses one.
+    artifact_id : str, optional
+        Which artifact serves the route (logged with each decision).
     """
 
     config: RouteConfig
@@ -111,6 +114,7 @@ class Route:
     model_names: tuple[str, ...]
     monitor: RiskMonitor
     abstention: AbstainScorer | None = None
+    artifact_id: str | None = None  # hook (issue 12): the decision log records it
 
     @property
     def name(self) -> str:
@@ -122,7 +126,12 @@ class Route:
         """The abstention mode served: the calibration's ("flag", "strict" or "off")."""
         return abstention_mode(getattr(self.calibration, "abstention_mode_", False))
 
-    def decide(self, query: str) -> tuple[np.ndarray, list[str], bool]:
+    def decide(self, query: str) -> tuple[np.ndarray, list[str]]:
+        """The router's scores for ``query`` and the set to call, best-scored first."""
+        scores, invoked, _ = self.decision(query)
+        return scores, invoked
+
+    def decision(self, query: str) -> tuple[np.ndarray, list[str], bool]:
         """Scores, the set to call (best-scored first) and column 0 of the decision.
 
         Column 0 is the abstain flag (mode "flag"), the abstain decision (mode
@@ -150,6 +159,8 @@ class Route:
             "abstention": self.mode,
             "aggregator": self.config.aggregator,
             "monitor": self.monitor.state(),
+            "artifact_id": self.artifact_id,  # hook (issue 12)
+            "audit_rate": self.config.audit_rate,  # hook (issue 12)
         }
 
 
@@ -176,6 +187,7 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
         tuple(artifact.model_names),
         RiskMonitor(artifact.racer.alpha, monitor_delta),
         artifact.abstention,
+        artifact_id_of(artifact.metadata),  # hook (issue 12)
     )
 
 
@@ -269,6 +281,7 @@ class Gateway:
         self._feedback_seen = 0
         self._sync_lock = threading.Lock()
         self.sync_monitors()
+        self.audit = Auditor(self.backends, decision_log)  # hook (issue 12)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Gateway:
@@ -301,6 +314,7 @@ class Gateway:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.audit.drain()  # hook (issue 12): finish audited requests first
         await asyncio.gather(*(b.aclose() for b in self.backends.values()))
         self.decision_log.close()
 
@@ -323,9 +337,9 @@ class Gateway:
         route = self.route(request.model)
         query = request.query()
         if route.config.score_in_thread:
-            scores, invoked, column_0 = await asyncio.to_thread(route.decide, query)
+            scores, invoked, column_0 = await asyncio.to_thread(route.decision, query)
         else:
-            scores, invoked, column_0 = route.decide(query)
+            scores, invoked, column_0 = route.decision(query)
         deadline = started + route.config.deadline_s
         return _Decision(
             route,
@@ -549,6 +563,7 @@ class Gateway:
                 abstain_flag=decision.column_0,
             )
         )
+        self.audit.observe(decision, calls)  # hook (issue 12): audit draw, call probabilities
         return racer
 
     async def _answer(self, decision: _Decision) -> Answer:
@@ -809,11 +824,12 @@ class Gateway:
         if route.monitor.alarm and not was_alarmed:
             logger.warning(
                 "route %r: feedback no longer supports misrouting risk <= alpha = %g "
-                "(anytime-valid lower bound %.3f after %d answers): recalibrate.",
+                "(anytime-valid lower bound %.3f after %d answers): recalibrate. %s",
                 route.name,
                 route.monitor.alpha,
                 route.monitor.lower_bound,
                 route.monitor.n,
+                recalibration_hint(self.config, route),  # hook (issue 12)
             )
         return {
             "id": feedback.id,

@@ -31,7 +31,13 @@ _MONITOR_GAUGES = {
         "Anytime-valid lower confidence bound on the misrouting rate.",
     ),
     "alpha": ("alpha", "The calibrated risk level."),
-    "alarm": ("alarm", "1 when feedback no longer supports misrouting risk <= alpha: recalibrate."),
+    "alarm": (  # help text: hook (issue 12)
+        "alarm",
+        "1 when feedback no longer supports misrouting risk <= alpha: recalibrate from the "
+        "audited sample: racer dataset --from-log URL --route ROUTE --out audited.jsonl, "
+        "racer grade, racer calibrate, then POST /admin/reload (the gateway log has the "
+        "full commands).",
+    ),
 }
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

@@ -1,0 +1,47 @@
+"""Answer-level objectives and certified policies (METHOD.md section 8).
+
+- :mod:`~racer.policies.losses`: the loss of what the user receives (set, error, regret);
+- :mod:`~racer.policies.families`: single models, cascades and parallel sets, and the grid;
+- :mod:`~racer.policies.certify`: Learn-then-Test over the grid, the cheapest certified policy.
+"""
+
+from racer.policies.certify import (
+    Certificate,
+    certify,
+    loss_and_cost,
+    safest_first,
+    simulate_all,
+    training_front,
+    uncorrected_choice,
+)
+from racer.policies.families import (
+    Cascade,
+    Outcome,
+    ParallelSets,
+    Policy,
+    PolicyData,
+    Single,
+    policy_from_state,
+    policy_grid,
+)
+from racer.policies.losses import OBJECTIVES, answer_losses
+
+__all__ = [
+    "OBJECTIVES",
+    "Cascade",
+    "Certificate",
+    "Outcome",
+    "ParallelSets",
+    "Policy",
+    "PolicyData",
+    "Single",
+    "answer_losses",
+    "certify",
+    "loss_and_cost",
+    "policy_from_state",
+    "policy_grid",
+    "safest_first",
+    "simulate_all",
+    "training_front",
+    "uncorrected_choice",
+]

@@ -1,0 +1,335 @@
+"""Policy families: what is called and what is served, on a data-independent grid.
+
+A *policy* turns one query's router scores and the answers of the models it calls into
+the answer served. Three kinds, each a small frozen dataclass with ``simulate`` (the
+outcome on recorded answers, vectorised over queries) and a JSON ``state``:
+
+- :class:`Single`: call one model (the reference alone is "always call the reference").
+- :class:`Cascade`: call ``chain`` in order (increasing price); after each call, stop as
+  soon as the weighted agreement margin of the answers so far reaches ``threshold``;
+  otherwise escalate, finally to ``fallback`` whose answer is served.
+- :class:`ParallelSets`: call RACER's nested set at ``lam`` at once and aggregate; an
+  empty set escalates to ``fallback`` instead of refusing.
+
+:func:`policy_grid` builds the family from the *training* split only (prices, accuracies),
+never from calibration data, as Learn-then-Test requires (METHOD.md section 5b).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from racer.aggregate import choose_in_sets, log_odds, weighted_vote
+from racer.sets import augmented_scores, entry_levels
+
+DEFAULT_THRESHOLDS = tuple(float(t) for t in np.arange(0.0, 10.01, 0.5))
+DEFAULT_LAMBDAS = tuple(float(x) for x in np.round(np.arange(0.05, 1.0001, 0.05), 2))
+SET_FAMILIES = ("threshold", "cumulative")
+SET_AGGREGATORS = ("logodds", "vote", "best")
+
+
+@dataclass(frozen=True)
+class PolicyData:
+    """Recorded outcomes of every model on a batch of queries.
+
+    Attributes
+    ----------
+    quality : numpy.ndarray, shape (n, M)
+        0/1 labels or graded quality in [0, 1]; NaN = unknown.
+    codes : numpy.ndarray of int, shape (n, M)
+        Answer codes (:func:`racer.aggregate.answer_codes`); -1 unextractable, -2 none.
+    costs : numpy.ndarray, shape (n, M)
+        Dollars (or calls) each model's call cost.
+    scores : numpy.ndarray, shape (n, M), optional
+        The base router's scores (needed by router-weighted cascades and sets).
+    """
+
+    quality: np.ndarray
+    codes: np.ndarray
+    costs: np.ndarray
+    scores: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of queries."""
+        return int(self.quality.shape[0])
+
+    def take(self, rows: np.ndarray) -> PolicyData:
+        """The data of ``rows`` only."""
+        return PolicyData(
+            self.quality[rows],
+            self.codes[rows],
+            self.costs[rows],
+            None if self.scores is None else self.scores[rows],
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a policy did on each query.
+
+    Attributes
+    ----------
+    served : numpy.ndarray of int, shape (n,)
+        The column whose answer is returned (-1: nothing).
+    invoked : numpy.ndarray of bool, shape (n, M)
+        The models called.
+    cost : numpy.ndarray, shape (n,)
+        The cost of those calls.
+    escalated : numpy.ndarray of bool, shape (n,)
+        Whether the fallback model was called.
+    """
+
+    served: np.ndarray
+    invoked: np.ndarray
+    cost: np.ndarray
+    escalated: np.ndarray
+
+
+def served_accuracy(served: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """1.0 where the served answer is known to be right, else 0.0 (refusals included)."""
+    labels = np.asarray(labels, dtype=float)
+    picked = labels[np.arange(labels.shape[0]), np.maximum(served, 0)]
+    return ((np.asarray(served) >= 0) & (picked == 1.0)).astype(float)
+
+
+def _outcome(
+    served: np.ndarray, invoked: np.ndarray, data: PolicyData, escalated: np.ndarray
+) -> Outcome:
+    return Outcome(served, invoked, (invoked * data.costs).sum(axis=1), escalated)
+
+
+def _names(columns: tuple[int, ...], model_names: tuple[str, ...]) -> str:
+    return " -> ".join(model_names[c] for c in columns)
+
+
+@dataclass(frozen=True)
+class Single:
+    """Call one model and serve its answer."""
+
+    model: int
+    kind: str = "single"
+
+    def simulate(self, data: PolicyData) -> Outcome:
+        """Outcome on recorded answers."""
+        invoked = np.zeros(data.quality.shape, dtype=bool)
+        invoked[:, self.model] = True
+        served = np.full(data.n, self.model)
+        return _outcome(served, invoked, data, np.zeros(data.n, dtype=bool))
+
+    def describe(self, model_names: tuple[str, ...]) -> str:
+        """A readable description."""
+        return f"always call {model_names[self.model]}"
+
+    def state(self) -> dict[str, Any]:
+        """JSON state (see :func:`policy_from_state`)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """Call ``chain`` in order; stop once the answers agree by ``threshold``, else escalate.
+
+    Attributes
+    ----------
+    chain : tuple of int
+        The cheap tiers, in calling order (increasing price).
+    threshold : float
+        Stop after a tier when the weighted agreement margin (weight of the leading
+        answer minus the weight of all other answers) is at least this.
+    fallback : int
+        The model called when no tier stops (the reference or the strongest model).
+    weights : tuple of float, optional
+        The vote weight of each tier, ``log(p / (1 - p))`` of its training accuracy;
+        None weighs each query by the log-odds of the router's scores.
+    """
+
+    chain: tuple[int, ...]
+    threshold: float
+    fallback: int
+    weights: tuple[float, ...] | None = None
+    kind: str = "cascade"
+
+    def tier_weights(self, data: PolicyData) -> np.ndarray:
+        """Vote weight of every model on every query, shape (n, M) (0 outside the chain)."""
+        weights = np.zeros(data.quality.shape, dtype=float)
+        chain = list(self.chain)
+        if self.weights is None:
+            if data.scores is None:
+                raise ValueError("A router-weighted cascade needs the router's scores.")
+            weights[:, chain] = log_odds(data.scores[:, chain])
+        else:
+            weights[:, chain] = np.asarray(self.weights, dtype=float)[None, :]
+        return weights
+
+    def simulate(self, data: PolicyData) -> Outcome:
+        """Outcome on recorded answers: which tiers each query called, what it got."""
+        weights = self.tier_weights(data)
+        invoked = np.zeros(data.quality.shape, dtype=bool)
+        served = np.full(data.n, self.fallback)
+        stopped = np.zeros(data.n, dtype=bool)
+        asked = np.zeros(data.quality.shape[1], dtype=bool)
+        for column in self.chain:
+            invoked[~stopped, column] = True
+            asked[column] = True
+            chosen, margin = weighted_vote(
+                np.broadcast_to(asked, invoked.shape), weights, data.codes
+            )
+            stop_now = ~stopped & (chosen >= 0) & (margin >= self.threshold)
+            served[stop_now] = chosen[stop_now]
+            stopped |= stop_now
+        invoked[~stopped, self.fallback] = True
+        return _outcome(served, invoked, data, ~stopped)
+
+    def describe(self, model_names: tuple[str, ...]) -> str:
+        """A readable description."""
+        weighting = "router-score" if self.weights is None else "training-accuracy"
+        return (
+            f"cascade {_names(self.chain, model_names)}, stop when the {weighting} log-odds "
+            f"agreement margin >= {self.threshold:g}, else {model_names[self.fallback]}"
+        )
+
+    def state(self) -> dict[str, Any]:
+        """JSON state (see :func:`policy_from_state`)."""
+        state = asdict(self)
+        state["chain"] = list(self.chain)
+        state["weights"] = None if self.weights is None else list(self.weights)
+        return state
+
+
+@dataclass(frozen=True)
+class ParallelSets:
+    """Call RACER's nested set at ``lam`` and aggregate; an empty set escalates to ``fallback``.
+
+    Attributes
+    ----------
+    family : {"threshold", "cumulative"}
+        The nested set family (:func:`racer.sets.entry_levels`, abstention allowed).
+    lam : float
+        The set parameter.
+    aggregator : {"logodds", "vote", "best"}
+        How the set's answers become one (:func:`racer.aggregate.choose_in_sets`).
+    fallback : int
+        The model called instead of refusing.
+    """
+
+    family: str
+    lam: float
+    aggregator: str
+    fallback: int
+    kind: str = "sets"
+
+    def sets(self, scores: np.ndarray) -> np.ndarray:
+        """The models of each query's set, shape (n, M)."""
+        entry = entry_levels(augmented_scores(np.asarray(scores, dtype=float)), self.family)
+        return entry[:, 1:] <= self.lam
+
+    def simulate(self, data: PolicyData) -> Outcome:
+        """Outcome on recorded answers."""
+        if data.scores is None:
+            raise ValueError("Parallel sets need the router's scores.")
+        invoked = self.sets(data.scores)
+        served = choose_in_sets(invoked, data.scores, data.codes, self.aggregator)
+        escalated = served < 0
+        invoked[escalated, self.fallback] = True
+        served = np.where(escalated, self.fallback, served)
+        return _outcome(served, invoked, data, escalated)
+
+    def describe(self, model_names: tuple[str, ...]) -> str:
+        """A readable description."""
+        return (
+            f"{self.family} sets at lambda {self.lam:g} with {self.aggregator} aggregation, "
+            f"empty set escalated to {model_names[self.fallback]}"
+        )
+
+    def state(self) -> dict[str, Any]:
+        """JSON state (see :func:`policy_from_state`)."""
+        return asdict(self)
+
+
+Policy = Single | Cascade | ParallelSets
+_KINDS = {"single": Single, "cascade": Cascade, "sets": ParallelSets}
+
+
+def policy_from_state(state: dict[str, Any]) -> Policy:
+    """Rebuild a policy from :meth:`state`'s dictionary.
+
+    Examples
+    --------
+    >>> policy_from_state(Cascade((0, 1), 2.0, 3).state())
+    Cascade(chain=(0, 1), threshold=2.0, fallback=3, weights=None, kind='cascade')
+    """
+    kind = state.get("kind")
+    if kind not in _KINDS:
+        raise ValueError(f"Unknown policy kind {kind!r}; expected one of {sorted(_KINDS)}.")
+    values = dict(state)
+    if kind == "cascade":
+        values["chain"] = tuple(int(c) for c in values["chain"])
+        if values.get("weights") is not None:
+            values["weights"] = tuple(float(w) for w in values["weights"])
+    return _KINDS[kind](**values)
+
+
+def policy_grid(
+    prices: np.ndarray,
+    accuracy: np.ndarray,
+    fallback: int,
+    *,
+    with_router: bool = False,
+    n_candidates: int = 6,
+    max_chain: int = 3,
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+    families: tuple[str, ...] = SET_FAMILIES,
+    aggregators: tuple[str, ...] = SET_AGGREGATORS,
+) -> list[Policy]:
+    """The policy family, built from training prices and accuracies only.
+
+    Parameters
+    ----------
+    prices, accuracy : numpy.ndarray, shape (M,)
+        Per-model mean cost and accuracy on the *training* split.
+    fallback : int
+        The reference (regret) or strongest model: the last tier of every cascade and
+        the escalation of every empty set. ``Single(fallback)`` is the first policy.
+    with_router : bool
+        Add router-weighted cascades and parallel sets (needs router scores).
+    n_candidates : int
+        Cascade tiers are drawn from the ``n_candidates`` most accurate models cheaper
+        than the fallback.
+    max_chain : int
+        Longest cascade chain before the fallback.
+    thresholds, lambdas, families, aggregators
+        The grids of the stop margin and of the parallel sets.
+
+    Returns
+    -------
+    list of policies
+        ``Single(fallback)`` first, every other single model, the cascades, the sets.
+    """
+    prices = np.asarray(prices, dtype=float)
+    accuracy = np.asarray(accuracy, dtype=float)
+    others = [m for m in range(prices.size) if m != fallback]
+    policies: list[Policy] = [Single(fallback)] + [Single(m) for m in others]
+    cheaper = [m for m in others if prices[m] < prices[fallback]]
+    candidates = sorted(cheaper, key=lambda m: -accuracy[m])[:n_candidates]
+    weights = log_odds(accuracy)
+    weightings: list[bool] = [False, True] if with_router else [False]
+    for size in range(1, max_chain + 1):
+        for members in combinations(candidates, size):
+            chain = tuple(sorted(members, key=lambda m: (prices[m], m)))
+            for by_router in weightings:
+                chain_weights = None if by_router else tuple(float(weights[m]) for m in chain)
+                policies += [Cascade(chain, t, fallback, chain_weights) for t in thresholds]
+    if with_router:
+        policies += [
+            ParallelSets(family, lam, aggregator, fallback)
+            for family in families
+            for aggregator in aggregators
+            for lam in lambdas
+        ]
+    return policies

@@ -1,0 +1,61 @@
+"""Command line of the answer-level objectives: calibrate saves the certified policy."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from racer.artifact import load_artifact
+from racer.cli import app
+from racer.data.routerbench import load_routerbench
+from racer.policies import Single, policy_from_state
+
+runner = CliRunner()
+
+
+def test_calibrate_with_regret_saves_a_certified_policy(shared_data, tmp_path):
+    folder = shared_data / "routerbench"
+    out = tmp_path / "artifact"
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--train", str(folder / "arc_challenge_train.csv"),
+            "--calibration", str(folder / "arc_challenge_test.csv"),
+            "--router", "prior",
+            "--alpha", "0.05",
+            "--objective", "regret",
+            "--reference", "gpt-4-1106-preview",
+            "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = load_artifact(out).policy
+    certificate = saved["certificate"]
+    assert (certificate["objective"], certificate["alpha"], certificate["delta"]) == (
+        "regret",
+        0.05,
+        0.1,
+    )
+    assert saved["reference"] == "gpt-4-1106-preview"
+    policy = policy_from_state(certificate["policy"])
+    calibration = load_routerbench(folder / "arc_challenge_test.csv")
+    assert certificate["n"] == calibration.n_queries
+    # A cheaper policy than gpt-4 is certified at alpha 0.05, and its p-value passed delta.
+    assert certificate["certified"] and not certificate["only_fallback"]
+    assert policy != Single(calibration.model_names.index("gpt-4-1106-preview"))
+    assert certificate["p_value"] <= 0.1
+    assert certificate["calibration_risk"] <= 0.05
+    assert np.isfinite(certificate["calibration_cost"])
+
+
+def test_regret_without_reference_is_a_user_error(tmp_path):
+    result = runner.invoke(
+        app, ["evaluate", "--train", "x.csv", "--test", "y.csv", "--objective", "regret"]
+    )
+    assert result.exit_code == 2
+    assert "Error:" in result.output and "--reference" in result.output
+    result = runner.invoke(
+        app, ["evaluate", "--train", "x.csv", "--test", "y.csv", "--objective", "accuracy"]
+    )
+    assert result.exit_code == 2 and "--objective must be one of" in result.output

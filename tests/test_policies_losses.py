@@ -1,0 +1,69 @@
+"""Answer-level losses: error, regret against a reference, set misrouting, unknowns worst case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from racer.policies.losses import answer_losses
+
+LABELS = np.array(
+    [
+        [1.0, 0.0, 1.0],  # served 1 wrong, reference 0 right: regret
+        [0.0, 1.0, 0.0],  # served 1 right
+        [0.0, 0.0, 1.0],  # served 1 wrong, reference wrong: error but no regret
+        [1.0, np.nan, 0.0],  # served unknown: counted wrong
+    ]
+)
+
+
+def test_error_and_regret_count_what_the_user_receives():
+    served = np.array([1, 1, 1, 1])
+    assert answer_losses("error", served, None, LABELS).tolist() == [1, 0, 1, 1]
+    assert answer_losses("regret", served, None, LABELS, reference=0).tolist() == [1, 0, 0, 1]
+
+
+def test_a_refusal_is_wrong_and_an_unknown_reference_counts_as_right():
+    labels = np.array([[np.nan, 0.0], [1.0, 1.0]])
+    served = np.array([1, -1])
+    assert answer_losses("error", served, None, labels).tolist() == [1, 1]
+    assert answer_losses("regret", served, None, labels, reference=0).tolist() == [1, 1]
+
+
+def test_set_loss_is_misrouting_of_the_invoked_models():
+    invoked = np.array(
+        [[True, False, False], [True, False, False], [False, True, True], [False, False, True]]
+    )
+    losses = answer_losses("set", np.zeros(4, dtype=int), invoked, LABELS)
+    # Row 3: the unknown model outside the set might have been right.
+    assert losses.tolist() == [0, 1, 0, 1]
+
+
+def test_graded_regret_is_the_quality_gap():
+    quality = np.array([[0.9, 0.4], [0.2, 0.7]])
+    losses = answer_losses("regret", np.array([1, 1]), None, quality, reference=0)
+    np.testing.assert_allclose(losses, [0.5, 0.0])
+
+
+def test_regret_without_reference_is_refused():
+    with pytest.raises(ValueError, match="needs a reference"):
+        answer_losses("regret", np.array([0]), None, np.ones((1, 2)))
+    with pytest.raises(ValueError, match="objective must be one of"):
+        answer_losses("accuracy", np.array([0]), None, np.ones((1, 2)))
+
+
+@given(arrays(np.float64, (30, 4), elements=st.sampled_from([0.0, 1.0])), st.integers(0, 3))
+def test_regret_risk_bounds_the_accuracy_lost_against_the_reference(labels, reference):
+    rng = np.random.default_rng(0)
+    served = rng.integers(0, 4, size=30)
+    regret = answer_losses("regret", served, None, labels, reference=reference).mean()
+    accuracy = labels[np.arange(30), served].mean()
+    assert labels[:, reference].mean() - accuracy <= regret + 1e-12
+    # Serving the reference itself has no regret.
+    assert (
+        answer_losses("regret", np.full(30, reference), None, labels, reference=reference).sum()
+        == 0
+    )

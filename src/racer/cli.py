@@ -195,6 +195,12 @@ ObjectiveOption = Annotated[
 ReferenceOption = Annotated[
     str | None, typer.Option(help="Reference model of --objective regret (the fallback).")
 ]
+FwerOption = Annotated[
+    str,
+    typer.Option(
+        help="Family-wise error control of --objective: fixed_sequence, bonferroni or holm."
+    ),
+]
 SeedOption = Annotated[int, typer.Option(help="Seed of the trials (and of the demo data).")]
 RouterOption = Annotated[
     str, typer.Option(help="Base router, by name (see racer.routers.ROUTER_NAMES).")
@@ -291,6 +297,7 @@ def evaluate(
     ] = Path("racer-out"),
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
+    fwer: FwerOption = "fixed_sequence",
 ) -> None:
     """Evaluate RACER and the baselines on routing data; write a report and figures.
 
@@ -305,7 +312,7 @@ def evaluate(
     from racer.evaluation.task import align_models, evaluate_task, router_scores, write_task_report
 
     with _user_errors():
-        check_objective_options(objective, reference)
+        check_objective_options(objective, reference, fwer)
         if not test:
             raise UserError("Give the test data with --test PATH.")
         if scores is None and not train:
@@ -336,7 +343,7 @@ def evaluate(
             )
         certified = records_for_evaluation(
             objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
-            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed,
+            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed, method=fwer,
         )
         header = [f"Test data: {test_data.name}; {source}.", ""]
         paths = write_task_report(
@@ -389,6 +396,7 @@ def calibrate(
     overwrite: Annotated[bool, typer.Option(help="Replace an artifact already in --out.")] = False,
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
+    fwer: FwerOption = "fixed_sequence",
 ) -> None:
     """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
     from racer.artifact import save_artifact
@@ -421,7 +429,7 @@ def calibrate(
         with _warnings_as_notes("calibration"):
             estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
         policy = certify_for_artifact(
-            objective, reference, train_data, cal_data, alpha=alpha, delta=delta
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer
         )
         save_artifact(
             out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy

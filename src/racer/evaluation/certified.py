@@ -75,6 +75,9 @@ class CertifiedSettings:
         "binomial" (0/1 losses), "hb" or "wsr" (graded).
     seed : int
         Seed of the resamples.
+    judge : str, optional
+        A judge model: with router scores the family also holds judged parallel sets,
+        the judge's calls counted in their cost.
     """
 
     objective: str = "regret"
@@ -86,6 +89,7 @@ class CertifiedSettings:
     method: str = "fixed_sequence"
     bound: str = "binomial"
     seed: int = 0
+    judge: str | None = None
 
 
 def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | None) -> PolicyData:
@@ -138,6 +142,7 @@ def plan_family(
     objective: str,
     reference: str | None = None,
     train_scores: np.ndarray | None = None,
+    judge: str | None = None,
 ) -> PolicyFamily:
     """The policy family and its fixed-sequence order, from the training split only.
 
@@ -151,6 +156,8 @@ def plan_family(
     train_scores : numpy.ndarray, shape (n_train, M), optional
         Out-of-sample router scores of the training queries (cross-fitted); with them
         the family also holds router-weighted cascades and RACER's parallel sets.
+    judge : str, optional
+        Judge model of judged parallel sets (only with ``train_scores``).
     """
     accuracy = np.nan_to_num(np.nanmean(train.labels, axis=0), nan=0.0)
     ref = None if reference is None else _model_index(train.model_names, reference)
@@ -159,7 +166,10 @@ def plan_family(
     kind = None if train.responses is None else detect_answer_kind(train.responses)
     data = policy_data(train, train_scores, kind)
     prices = data.costs.mean(axis=0)
-    grid = policy_grid(prices, accuracy, fallback, with_router=train_scores is not None)
+    judge_column = None if judge is None else _model_index(train.model_names, judge, "judge")
+    grid = policy_grid(
+        prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
+    )
     losses, costs = loss_and_cost(simulate_all(grid, data), data.quality, objective, ref)
     kept = training_front(losses, costs, first=0)
     return PolicyFamily([grid[i] for i in kept], fallback, objective, ref, kind)
@@ -235,7 +245,9 @@ def certified_records(
     known = ~np.isnan(pool.labels).any(axis=1)
     pool = pool.subset(known)
     pool_scores = None if pool_scores is None else np.asarray(pool_scores)[known]
-    family = plan_family(train, settings.objective, settings.reference, train_scores)
+    family = plan_family(
+        train, settings.objective, settings.reference, train_scores, settings.judge
+    )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
     outcomes = simulate_all(family.policies, data)
     losses, costs = loss_and_cost(outcomes, data.quality, family.objective, family.reference)
@@ -245,12 +257,7 @@ def certified_records(
     names = pool.model_names
     accuracy_train = np.nan_to_num(np.nanmean(train.labels, axis=0), nan=0.0)
     best = int(np.argmax(accuracy_train))
-    vote = choose_in_sets(
-        np.ones(pool.labels.shape, dtype=bool),
-        np.broadcast_to(accuracy_train, pool.labels.shape),
-        data.codes,
-        "logodds",
-    )
+    aggregators = aggregator_accuracies(accuracy_train, data.codes, pool.labels)
     rng = np.random.default_rng(settings.seed)
     resamples = rng.integers(0, pool.n_queries, size=(settings.n_trials, settings.n_cal))
     records = []
@@ -310,12 +317,41 @@ def certified_records(
                     "mean_cost": float(np.mean(data.costs[:, best])),
                 },
                 "all_models_vote": {
-                    "accuracy": float(served_accuracy(vote, pool.labels).mean()),
+                    "accuracy": aggregators["logodds"],
                     "mean_cost": float(np.mean(data.costs.sum(axis=1))),
                 },
+                "aggregators": aggregators,
             }
         )
     return records
+
+
+def aggregator_accuracies(
+    train_accuracy: np.ndarray, codes: np.ndarray, labels: np.ndarray
+) -> dict:
+    """Test accuracy of each aggregator over all models, and the winner.
+
+    Every model is called; the weights are the training accuracies (calibrated
+    probabilities of being right): ``"best"`` serves the model with the best training
+    accuracy, ``"vote"`` is the accuracy-weighted majority, ``"logodds"`` the majority
+    with weights ``log(p / (1 - p))``.
+
+    Returns
+    -------
+    dict
+        ``{"best": acc, "vote": acc, "logodds": acc, "winner": name, "over": text}``;
+        ties go to the simpler aggregator (best, then vote).
+    """
+    everyone = np.ones(labels.shape, dtype=bool)
+    weights = np.broadcast_to(np.asarray(train_accuracy, dtype=float), labels.shape)
+    accuracy = {
+        method: float(
+            served_accuracy(choose_in_sets(everyone, weights, codes, method), labels).mean()
+        )
+        for method in ("best", "vote", "logodds")
+    }
+    winner = max(accuracy, key=lambda method: accuracy[method])
+    return {**accuracy, "winner": winner, "over": "all models, training-accuracy weights"}
 
 
 def _points(value: float) -> str:
@@ -325,42 +361,100 @@ def _points(value: float) -> str:
 def opening_sentences(results: dict | None) -> list[str]:
     """The report's opening: one plain sentence per alpha of the ``certified`` records.
 
-    Empty when ``results`` holds no ``certified`` list (the set-only evaluation).
+    Then a table of the certified policy next to the uncorrected choice of the same
+    family (tuned on calibration, no bound), and one line per task saying which
+    aggregator wins. Empty when ``results`` holds no ``certified`` list.
     """
     records = (results or {}).get("certified") or []
-    lines = []
+    lines = [f"- {_sentence(record)}" for record in records]
+    if not lines:
+        return []
+    return [
+        "## Certified answer-level policy",
+        "",
+        *lines,
+        "",
+        *_comparison_table(records),
+        "",
+        *_aggregator_lines(records),
+        "",
+    ]
+
+
+def _sentence(record: dict) -> str:
+    reference = record["reference"]
+    task = f"{record['task']}, " if record.get("task") else ""
+    confidence = f"{1 - record['delta']:g}"
+    measured = (
+        f"(measured over {record['trials']} validity trials: accuracy "
+        f"{record['accuracy']:.3f} vs {record['reference_accuracy']:.3f}, violation rate "
+        f"{record['violation_rate']:.3f})"
+    )
+    if record["refused"] >= 0.5:
+        return (
+            f"{task}alpha {record['alpha']:g}: no saving could be certified against "
+            f"{reference} in {100 * record['refused']:.0f} % of trials, so {reference} itself "
+            f"is served {measured}."
+        )
+    if record["objective"] == "regret":
+        promise = f"at most {_points(record['alpha'])} below {reference}"
+    elif record["objective"] == "error":
+        promise = f"error at most {record['alpha']:g}"
+    else:
+        promise = f"misrouting risk at most {record['alpha']:g}"
+    return (
+        f"{task}alpha {record['alpha']:g}: certified {promise} with probability {confidence}, "
+        f"at {100 * record['cost_share']:.0f} % of {reference}'s cost {measured}."
+    )
+
+
+def _comparison_table(records: list[dict]) -> list[str]:
+    """Certified policy against the uncorrected choice, per alpha (markdown)."""
+    header = (
+        "| task | alpha | FWER | certified: accuracy | cost share | violation | refused "
+        "| uncorrected: accuracy | cost share | violation |"
+    )
+    rows = [header, "|" + "---|" * 10]
     for record in records:
-        reference = record["reference"]
-        confidence = f"{1 - record['delta']:g}"
-        measured = (
-            f"(measured over {record['trials']} validity trials: accuracy "
-            f"{record['accuracy']:.3f} vs {record['reference_accuracy']:.3f}, violation rate "
-            f"{record['violation_rate']:.3f})"
+        nan = float("nan")
+        raw = {"accuracy": nan, "cost_share": nan, "violation_rate": nan}
+        raw.update(record.get("uncorrected") or {})
+        rows.append(
+            f"| {record.get('task', '')} | {record['alpha']:g} | {record.get('method', '')} "
+            f"| {record['accuracy']:.3f} | {record['cost_share']:.2f} "
+            f"| {record['violation_rate']:.3f} | {record['refused']:.2f} "
+            f"| {raw['accuracy']:.3f} | {raw['cost_share']:.2f} | {raw['violation_rate']:.3f} |"
         )
-        if record["refused"] >= 0.5:
-            lines.append(
-                f"- alpha {record['alpha']:g}: no saving could be certified against {reference} "
-                f"in {100 * record['refused']:.0f} % of trials, so {reference} itself is served "
-                f"{measured}."
-            )
+    return rows
+
+
+def _aggregator_lines(records: list[dict]) -> list[str]:
+    """One line per task: which aggregator wins (test accuracy of best / vote / logodds)."""
+    lines, seen = [], set()
+    for record in records:
+        aggregators = record.get("aggregators")
+        task = record.get("task", "")
+        if not aggregators or task in seen:
             continue
-        if record["objective"] == "regret":
-            promise = f"at most {_points(record['alpha'])} below {reference}"
-        elif record["objective"] == "error":
-            promise = f"error at most {record['alpha']:g}"
-        else:
-            promise = f"misrouting risk at most {record['alpha']:g}"
+        seen.add(task)
+        label = f"{task}: " if task else ""
         lines.append(
-            f"- alpha {record['alpha']:g}: certified {promise} with probability {confidence}, "
-            f"at {100 * record['cost_share']:.0f} % of {reference}'s cost {measured}."
+            f"- {label}aggregator over {aggregators['over']}: {aggregators['winner']} wins "
+            f"(test accuracy best {aggregators['best']:.3f}, vote {aggregators['vote']:.3f}, "
+            f"logodds {aggregators['logodds']:.3f})."
         )
-    return ["## Certified answer-level policy", "", *lines, ""] if lines else []
+    return lines
 
 
-def check_objective_options(objective: str | None, reference: str | None) -> None:
-    """Command-line check of ``--objective`` and ``--reference`` (ValueError naming the fix)."""
+def check_objective_options(
+    objective: str | None, reference: str | None, fwer: str = "fixed_sequence"
+) -> None:
+    """Command-line check of ``--objective``, ``--reference`` and ``--fwer`` (ValueError)."""
     from racer.policies import OBJECTIVES
+    from racer.policies.certify import FWER_METHODS
 
+    if fwer not in FWER_METHODS:
+        raise ValueError(f"--fwer must be one of {', '.join(FWER_METHODS)}; got {fwer!r}.")
     if objective is None:
         if reference is not None:
             raise ValueError("--reference needs --objective regret (or error / set).")
@@ -385,13 +479,14 @@ def records_for_evaluation(
     n_trials: int,
     calibration_fraction: float,
     seed: int = 0,
+    method: str = "fixed_sequence",
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 
     The training data fixes the policy family; the test data is the pool of the
     validity trials, each calibrating on ``calibration_fraction`` of its size.
     """
-    check_objective_options(objective, reference)
+    check_objective_options(objective, reference, method)
     if objective is None:
         return None
     if train is None:
@@ -408,6 +503,7 @@ def records_for_evaluation(
         delta,
         n_trials=n_trials,
         n_cal=max(1, int(round(calibration_fraction * n_pool))),
+        method=method,
         seed=seed,
     )
     return certified_records(train, test, settings)
@@ -436,15 +532,16 @@ def certify_for_artifact(
     *,
     alpha: float,
     delta: float,
+    method: str = "fixed_sequence",
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 
     The family (accuracy-weighted cascades and single models) comes from ``train``.
     Returns the JSON to save in the artifact, or None without an objective.
     """
-    check_objective_options(objective, reference)
+    check_objective_options(objective, reference, method)
     if objective is None:
         return None
     family = plan_family(train, objective, reference)
-    certificate = certify_dataset(family, calibration, alpha=alpha, delta=delta)
+    certificate = certify_dataset(family, calibration, alpha=alpha, delta=delta, method=method)
     return policy_state(certificate, family, train.model_names)

@@ -59,3 +59,28 @@ def test_regret_without_reference_is_a_user_error(tmp_path):
         app, ["evaluate", "--train", "x.csv", "--test", "y.csv", "--objective", "accuracy"]
     )
     assert result.exit_code == 2 and "--objective must be one of" in result.output
+
+
+def test_calibrate_spends_the_family_wise_error_as_asked(shared_data, tmp_path):
+    folder = shared_data / "routerbench"
+    out = tmp_path / "artifact"
+    arguments = [
+        "calibrate",
+        "--train", str(folder / "arc_challenge_train.csv"),
+        "--calibration", str(folder / "arc_challenge_test.csv"),
+        "--router", "prior",
+        "--alpha", "0.05",
+        "--objective", "regret",
+        "--reference", "gpt-4-1106-preview",
+        "--out", str(out),
+    ]  # fmt: skip
+    result = runner.invoke(app, [*arguments, "--fwer", "holm"])
+    assert result.exit_code == 0, result.output
+    certificate = load_artifact(out).policy["certificate"]
+    assert certificate["method"] == "holm"
+    # Holm over the whole front tests each policy at no more than delta.
+    assert certificate["p_value"] <= 0.1
+    result = runner.invoke(app, [*arguments[:-2], "--out", str(tmp_path / "b"), "--fwer", "sidak"])
+    assert result.exit_code == 2
+    assert "Error:" in result.output and "--fwer must be one of" in result.output
+    assert "Traceback" not in result.output

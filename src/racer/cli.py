@@ -227,7 +227,11 @@ def demo(
     evaluates RACER and the baselines on the other half.
     """
     from racer.data.split import train_test_split
-    from racer.evaluation.synthetic import SYNTHETIC_NOTICE, make_synthetic_benchmark
+    from racer.evaluation.synthetic import (
+        SYNTHETIC_NOTICE,
+        answer_level_story,
+        make_synthetic_benchmark,
+    )
     from racer.evaluation.task import evaluate_task, router_scores, write_task_report
 
     with _user_errors():
@@ -242,12 +246,14 @@ def demo(
             scores = router_scores(router, train, test)
         with _progress("Evaluating") as step:
             evaluation = evaluate_task(test, scores, settings, train=train, progress=step)
+            step("certified answer-level policies (synthetic story tasks)")
+            certified = answer_level_story(delta=delta, n_trials=trials, random_state=seed)
         header = [
             f"**{SYNTHETIC_NOTICE}.** {data.n_models} made-up models, {data.n_queries} "
             f"made-up queries; base router: {router}, trained on {train.n_queries} of them.",
             "",
         ]
-        paths = write_task_report(evaluation, out, header=header)
+        paths = write_task_report(evaluation, out, header=header, certified=certified)
     _print_summary(evaluation, paths)
     console.print(f"Done in {time.perf_counter() - start:.1f} s.")
 

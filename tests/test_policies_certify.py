@@ -131,6 +131,18 @@ def test_training_front_keeps_undominated_policies_fallback_first():
     assert kept.tolist() == [0, 1, 4, 3]
 
 
+def test_training_front_keeps_the_fallback_at_its_place_when_dearer_policies_are_safer():
+    # Set or error objectives: the fallback (one model) is not the safest policy.
+    risk = np.array([0.20, 0.05, 0.10, 0.30, 0.12])
+    cost = np.array([1.0, 3.0, 2.0, 0.5, 2.5])
+    kept = training_front(np.broadcast_to(risk, (5, 5)), np.broadcast_to(cost, (5, 5)))
+    # 4 is beaten by 2; the fallback 0 keeps its place by risk, before the cheaper 3.
+    assert kept.tolist() == [1, 2, 0, 3]
+    # A dominated fallback is still tested (it is what is served when nothing else is).
+    kept = training_front(np.broadcast_to(risk, (5, 5)), np.broadcast_to(cost, (5, 5)), first=4)
+    assert kept.tolist() == [1, 2, 4, 0, 3]
+
+
 def test_certified_regret_on_routerbench_arc_is_valid_and_reports_the_real_reference(shared_data):
     folder = shared_data / "routerbench"
     train = load_routerbench(folder / "arc_challenge_train.csv")

@@ -72,7 +72,8 @@ class CertifiedSettings:
     method : {"fixed_sequence", "bonferroni", "holm"}
         Family-wise error control.
     bound : str
-        "binomial" (0/1 losses), "hb" or "wsr" (graded).
+        "auto" (binomial for 0/1 losses, hb for graded ones), "binomial", "hb" or
+        "wsr" (the last two also for graded losses).
     seed : int
         Seed of the resamples.
     judge : str, optional
@@ -87,9 +88,39 @@ class CertifiedSettings:
     n_trials: int = 200
     n_cal: int = 400
     method: str = "fixed_sequence"
-    bound: str = "binomial"
+    bound: str = "auto"
     seed: int = 0
     judge: str | None = None
+
+
+def cross_fitted_scores(
+    router: str,
+    train: RoutingDataset,
+    pool: RoutingDataset,
+    *,
+    folds: int = 2,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Router scores that enable router policies: out-of-fold on ``train``, full fit on ``pool``.
+
+    The training split fixes the policy family from each policy's training risk, so its
+    scores must come from routers that did not see the query (``folds``-fold
+    cross-fitting); the pool is scored by the router fitted on all of ``train``.
+
+    Returns
+    -------
+    train_scores : numpy.ndarray, shape (train.n_queries, M)
+    pool_scores : numpy.ndarray, shape (pool.n_queries, M)
+    """
+    from racer.evaluation.task import router_scores
+
+    fold = np.random.default_rng(random_state).permutation(train.n_queries) % folds
+    train_scores = np.empty(train.labels.shape, dtype=float)
+    for k in range(folds):
+        train_scores[fold == k] = router_scores(
+            router, train.subset(fold != k), train.subset(fold == k)
+        )
+    return train_scores, router_scores(router, train, pool)
 
 
 def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | None) -> PolicyData:
@@ -114,8 +145,8 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
 class PolicyFamily:
     """A policy family fixed from the training split, with its test order.
 
-    ``policies[0]`` is "always call the fallback"; the list is already in the
-    fixed-sequence order (training risk-cost front, safest first).
+    The list is already in the fixed-sequence order (training risk-cost front, safest
+    first); ``policies[fallback_index]`` is "always call the fallback".
     """
 
     policies: list[Policy]
@@ -123,6 +154,7 @@ class PolicyFamily:
     objective: str
     reference: int | None
     answer_kind: str | None
+    fallback_index: int = 0
 
     def losses(self, data: PolicyData) -> tuple[np.ndarray, np.ndarray]:
         """Per-query losses and costs of every policy on ``data``, each (n, K)."""
@@ -172,7 +204,9 @@ def plan_family(
     )
     losses, costs = loss_and_cost(simulate_all(grid, data), data.quality, objective, ref)
     kept = training_front(losses, costs, first=0)
-    return PolicyFamily([grid[i] for i in kept], fallback, objective, ref, kind)
+    return PolicyFamily(
+        [grid[i] for i in kept], fallback, objective, ref, kind, int(np.flatnonzero(kept == 0)[0])
+    )
 
 
 def certify_dataset(
@@ -183,11 +217,12 @@ def certify_dataset(
     delta: float,
     scores: np.ndarray | None = None,
     method: str = "fixed_sequence",
-    bound: str = "binomial",
+    bound: str = "auto",
 ) -> Certificate:
     """Certify ``family`` on calibration data; the cheapest certified policy."""
     data = policy_data(calibration, scores, family.answer_kind)
     losses, costs = family.losses(data)
+    bound = resolve_bound(bound, losses)
     order = np.arange(len(family.policies))
     return certify(
         family.policies,
@@ -199,7 +234,16 @@ def certify_dataset(
         order=order,
         method=method,
         bound=bound,
+        fallback_index=family.fallback_index,
     )
+
+
+def resolve_bound(bound: str, losses: np.ndarray) -> str:
+    """``"auto"``: the binomial bound for 0/1 losses, Hoeffding-Bentkus for graded ones."""
+    if bound != "auto":
+        return bound
+    losses = np.asarray(losses)
+    return "binomial" if np.all((losses == 0) | (losses == 1)) else "hb"
 
 
 def _summary(indices: np.ndarray, risks, accuracies, costs, alpha: float, ref_cost: float) -> dict:
@@ -252,8 +296,10 @@ def certified_records(
     outcomes = simulate_all(family.policies, data)
     losses, costs = loss_and_cost(outcomes, data.quality, family.objective, family.reference)
     risks, mean_costs = losses.mean(axis=0), costs.mean(axis=0)
+    bound = resolve_bound(settings.bound, losses)
     accuracies = np.array([served_accuracy(o.served, pool.labels).mean() for o in outcomes])
-    ref_cost, ref_accuracy = float(mean_costs[0]), float(accuracies[0])
+    ref_cost = float(mean_costs[family.fallback_index])
+    ref_accuracy = float(accuracies[family.fallback_index])
     names = pool.model_names
     accuracy_train = np.nan_to_num(np.nanmean(train.labels, axis=0), nan=0.0)
     best = int(np.argmax(accuracy_train))
@@ -273,7 +319,8 @@ def certified_records(
                 delta=settings.delta,
                 order=np.arange(len(family.policies)),
                 method=settings.method,
-                bound=settings.bound,
+                bound=bound,
+                fallback_index=family.fallback_index,
             )
             chosen.append(certificate.index)
             refused.append(certificate.only_fallback)
@@ -300,7 +347,7 @@ def certified_records(
                 "n_pool": pool.n_queries,
                 "n_policies": len(family.policies),
                 "method": settings.method,
-                "bound": settings.bound,
+                "bound": bound,
                 "uncorrected": _summary(
                     np.asarray(uncorrected), risks, accuracies, mean_costs, alpha, ref_cost
                 ),

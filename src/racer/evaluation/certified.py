@@ -246,8 +246,24 @@ def resolve_bound(bound: str, losses: np.ndarray) -> str:
     return "binomial" if np.all((losses == 0) | (losses == 1)) else "hb"
 
 
-def _summary(indices: np.ndarray, risks, accuracies, costs, alpha: float, ref_cost: float) -> dict:
-    violation, violation_se = rate_and_error(risks[indices] > alpha)
+def _summary(
+    indices: np.ndarray,
+    risks,
+    accuracies,
+    costs,
+    alpha: float,
+    ref_cost: float,
+    certified: np.ndarray | None = None,
+) -> dict:
+    """Mean risk, accuracy, cost and violation rate of the policies chosen in the trials.
+
+    A violation is a trial whose *certified* policy has true risk above alpha; a trial
+    that certified nothing claims nothing (``certified`` False), so it cannot violate.
+    """
+    exceeded = risks[indices] > alpha
+    if certified is not None:
+        exceeded &= np.asarray(certified, dtype=bool)
+    violation, violation_se = rate_and_error(exceeded)
     mean_cost = float(np.mean(costs[indices]))
     return {
         "violation_rate": violation,
@@ -283,7 +299,9 @@ def certified_records(
     -------
     list of dict
         Fields alpha, objective, policy, violation_rate, risk, accuracy, mean_cost,
-        reference, reference_accuracy, reference_cost, cost_share, refused, and the
+        reference, reference_accuracy, reference_cost, cost_share, refused (share of
+        trials where nothing cheaper than the reference was certified), uncertified
+        (share where nothing at all was, the reference then served uncertified), and the
         baselines ``uncorrected``, ``best_single``, ``all_models_vote``.
     """
     known = ~np.isnan(pool.labels).any(axis=1)
@@ -308,7 +326,7 @@ def certified_records(
     resamples = rng.integers(0, pool.n_queries, size=(settings.n_trials, settings.n_cal))
     records = []
     for alpha in settings.alphas:
-        chosen, refused, uncorrected = [], [], []
+        chosen, refused, uncertified, uncorrected = [], [], [], []
         for rows in resamples:
             certificate = certify(
                 family.policies,
@@ -324,12 +342,17 @@ def certified_records(
             )
             chosen.append(certificate.index)
             refused.append(certificate.only_fallback)
+            uncertified.append(not certificate.certified)
             uncorrected.append(uncorrected_choice(losses[rows], costs[rows], alpha))
         chosen_arr = np.asarray(chosen)
-        summary = _summary(chosen_arr, risks, accuracies, mean_costs, alpha, ref_cost)
+        summary = _summary(
+            chosen_arr, risks, accuracies, mean_costs, alpha, ref_cost, ~np.asarray(uncertified)
+        )
         common, count = Counter(chosen).most_common(1)[0]
         feasible = np.flatnonzero(risks <= alpha)
-        hindsight = int(feasible[np.argmin(mean_costs[feasible])])
+        hindsight = (
+            None if feasible.size == 0 else int(feasible[np.argmin(mean_costs[feasible])])
+        )
         records.append(
             {
                 "alpha": alpha,
@@ -341,6 +364,7 @@ def certified_records(
                 "reference_accuracy": ref_accuracy,
                 "reference_cost": ref_cost,
                 "refused": float(np.mean(refused)),
+                "uncertified": float(np.mean(uncertified)),
                 "delta": settings.delta,
                 "n_cal": settings.n_cal,
                 "trials": settings.n_trials,
@@ -351,7 +375,9 @@ def certified_records(
                 "uncorrected": _summary(
                     np.asarray(uncorrected), risks, accuracies, mean_costs, alpha, ref_cost
                 ),
-                "hindsight_best": {
+                "hindsight_best": None
+                if hindsight is None
+                else {
                     "policy": family.policies[hindsight].describe(names),
                     "risk": float(risks[hindsight]),
                     "accuracy": float(accuracies[hindsight]),
@@ -437,7 +463,13 @@ def _sentence(record: dict) -> str:
         f"{record['accuracy']:.3f} vs {record['reference_accuracy']:.3f}, violation rate "
         f"{record['violation_rate']:.3f})"
     )
-    if record["refused"] >= 0.5:
+    if record.get("uncertified", 0.0) >= 0.5:
+        return (
+            f"{task}alpha {record['alpha']:g}: nothing, not even {reference} alone, could be "
+            f"certified in {100 * record['uncertified']:.0f} % of trials; {reference} is "
+            f"served without a certificate {measured}."
+        )
+    if record["refused"] >= 0.5 and record["cost_share"] <= 1.0:
         return (
             f"{task}alpha {record['alpha']:g}: no saving could be certified against "
             f"{reference} in {100 * record['refused']:.0f} % of trials, so {reference} itself "

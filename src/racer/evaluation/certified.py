@@ -222,7 +222,7 @@ def certify_dataset(
     """Certify ``family`` on calibration data; the cheapest certified policy."""
     data = policy_data(calibration, scores, family.answer_kind)
     losses, costs = family.losses(data)
-    bound = resolve_bound(bound, losses)
+    bound = resolve_bound(bound, calibration)
     order = np.arange(len(family.policies))
     return certify(
         family.policies,
@@ -238,12 +238,16 @@ def certify_dataset(
     )
 
 
-def resolve_bound(bound: str, losses: np.ndarray) -> str:
-    """``"auto"``: the binomial bound for 0/1 losses, Hoeffding-Bentkus for graded ones."""
+def resolve_bound(bound: str, dataset: RoutingDataset) -> str:
+    """``"auto"``: the binomial bound for 0/1 labels, Hoeffding-Bentkus for graded quality.
+
+    Decided by the kind of data (graded ``quality`` or labels), never by the values a
+    sample happens to hold: a graded task whose sample is all 0/1 still needs a bound
+    valid for graded losses.
+    """
     if bound != "auto":
         return bound
-    losses = np.asarray(losses)
-    return "binomial" if np.all((losses == 0) | (losses == 1)) else "hb"
+    return "binomial" if dataset.quality is None else "hb"
 
 
 def _summary(
@@ -314,7 +318,7 @@ def certified_records(
     outcomes = simulate_all(family.policies, data)
     losses, costs = loss_and_cost(outcomes, data.quality, family.objective, family.reference)
     risks, mean_costs = losses.mean(axis=0), costs.mean(axis=0)
-    bound = resolve_bound(settings.bound, losses)
+    bound = resolve_bound(settings.bound, pool)
     accuracies = np.array([served_accuracy(o.served, pool.labels).mean() for o in outcomes])
     ref_cost = float(mean_costs[family.fallback_index])
     ref_accuracy = float(accuracies[family.fallback_index])

@@ -493,21 +493,37 @@ def _sentence(record: dict) -> str:
 
 def _comparison_table(records: list[dict]) -> list[str]:
     """Certified policy against the uncorrected choice, per alpha (markdown)."""
-    header = (
-        "| task | alpha | FWER | certified: accuracy | cost share | violation | refused "
-        "| uncorrected: accuracy | cost share | violation |"
-    )
-    rows = [header, "|" + "---|" * 10]
+    with_task = any(record.get("task") for record in records)
+    columns = [
+        *(["task"] if with_task else []),
+        "alpha",
+        "FWER",
+        "certified: accuracy",
+        "cost share",
+        "violation",
+        "refused",
+        "uncorrected: accuracy",
+        "cost share",
+        "violation",
+    ]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    nan = float("nan")
     for record in records:
-        nan = float("nan")
         raw = {"accuracy": nan, "cost_share": nan, "violation_rate": nan}
         raw.update(record.get("uncorrected") or {})
-        rows.append(
-            f"| {record.get('task', '')} | {record['alpha']:g} | {record.get('method', '')} "
-            f"| {record['accuracy']:.3f} | {record['cost_share']:.2f} "
-            f"| {record['violation_rate']:.3f} | {record['refused']:.2f} "
-            f"| {raw['accuracy']:.3f} | {raw['cost_share']:.2f} | {raw['violation_rate']:.3f} |"
-        )
+        cells = [
+            *([record.get("task", "")] if with_task else []),
+            f"{record['alpha']:g}",
+            record.get("method", ""),
+            f"{record['accuracy']:.3f}",
+            f"{record['cost_share']:.2f}",
+            f"{record['violation_rate']:.3f}",
+            f"{record['refused']:.2f}",
+            f"{raw['accuracy']:.3f}",
+            f"{raw['cost_share']:.2f}",
+            f"{raw['violation_rate']:.3f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 

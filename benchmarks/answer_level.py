@@ -11,12 +11,14 @@ family (cheapest policy with calibration regret <= alpha, no bound) and the
 hindsight-best policy (cheapest with pool regret <= alpha; not a result). With
 ``--fwer all`` the table repeats for fixed-sequence, Holm and Bonferroni testing. Per
 task, one line says which aggregator over all models wins on the pool (best / vote /
-log-odds, training-accuracy weights).
+log-odds, training-accuracy weights). With ``--router NAME`` the family also holds
+router-weighted cascades and RACER's parallel sets, the router's training scores
+cross-fitted on the training part (:func:`racer.evaluation.certified.cross_fitted_scores`).
 
 Usage::
 
     python benchmarks/answer_level.py [--data ../shared/data] [--trials 200]
-        [--fwer fixed_sequence|bonferroni|holm|all] [--output FILE.md]
+        [--fwer fixed_sequence|bonferroni|holm|all] [--router knn] [--output FILE.md]
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ import numpy as np
 
 from racer.data.load import concat_datasets
 from racer.data.routerbench import load_routerbench
-from racer.evaluation.certified import CertifiedSettings, certified_records
+from racer.evaluation.certified import (
+    CertifiedSettings,
+    certified_records,
+    cross_fitted_scores,
+)
 from racer.policies.certify import FWER_METHODS
 
 TASKS = {"ARC-Challenge": "arc_challenge", "MBPP": "mbpp"}
@@ -56,12 +62,14 @@ def main() -> None:
     parser.add_argument("--train-share", type=float, default=0.6)
     parser.add_argument("--n-cal", type=int, default=600)
     parser.add_argument("--fwer", choices=[*FWER_METHODS, "all"], default="fixed_sequence")
+    parser.add_argument("--router", default=None, help="add router policies (e.g. knn)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     lines = [
         f"Certified regret against {REFERENCE}: delta 0.1, {args.trials} validity trials, "
-        "binomial p-values, policies ordered along the training front (safest first).",
+        "binomial p-values, policies ordered along the training front (safest first); "
+        + ("no router policies." if args.router is None else f"router policies: {args.router}."),
         "",
         "| task | FWER | alpha | cost share | accuracy | gpt-4 accuracy | violation rate "
         "| refused | uncorrected share (violation) | hindsight share | n_cal / pool |",
@@ -79,11 +87,17 @@ def main() -> None:
         train = full_train.subset(rows[:cut])
         pool = concat_datasets([full_train.subset(rows[cut:]), test], name=f"{stem} pool")
         n_cal = min(args.n_cal, int(0.7 * pool.n_queries))
+        scores = (None, None)
+        if args.router is not None:
+            scores = cross_fitted_scores(args.router, train, pool)
         for method in methods:
             settings = CertifiedSettings(
                 "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal, method=method
             )
-            for record in certified_records(train, pool, settings):
+            records = certified_records(
+                train, pool, settings, train_scores=scores[0], pool_scores=scores[1]
+            )
+            for record in records:
                 lines.append(_row(task, record))
                 print(lines[-1], flush=True)
                 print(f"    certified (most trials): {record['policy']}", flush=True)

@@ -22,6 +22,8 @@ from racer.serve.monitor import RiskMonitor
 MODELS = ("alpha-small", "beta-medium", "gamma-large")
 KEY = "gateway-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN_KEY = "gateway-admin-key"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
@@ -37,16 +39,35 @@ class TableRouter:
 
 
 class FixedThreshold:
-    """A calibration stand-in: invoke every model scored at least ``1 - threshold_``."""
+    """A calibration stand-in: invoke every model scored at least ``1 - threshold_``.
+
+    Column 0 (abstain score ``1 - max score``): the flag when it also passes the
+    threshold (mode "flag"), the abstain decision when it reaches ``abstain_threshold_``
+    (mode "strict"), False (mode "off").
+    """
 
     alpha = 0.1
     delta = 0.1
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, mode: str = "off", abstain_threshold: float = 0.5):
         self.threshold_ = threshold
+        self.abstention_mode_ = mode
+        self.abstain_threshold_ = abstain_threshold if mode == "strict" else None
 
-    def predict(self, scores: np.ndarray, *, abstain_scores: Any = None) -> np.ndarray:
-        return np.asarray(scores) >= 1 - self.threshold_
+    def predict(
+        self, scores: np.ndarray, *, include_abstain: bool = False, abstain_scores: Any = None
+    ) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        invoked = scores >= 1 - self.threshold_
+        s0 = 1 - scores.max(axis=1, keepdims=True)
+        if self.abstention_mode_ == "flag":
+            column_0 = s0 >= 1 - self.threshold_
+        elif self.abstention_mode_ == "strict":
+            column_0 = s0 >= self.abstain_threshold_
+        else:
+            column_0 = np.zeros_like(s0, dtype=bool)
+        decision = np.hstack([column_0, invoked])
+        return decision if include_abstain else decision[:, 1:]
 
 
 def completion(text: str, prompt_tokens: int = 10, completion_tokens: int = 5) -> httpx.Response:
@@ -70,6 +91,7 @@ def answering(text: str) -> Handler:
             chunks = [
                 {"id": "up", "choices": [{"index": 0, "delta": {"content": text[:2]}}]},
                 {"id": "up", "choices": [{"index": 0, "delta": {"content": text[2:]}}]},
+                {"id": "up", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
                 {"id": "up", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
             ]
             body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -109,6 +131,39 @@ def sequence(*handlers: Handler) -> Handler:
     return handle
 
 
+def delayed(seconds: float, handler: Handler) -> Handler:
+    """``handler``, answering ``seconds`` late (a slow or, with a long delay, hung upstream)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(seconds)
+        return await handler(request)
+
+    return handle
+
+
+def tool_call(name: str = "get_weather", text: str | None = None) -> Handler:
+    """An upstream answering with one tool call (and ``text`` as content, or null)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": name, "arguments": '{"city": "Paris"}'},
+        }
+        message = {"role": "assistant", "content": text, "tool_calls": [call]}
+        return httpx.Response(
+            200,
+            json={
+                "id": "up",
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+            },
+        )
+
+    return handle
+
+
 def counting(handler: Handler, counter: dict[str, int], name: str) -> Handler:
     """``handler``, counting its calls in ``counter[name]``."""
 
@@ -128,6 +183,7 @@ def build_gateway(
     backend_defaults: Mapping[str, Any] | None = None,
     log_url: str = "sqlite:///:memory:",
     max_request_bytes: int = 1_000_000,
+    calibration: FixedThreshold | None = None,
 ) -> tuple[Gateway, Any]:
     """A gateway over fake upstreams (one per model of ``MODELS``) and its FastAPI app."""
     config = parse_config(
@@ -144,21 +200,22 @@ def build_gateway(
                 for m in MODELS
             ],
             "routes": [{"name": "racer", "artifact": "unused", **(route or {})}],
-            "auth": {"api_keys": [KEY]},
+            "auth": {"api_keys": [KEY], "admin_keys": [ADMIN_KEY]},
             "decision_log": {"url": log_url},
         }
     )
     backends = {
         b.name: Backend(b, transport=httpx.MockTransport(handlers[b.name])) for b in config.backends
     }
-    calibration = FixedThreshold()
+    calibration = calibration or FixedThreshold()
     gateway = Gateway(
         config,
         {"racer": Route(config.routes[0], router, calibration, MODELS, RiskMonitor(0.1, 0.05))},
         backends,
         DecisionLog(config.decision_log.url),
     )
-    return gateway, create_app(gateway, config.auth.resolve_keys())
+    keys = config.auth.resolve_keys()
+    return gateway, create_app(gateway, keys, config.auth.resolve_admin_keys())
 
 
 def chat(query: str, **extra: Any) -> dict[str, Any]:

@@ -356,6 +356,7 @@ def test_export_needs_audited_decisions(tmp_path):
 
 def test_alarm_names_the_recalibration_command(caplog):
     """Feedback that breaks the promise: the log and /metrics say how to recalibrate."""
+    from serve_fakes import ADMIN as ADMIN_AUTH
     from serve_fakes import MODELS, TableRouter, answering, chat, serving
 
     router = TableRouter({}, default=[0.9, 0.2, 0.1])
@@ -376,7 +377,7 @@ def test_alarm_names_the_recalibration_command(caplog):
                     "SELECT COUNT(*), COUNT(response) FROM audit_responses"
                 ).fetchone()
             )
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get("/metrics", headers=ADMIN_AUTH)).text  # admin only
             return states, rows, metrics
 
     with caplog.at_level("WARNING", logger="racer.serve"):

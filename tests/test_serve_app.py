@@ -10,7 +10,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from serve_fakes import KEY, MODELS, TableRouter, answering, build_gateway, chat, failing, serving
+from serve_fakes import (
+    ADMIN,
+    KEY,
+    MODELS,
+    TableRouter,
+    answering,
+    build_gateway,
+    chat,
+    failing,
+    serving,
+)
 
 from racer.serve.backends import Backend
 from racer.serve.config import BackendConfig
@@ -34,8 +44,10 @@ async def test_requests_without_a_valid_gateway_key_get_401(headers):
             response = await client.request(method, path, json=body, headers=headers)
             assert response.status_code == 401, path
             assert response.json()["error"]["type"] == "authentication_error"
-        assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/metrics")).status_code == 200
+        bare = await client.get("/healthz", headers=headers)
+        assert bare.status_code == 200 and bare.json() == {"status": "ok"}
+        for path in ("/metrics", "/openapi.json", "/docs"):
+            assert (await client.get(path, headers=headers)).status_code == 401, path
 
 
 @pytest.mark.asyncio
@@ -86,8 +98,8 @@ async def test_models_health_and_metrics_describe_the_gateway():
         await client.post("/v1/chat/completions", json=chat("q"))
         await client.post("/v1/chat/completions", json=chat("hard"))
         models = (await client.get("/v1/models")).json()
-        health = (await client.get("/healthz")).json()
-        metrics = (await client.get("/metrics")).text
+        health = (await client.get("/healthz", headers=ADMIN)).json()
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
     assert models["data"][0]["id"] == "racer" and models["object"] == "list"
     assert health["routes"]["racer"]["models"] == list(MODELS)
     assert health["routes"]["racer"]["monitor"]["n_feedback"] == 0
@@ -121,8 +133,8 @@ async def test_upstream_keys_never_reach_responses_metrics_or_logs(monkeypatch, 
         with caplog.at_level(logging.DEBUG):
             answer = await client.post("/v1/chat/completions", json=chat("q"))
             failed = await client.post("/v1/chat/completions", json={**chat("q"), "model": "x"})
-        metrics = (await client.get("/metrics")).text
-        health = (await client.get("/healthz")).text
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
+        health = (await client.get("/healthz", headers=ADMIN)).text
     assert seen_headers == [f"Bearer {secret}"]
     assert "bad key ***" in answer.json()["racer"]["backends"][A]["error"]
     for text in (answer.text, failed.text, metrics, health, caplog.text):
@@ -149,7 +161,7 @@ def live_gateway():
 
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error(live_gateway):
-    schema = schemathesis.openapi.from_url(f"{live_gateway}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{live_gateway}/openapi.json", headers=ADMIN)
     failures, answered = [], []
 
     def call(case: schemathesis.Case) -> None:
@@ -178,3 +190,61 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(live_gateway):
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/feedback"}
     assert not failures, failures[:3]
     assert answered, "no generated request reached the routing pipeline"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"temperature": 99}, "temperature"),
+        ({"stream": 0}, "stream"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ("lone surrogate", "not valid Unicode"),
+    ],
+)
+async def test_openai_fields_are_validated_and_bad_text_is_400(extra, field):
+    async with serving(UPSTREAMS, ROUTER) as (client, _):
+        if extra == "lone surrogate":  # JSON may escape one; it is not text
+            body = b'{"model": "racer", "messages": [{"role": "user", "content": "\\ud800"}]}'
+            headers = {"content-type": "application/json"}
+            response = await client.post("/v1/chat/completions", content=body, headers=headers)
+        else:
+            response = await client.post("/v1/chat/completions", json={**chat("q"), **extra})
+    assert response.status_code == 400 and field in response.json()["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_models_can_be_retrieved_one_by_one():
+    async with serving(UPSTREAMS, ROUTER) as (client, _):
+        found = await client.get("/v1/models/racer")
+        missing = await client.get("/v1/models/gpt-9")
+    assert found.status_code == 200 and found.json()["id"] == "racer"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.asyncio
+async def test_feedback_is_only_taken_from_the_requesting_key_or_an_admin():
+    async with serving(UPSTREAMS, ROUTER) as (client, gateway):
+        answer = (await client.post("/v1/chat/completions", json=chat("q"))).json()
+        other = {"Authorization": "Bearer another-client-key"}
+        gateway_keys = {KEY, "another-client-key"}
+        from racer.serve.app import create_app
+
+        app = create_app(gateway, frozenset(gateway_keys), frozenset({"gateway-admin-key"}))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as second:
+            refused = await second.post(
+                "/v1/feedback", json={"id": answer["id"], "correct": True}, headers=other
+            )
+            taken = await second.post(
+                "/v1/feedback", json={"id": answer["id"], "correct": True}, headers=ADMIN
+            )
+        huge = await client.post("/v1/feedback", json={"id": "x" * 900_000, "correct": True})
+        model = await client.post(
+            "/v1/chat/completions", json={**chat("q"), "model": "m" * 900_000}
+        )
+    assert refused.status_code == 404 and taken.status_code == 200
+    assert huge.status_code == 400 and len(huge.content) < 2_000
+    assert model.status_code == 404 and len(model.content) < 2_000

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import os
+import sqlite3
+import stat
 
 import pytest
 
@@ -45,10 +48,9 @@ def log_url(request, tmp_path) -> str:
 def test_decisions_and_feedback_are_stored_and_survive_a_restart(log_url):
     url = log_url
     log = DecisionLog(url)
-    log.record(decision("a"))
-    log.record(decision("b", route="other"))
 
     async def feedback():
+        assert await log.record(decision("a")) and await log.record(decision("b", route="other"))
         first = await log.add_feedback(FeedbackRecord("b", 2.0, False, None, 1.0))
         second = await log.add_feedback(FeedbackRecord("a", 3.0, None, {"m1": True}, 0.0))
         duplicate = await log.add_feedback(FeedbackRecord("a", 4.0, True, None, 0.0))
@@ -60,14 +62,43 @@ def test_decisions_and_feedback_are_stored_and_survive_a_restart(log_url):
     log.close()
     reopened = DecisionLog(url)
     assert reopened.count() == 2 and reopened.count("feedback") == 2
-    assert reopened.feedback_losses() == [("other", 1.0), ("racer", 0.0)]
+    losses = reopened.feedback_losses()
+    assert [(route, loss) for _, route, loss in losses] == [("other", 1.0), ("racer", 0.0)]
+    assert reopened.feedback_losses(after=losses[0][0]) == losses[1:]
     reopened.close()
 
 
-def test_prompts_can_be_left_out():
-    log = DecisionLog("sqlite:///:memory:", store_prompts=False)
-    log.record(decision("a", query="private"))
-    assert asyncio.run(log.find("a")).query is None
+@pytest.mark.parametrize(
+    ("store", "stored"),
+    [(False, None), ("hash", "sha256:" + hashlib.sha256(b"private").hexdigest())],
+)
+def test_prompts_can_be_left_out_or_hashed(store, stored):
+    log = DecisionLog("sqlite:///:memory:", store_prompts=store)
+    log.record_nowait(decision("a", query="private"))
+    assert asyncio.run(log.find("a")).query == stored
+    log.close()
+
+
+def test_sqlite_files_are_private_to_their_owner(tmp_path):
+    path = tmp_path / "log.sqlite3"
+    log = DecisionLog(f"sqlite:///{path}")
+    asyncio.run(log.record(decision("a")))
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    log.close()
+    assert modes and all(mode == 0o600 for mode in modes.values()), modes
+
+
+def test_concurrent_records_are_committed_before_they_return(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    log = DecisionLog(url)
+
+    async def many() -> list[bool]:
+        return await asyncio.gather(*(log.record(decision(f"d{i}")) for i in range(200)))
+
+    assert all(asyncio.run(many()))
+    other = sqlite3.connect(tmp_path / "log.sqlite3")  # another connection sees them all
+    assert other.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 200
+    other.close()
     log.close()
 
 

@@ -9,6 +9,7 @@ import logging
 import httpx
 import pytest
 from serve_fakes import (
+    ADMIN,
     MODELS,
     TableRouter,
     answering,
@@ -38,8 +39,11 @@ def handlers(**overrides):
 
 
 def sse_events(text: str) -> list[dict]:
+    """The JSON events of a stream; a normal end ([DONE]) unless the last one is an error."""
     payloads = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
-    assert payloads[-1] == "[DONE]"
+    if payloads[-1] != "[DONE]":
+        assert "error" in json.loads(payloads[-1]), "a stream without [DONE] must end in error"
+        return [json.loads(p) for p in payloads]
     return [json.loads(p) for p in payloads[:-1]]
 
 
@@ -201,6 +205,9 @@ async def test_every_decision_is_logged_and_feedback_feeds_the_monitor(caplog):
         assert first.status_code == 200 and first.json()["loss"] == 0.0
         again = await client.post("/v1/feedback", json={"id": ids[0], "correct": False})
         assert again.status_code == 409
+        repeated = await client.post("/v1/feedback", json={"id": ids[0], "correct": True})
+        assert repeated.status_code == 200 and repeated.json()["repeated"]
+        assert repeated.json()["monitor"]["n_feedback"] == 1
         unknown = await client.post("/v1/feedback", json={"id": "nope", "correct": True})
         assert unknown.status_code == 404
         bad_name = await client.post(
@@ -212,7 +219,7 @@ async def test_every_decision_is_logged_and_feedback_feeds_the_monitor(caplog):
                 state = (
                     await client.post("/v1/feedback", json={"id": decision_id, "correct": False})
                 ).json()["monitor"]
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
         assert gateway.decision_log.count("feedback") == 12
     assert state["alarm"] and state["n_feedback"] == 12
     assert state["risk_lower_bound"] > 0.1
@@ -240,11 +247,14 @@ def _decision(invoked: list[str], abstained: bool = False) -> DecisionRecord:
 def test_the_misrouting_loss_follows_the_method():
     in_set = FeedbackRequest(id="id", models_correct={A: False, B: True, C: True})
     only_outside = FeedbackRequest(id="id", models_correct={A: False, C: True})
-    nobody = FeedbackRequest(id="id", models_correct={A: False, B: False})
+    nobody = FeedbackRequest(id="id", models_correct={A: False, B: False, C: False})
+    unknown_c = FeedbackRequest(id="id", models_correct={A: False, B: False})
     assert misrouting_loss(_decision([A, B]), in_set, MODELS) == 0.0
     assert misrouting_loss(_decision([A, B]), only_outside, MODELS) == 1.0
     assert misrouting_loss(_decision([], abstained=True), only_outside, MODELS) == 1.0
     assert misrouting_loss(_decision([], abstained=True), nobody, MODELS) == 0.0
+    # C's label is unknown: it may be the good one, so abstaining counts as a misroute.
+    assert misrouting_loss(_decision([], abstained=True), unknown_c, MODELS) == 1.0
     wrong_answer = FeedbackRequest(id="id", correct=False)
     assert misrouting_loss(_decision([A]), wrong_answer, MODELS) == 1.0
 
@@ -271,6 +281,7 @@ async def test_a_stream_broken_upstream_or_left_by_the_client_is_still_logged():
             (await client.post("/v1/chat/completions", json=chat("q", stream=True))).text
         )
         assert events[0]["choices"][0]["delta"]["content"] == "he"
+        assert events[-1]["error"]["code"] == "stream_interrupted"
         assert "stream interrupted (JSONDecodeError" in events[-1]["racer"]["backends"][A]["error"]
 
         request = ChatCompletionRequest.model_validate(chat("q", stream=True))

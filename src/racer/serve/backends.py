@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from racer.serve.breaker import CircuitBreaker
 from racer.serve.config import BackendConfig, ConfigError
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -34,17 +35,28 @@ class BackendCall:
     backend : str
         The backend's configured name.
     text : str or None
-        The answer, None when the call failed.
+        The answer's text content; None when the call failed, and for an answer
+        without text (a tool call with ``content: null``: see ``message``).
     latency_s : float
         Wall time from the first attempt to the answer or the final failure.
     attempts : int
-        How many HTTP attempts were made.
+        How many HTTP attempts were made (0: the circuit breaker refused the call).
     prompt_tokens, completion_tokens : int or None
         Token usage reported by the upstream, None when it reported none.
     cost_usd : float or None
         Dollars from the usage and the configured per-token prices.
     error : str or None
         Why the call failed ("HTTP 500: ...", "timed out after 2 s", ...).
+    message : dict or None
+        The upstream's whole assistant message (``content``, ``tool_calls``, ...).
+    finish_reason : str or None
+        The upstream's ``finish_reason``.
+    status : int or None
+        The last HTTP status of a failed call (429: rate-limited).
+    retry_after_s : float or None
+        The upstream's ``Retry-After`` of a rate-limited call.
+    abandoned : bool
+        The set's answer was final before this member answered (see ``completion``).
     """
 
     backend: str
@@ -55,11 +67,23 @@ class BackendCall:
     completion_tokens: int | None = None
     cost_usd: float | None = None
     error: str | None = None
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    status: int | None = None
+    retry_after_s: float | None = None
+    abandoned: bool = False
 
     @property
     def ok(self) -> bool:
         """Whether the backend answered."""
         return self.error is None
+
+    @property
+    def has_tool_calls(self) -> bool:
+        """Whether the answer is (or holds) a tool or function call."""
+        return bool(
+            self.message and (self.message.get("tool_calls") or self.message.get("function_call"))
+        )
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready report of this call for the ``racer`` response object."""
@@ -71,6 +95,7 @@ class BackendCall:
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd,
             "error": self.error,
+            "abandoned": self.abandoned,
         }
 
 
@@ -84,32 +109,61 @@ class UpstreamError(Exception):
         retryable: bool,
         retry_after_s: float | None = None,
         attempts: int = 0,
+        status: int | None = None,
+        counts: bool = True,
     ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.attempts = attempts
+        self.status = status
+        self.counts = counts  # whether it says the backend is unhealthy (not a 429)
 
 
 @dataclass
 class UpstreamStream:
-    """An open streaming response (status already checked); iterate, then :meth:`aclose`."""
+    """An open streaming response (status already checked); iterate, then :meth:`aclose`.
+
+    ``deadline`` (``time.perf_counter`` seconds) ends the whole stream: :meth:`lines`
+    raises ``TimeoutError`` when the next line has not come by then.
+    """
 
     response: httpx.Response
     started: float
     attempts: int
-    _release: asyncio.Semaphore = field(repr=False)
+    deadline: float
+    _backend: Backend = field(repr=False)
+    _closed: bool = field(default=False, repr=False)
+    _lines: AsyncIterator[str] | None = field(default=None, repr=False)
 
-    def lines(self) -> AsyncIterator[str]:
-        """The raw SSE lines of the upstream stream."""
-        return self.response.aiter_lines()
+    async def lines(self) -> AsyncIterator[str]:
+        """The raw SSE lines of the upstream stream, each within the deadline."""
+        if self._lines is None:  # one iterator: a second call goes on where the first stopped
+            self._lines = self.response.aiter_lines().__aiter__()
+        iterator = self._lines
+        while True:
+            remaining = self.deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError("stream deadline passed")
+            try:
+                line = await asyncio.wait_for(iterator.__anext__(), remaining)
+            except StopAsyncIteration:
+                return
+            yield line
 
-    async def aclose(self) -> None:
-        """Close the upstream response and free its concurrency slot."""
+    async def aclose(self, ok: bool | None = None) -> None:
+        """Close the upstream response, free its slot and tell the breaker how it went.
+
+        ``ok`` None: the stream ended for a reason that says nothing of the backend.
+        """
+        if self._closed:
+            return
+        self._closed = True
         try:
             await self.response.aclose()
         finally:
-            self._release.release()
+            self._backend._slots.release()
+            self._backend._settle(ok)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -168,6 +222,7 @@ class Backend:
         )
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._url = httpx.URL(f"{config.base_url}/chat/completions")
+        self.breaker = CircuitBreaker(config.breaker_failures, config.cooldown_s)
 
     @property
     def name(self) -> str:
@@ -193,10 +248,10 @@ class Backend:
             payload["stream_options"] = {"include_usage": True}
         return payload
 
-    def _describe(self, error: Exception) -> UpstreamError:
+    def _describe(self, error: BaseException) -> UpstreamError:
         if isinstance(error, UpstreamError):
             return error
-        if isinstance(error, httpx.TimeoutException):
+        if isinstance(error, (httpx.TimeoutException, TimeoutError)):
             return UpstreamError(
                 f"timed out after {self.config.timeout_s:g} s ({type(error).__name__})",
                 retryable=False,
@@ -219,6 +274,8 @@ class Backend:
             f"HTTP {response.status_code}: {str(detail)[:_ERROR_TEXT_LIMIT]}",
             retryable=response.status_code in RETRYABLE_STATUS,
             retry_after_s=_retry_after(response),
+            status=response.status_code,
+            counts=response.status_code != 429,
         )
 
     def _backoff(self, attempt: int, error: UpstreamError) -> float:
@@ -227,33 +284,76 @@ class Backend:
             wait = max(wait, error.retry_after_s)
         return min(wait, self.config.max_backoff_s)
 
-    async def _send(self, payload: dict[str, Any], stream: bool) -> tuple[httpx.Response, int]:
-        """Send with retries; return the open response (its slot held) and the attempts."""
+    def _settle(self, ok: bool | None) -> None:
+        """Tell the breaker how a call ended (None: it says nothing about the backend)."""
+        if ok is None:
+            self.breaker.release()
+        elif ok:
+            self.breaker.success()
+        else:
+            self.breaker.failure()
+
+    def _refused(self) -> UpstreamError:
+        return UpstreamError(
+            f"circuit open after repeated failures; next probe in {self.breaker.retry_in():.1f} s",
+            retryable=False,
+            counts=False,
+        )
+
+    async def _attempts(
+        self, payload: dict[str, Any], stream: bool
+    ) -> tuple[httpx.Response, Any, int, float]:
+        """Send with retries (only before any answer byte); hold the slot on success.
+
+        Returns the response, the parsed JSON body (None when streaming), the number
+        of attempts and the attempt's deadline (``time.perf_counter`` seconds).
+        """
         attempts = 0
+        retries = 0 if self.breaker.probing else self.config.retries
         while True:
             attempts += 1
             await self._slots.acquire()
             response = None
+            deadline = time.perf_counter() + self.config.timeout_s
+            answered = False  # a 2xx status arrived: from now on, never retry
             try:
-                request = self._client.build_request("POST", self._url, json=payload)
-                response = await self._client.send(request, stream=stream)
-                await self._check_status(response)
-                return response, attempts
+                async with asyncio.timeout(self.config.timeout_s):
+                    request = self._client.build_request("POST", self._url, json=payload)
+                    response = await self._client.send(request, stream=True)
+                    await self._check_status(response)
+                    answered = True
+                    if stream:
+                        return response, None, attempts, deadline
+                    body = json.loads(await response.aread())
+                await response.aclose()
+                self._slots.release()
+                return response, body, attempts, deadline
             except BaseException as raw:  # free the slot even when cancelled
                 if response is not None:
                     await response.aclose()
                 self._slots.release()
                 if not isinstance(raw, Exception):
                     raise
-                error = self._describe(raw)  # every failure becomes a described UpstreamError
-                if not error.retryable or attempts > self.config.retries:
+                if answered and not isinstance(raw, TimeoutError):
+                    kind = type(raw).__name__
+                    error = UpstreamError(
+                        f"malformed or interrupted upstream answer ({kind})", retryable=False
+                    )
+                else:
+                    error = self._describe(raw)  # every failure becomes an UpstreamError
+                if not error.retryable or attempts > retries:
                     raise UpstreamError(
-                        self.redact(str(error)), retryable=False, attempts=attempts
+                        self.redact(str(error)),
+                        retryable=False,
+                        attempts=attempts,
+                        status=error.status,
+                        retry_after_s=error.retry_after_s,
+                        counts=error.counts,
                     ) from None
                 await asyncio.sleep(self._backoff(attempts - 1, error))
 
     async def complete(self, request: dict[str, Any]) -> BackendCall:
-        """Send a (non-streaming) chat completion; never raises.
+        """Send a (non-streaming) chat completion; never raises (except when cancelled).
 
         Parameters
         ----------
@@ -261,25 +361,33 @@ class Backend:
             The client's OpenAI request body; ``model`` and ``stream`` are replaced.
         """
         started = time.perf_counter()
+        if not self.breaker.admit():
+            return BackendCall(self.name, None, 0.0, 0, error=str(self._refused()))
         attempts = 0
         try:
-            response, attempts = await self._send(self._payload(request, stream=False), False)
-            try:
-                body = response.json()
-            finally:
-                self._slots.release()
-            text = body["choices"][0]["message"]["content"]
-            if not isinstance(text, str):
-                raise UpstreamError("upstream answer has no text content", retryable=False)
+            _, body, attempts, _ = await self._attempts(self._payload(request, False), False)
+            choice = body["choices"][0]
+            message = choice["message"]
+            if not isinstance(message, dict):
+                raise TypeError("message is not an object")
+            text = message.get("content")
+            if not (
+                isinstance(text, str) or message.get("tool_calls") or message.get("function_call")
+            ):
+                raise UpstreamError("upstream answer has no content or tool call", retryable=False)
         except UpstreamError as error:
+            self._settle(False if error.counts else None)
             return BackendCall(
                 self.name,
                 None,
                 time.perf_counter() - started,
                 error.attempts or attempts,
                 error=str(error),
+                status=error.status,
+                retry_after_s=error.retry_after_s,
             )
-        except (ValueError, KeyError, IndexError, TypeError) as error:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+            self._settle(False)
             return BackendCall(
                 self.name,
                 None,
@@ -287,28 +395,59 @@ class Backend:
                 attempts,
                 error=self.redact(f"malformed upstream response ({type(error).__name__})"),
             )
+        except BaseException:
+            self._settle(None)
+            raise
+        self._settle(True)
         prompt_tokens, completion_tokens = _usage_tokens(body)
         return BackendCall(
             self.name,
-            text,
+            text if isinstance(text, str) else None,
             time.perf_counter() - started,
             attempts,
             prompt_tokens,
             completion_tokens,
             self.cost(prompt_tokens, completion_tokens),
+            message=message,
+            finish_reason=choice.get("finish_reason"),
         )
 
     async def open_stream(self, request: dict[str, Any]) -> UpstreamStream:
         """Open a streaming chat completion, retrying until the status is good.
 
+        The answer must be an event stream (``text/event-stream``); anything else is
+        a failure here, before the client has received a byte.
+
         Raises
         ------
         UpstreamError
-            When every attempt failed (the message says why).
+            When every attempt failed or the breaker is open (the message says why).
         """
         started = time.perf_counter()
-        response, attempts = await self._send(self._payload(request, stream=True), True)
-        return UpstreamStream(response, started, attempts, self._slots)
+        if not self.breaker.admit():
+            raise self._refused()
+        try:
+            response, _, attempts, deadline = await self._attempts(
+                self._payload(request, stream=True), True
+            )
+        except UpstreamError as error:
+            self._settle(False if error.counts else None)
+            raise
+        except BaseException:
+            self._settle(None)
+            raise
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            await response.aclose()
+            self._slots.release()
+            self._settle(False)
+            raise UpstreamError(
+                f"upstream answered a stream request without an event stream "
+                f"(content-type {content_type[:60]!r})",
+                retryable=False,
+                attempts=attempts,
+            )
+        return UpstreamStream(response, started, attempts, deadline, self)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

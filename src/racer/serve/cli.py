@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,29 +37,84 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Listen port; default: server.port of the file.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes. With more than one, metrics are aggregated across "
+            "workers and every monitor follows the shared decision log.",
+        ),
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve a RACER artifact as an OpenAI-compatible routing gateway."""
     _require_serve_extra()
     import uvicorn
 
-    from racer.serve.app import app_from_config
     from racer.serve.config import ConfigError, load_config
     from racer.serve.reload import install_sighup
 
     try:
         gateway_config = load_config(config)
+    except ConfigError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(2) from None
+    server = gateway_config.server
+    options = {
+        "host": host or server.host,
+        "port": server.port if port is None else port,
+        "log_level": log_level,
+        "timeout_keep_alive": server.read_timeout_s,
+        "h11_max_incomplete_event_size": server.max_header_bytes,
+        "http": _http_protocol(),
+    }
+    if workers > 1:
+        _serve_workers(config, gateway_config, workers, options)
+        return
+    from racer.serve.app import app_from_config
+
+    try:
         app = app_from_config(gateway_config)
         install_sighup(app, config)  # hook (issue 12): SIGHUP reloads the artifacts
-    except ConfigError as error:
-        typer.echo(str(error), err=True)
+    except (ConfigError, RuntimeError) as error:
+        typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
-        app,
-        host=host or gateway_config.server.host,
-        port=gateway_config.server.port if port is None else port,
-        log_level=log_level,
-    )
+    uvicorn.run(app, **options)
+
+
+def _http_protocol() -> str:
+    """uvicorn's httptools protocol with the read deadline and head limit, else h11.
+
+    An import string (not the class), so that worker processes import it themselves.
+    """
+    try:
+        import racer.serve.protocol  # noqa: F401 (needs httptools)
+    except ImportError:  # no httptools: h11 enforces h11_max_incomplete_event_size itself
+        return "h11"
+    return "racer.serve.protocol:GuardedHttpToolsProtocol"
+
+
+def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[str, Any]) -> None:
+    """Run ``workers`` processes sharing the port, the decision log and the metrics."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from racer.serve.app import CONFIG_ENV
+    from racer.serve.metrics import MULTIPROCESS_ENV
+
+    if gateway_config.decision_log.url == "sqlite:///:memory:":
+        typer.echo(
+            "Error: --workers needs a shared decision log; set decision_log.url to a "
+            "sqlite:/// file or a postgresql:// URL in the configuration.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    metrics_dir = tempfile.mkdtemp(prefix="racer-metrics-")
+    os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
+    os.environ[CONFIG_ENV] = str(path.resolve())
+    uvicorn.run("racer.serve.app:app_from_environment", factory=True, workers=workers, **options)
 
 
 def replay_server(

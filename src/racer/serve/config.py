@@ -66,12 +66,24 @@ class BackendConfig(_Strict):
     input_cost_per_token, output_cost_per_token : float, default 0
         US dollars per prompt / completion token, for the reported cost.
     timeout_s : float, default 60
-        Per-attempt timeout. A timed-out attempt is not retried (a hanging backend
-        would otherwise hold the whole set for ``retries`` more timeouts).
+        Deadline of one attempt, from sending the request to the last byte of the
+        answer (not a per-read timeout: an upstream that drips bytes is cut off at
+        the deadline too). A timed-out attempt is not retried.
     connect_timeout_s : float, default 5
         Time allowed to open a connection.
     retries : int, default 2
-        Extra attempts after an HTTP 429, a 5xx or a failed connection.
+        Extra attempts after an HTTP 429, a 5xx or a failed connection, only while
+        no byte of an answer has arrived (a broken answer is never re-sent, so a
+        request is never billed twice).
+    breaker_failures : int, default 3
+        Consecutive failed calls (errors, timeouts, broken answers; not 429s) that
+        open the backend's circuit breaker. While open, calls fail at once without
+        contacting the backend.
+    cooldown_s : float, default 30
+        How long an open breaker stays open. Then one call (a single attempt, the
+        probe) is let through: success closes the breaker, failure opens it for
+        another ``cooldown_s``. A dead backend thus gets at most one probe per
+        cooldown window.
     backoff_s : float, default 0.25
         The first retry waits this long, each later one twice as long as the last.
     max_backoff_s : float, default 8
@@ -92,6 +104,8 @@ class BackendConfig(_Strict):
     backoff_s: float = Field(0.25, ge=0)
     max_backoff_s: float = Field(8.0, ge=0)
     max_concurrency: int = Field(64, ge=1)
+    breaker_failures: int = Field(3, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -124,10 +138,29 @@ class RouteConfig(_Strict):
         The reply when the calibrated set is empty.
     fallbacks : list of str, default []
         Backends tried in order, one at a time, when every model of the set failed.
-    score_in_thread : bool, default False
-        Score in a worker thread instead of on the event loop: worth it for routers
-        whose embedding releases the GIL (torch models); the TF-IDF routers are
-        cheaper inline (a thread hop costs more than their ~1 ms of work).
+    score_in_thread : bool, default True
+        Score in a worker thread instead of on the event loop, so that one long
+        prompt does not stall every other request. ``false`` saves the thread hop
+        (~0.1 ms) for routers known to be cheap on every input.
+    deadline_s : float, default 60
+        The most a request may take, scoring, retries and fallbacks included. At the
+        deadline the answer is formed from the members that have answered; when none
+        has, the request fails with 504.
+    completion : {"decided", "all"}, default "decided"
+        When a multi-model set's answer is final. ``"decided"``: as soon as the
+        answers so far fix the aggregate whatever the pending members would say
+        (``best``: every higher-scored member has answered or failed; ``vote``: the
+        leading answer's weight exceeds the runner-up's plus every pending member's,
+        and no pending member outranks the chosen response). ``"all"``: wait for
+        every member (or the deadline).
+    grace_s : float, optional
+        Once one member has answered, wait at most this much longer for the others
+        (a straggler bound). Unset: no bound other than ``deadline_s``. Abandoned
+        members are reported in ``racer.backends`` and keep running in the
+        background up to their own ``timeout_s``, so their breakers still learn.
+    abstention : {"flag", "strict", "off"}, optional
+        The abstention mode the route serves; an artifact calibrated for another
+        mode is refused at start-up. Unset: the artifact's mode.
     audit_rate : float, default 0
         Share of requests audited: chosen by a seeded draw independent of their
         content, they also call every other model in the background, and every
@@ -142,7 +175,11 @@ class RouteConfig(_Strict):
     answer_kind: Literal["auto", "choice", "number"] = "auto"
     abstention_message: str = DEFAULT_ABSTENTION_MESSAGE
     fallbacks: list[str] = Field(default_factory=list)
-    score_in_thread: bool = False
+    score_in_thread: bool = True
+    deadline_s: float = Field(60.0, gt=0)
+    completion: Literal["decided", "all"] = "decided"
+    grace_s: float | None = Field(None, gt=0)
+    abstention: Literal["flag", "strict", "off"] | None = None
     audit_rate: float = Field(0.0, ge=0, le=1)
     audit_seed: int = 0
 
@@ -159,8 +196,10 @@ class AuthConfig(_Strict):
     allow_unauthenticated : bool, default False
         Serve without any key (local demos only); otherwise no key is a start-up error.
     admin_keys : list of str, default []
-        Tokens accepted by the admin endpoints (``POST /admin/reload``); prefer
-        ``admin_keys_env``. Without any, the admin endpoints answer 403.
+        Tokens that may also read the detailed ``/healthz``, ``/metrics``, ``/docs`` and
+        ``/openapi.json``, post feedback on any decision and call the admin endpoints
+        (``POST /admin/reload``); prefer ``admin_keys_env``. Admin keys are accepted
+        as client keys too. Without any, the admin endpoints answer 403.
     admin_keys_env : str, default "RACER_ADMIN_KEYS"
         An environment variable holding comma-separated admin tokens.
     """
@@ -172,19 +211,19 @@ class AuthConfig(_Strict):
     admin_keys_env: str | None = "RACER_ADMIN_KEYS"
 
     def resolve_admin_keys(self) -> frozenset[str]:
-        """The accepted admin tokens from the file and the environment (may be empty)."""
+        """The admin tokens from the file and the environment."""
         keys = list(self.admin_keys)
         if self.admin_keys_env:
             keys += os.environ.get(self.admin_keys_env, "").split(",")
         return frozenset(k.strip() for k in keys if k.strip())
 
-    def resolve_keys(self) -> frozenset[str]:
-        """The accepted tokens from the file and the environment."""
+    def resolve_keys(self, has_admin: bool = False) -> frozenset[str]:
+        """The accepted client tokens from the file and the environment."""
         keys = [k.strip() for k in self.api_keys]
         if self.api_keys_env:
             keys += os.environ.get(self.api_keys_env, "").split(",")
         accepted = frozenset(k.strip() for k in keys if k.strip())
-        if not accepted and not self.allow_unauthenticated:
+        if not accepted and not has_admin and not self.allow_unauthenticated:
             raise ConfigError(
                 "auth: no gateway API key configured. Set the environment variable "
                 f"{self.api_keys_env or 'named in auth.api_keys_env'} to comma-separated "
@@ -195,11 +234,28 @@ class AuthConfig(_Strict):
 
 
 class ServerConfig(_Strict):
-    """Where the gateway listens and how much it accepts."""
+    """Where the gateway listens and how much it accepts.
+
+    Parameters
+    ----------
+    host, port : str, int
+        The listen address.
+    max_request_bytes : int, default 1000000
+        Larger request bodies get 413.
+    max_header_bytes : int, default 16384
+        Larger request heads (request line and headers) are refused and the
+        connection closed (uvicorn's ``h11_max_incomplete_event_size``).
+    read_timeout_s : float, default 10
+        A client that has not sent its whole request (head and body) this long after
+        the connection's first byte gets 408 and the connection is closed; idle
+        keep-alive connections are closed after this long too.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_request_bytes: int = Field(1_000_000, ge=1024)
+    max_header_bytes: int = Field(16_384, ge=1024)
+    read_timeout_s: float = Field(10.0, gt=0)
 
 
 class DecisionLogConfig(_Strict):
@@ -210,12 +266,15 @@ class DecisionLogConfig(_Strict):
     url : str, default "sqlite:///racer-decisions.sqlite3"
         ``sqlite:///PATH`` (relative to the configuration file), ``sqlite:///:memory:``,
         or ``postgresql://user@host/db`` (needs the optional ``psycopg`` driver).
-    store_prompts : bool, default True
-        Keep the routed query text (needed to recalibrate from the log later).
+    store_prompts : bool or "hash", default True
+        Keep the routed query text (needed to recalibrate from the log later);
+        ``"hash"`` stores its SHA-256 instead, ``false`` nothing.
+
+    SQLite files are created readable by their owner only (mode 0600).
     """
 
     url: str = "sqlite:///racer-decisions.sqlite3"
-    store_prompts: bool = True
+    store_prompts: bool | Literal["hash"] = True
 
     @field_validator("url")
     @classmethod

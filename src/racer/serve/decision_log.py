@@ -3,17 +3,26 @@
 SQLite through the standard library by default; a ``postgresql://`` URL uses the
 optional ``psycopg`` driver (``pip install "psycopg[binary]"``). All database work
 runs on one worker thread, in submission order, so the event loop never waits on a
-disk write. Decisions are written in batches (every ``flush_interval_s`` or
-``batch_size`` decisions, and before any other database work), which keeps the
-gateway's per-request cost low; a crash loses at most the last unwritten batch.
+disk write.
+
+Durability: :meth:`DecisionLog.record` returns only once the decision is committed,
+and the gateway awaits it before the answer leaves, so a decision whose answer
+reached a client survives a ``kill -9`` of the gateway. Decisions that arrive while
+a commit is under way are written together in the next one (group commit), which
+keeps the cost per request low under load. SQLite runs in WAL mode with
+``synchronous=FULL`` (a commit is on disk, surviving a power loss too); its files
+are created readable by their owner only (0600).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +45,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     chosen TEXT,
     backends TEXT NOT NULL,
     cost_usd DOUBLE PRECISION,
-    latency_ms DOUBLE PRECISION
+    latency_ms DOUBLE PRECISION,
+    owner TEXT,
+    mode TEXT,
+    abstain_flag INTEGER
 );
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
@@ -65,6 +77,13 @@ class DecisionRecord:
     backends: dict[str, Any]
     cost_usd: float | None
     latency_ms: float
+    owner: str | None = None
+    mode: str | None = None
+    abstain_flag: bool | None = None
+
+
+# Columns added after the first release: added to older databases when opened.
+_ADDED_COLUMNS = {"owner": "TEXT", "mode": "TEXT", "abstain_flag": "INTEGER"}
 
 
 @dataclass(frozen=True)
@@ -85,16 +104,37 @@ _INSERT_DECISION = (
 )
 
 
+def _private_files(path: str) -> None:
+    """Create the database file (and chmod its WAL companions) readable by the owner only."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
+
+
+def prompt_digest(text: str) -> str:
+    """What is stored of a prompt with ``store_prompts: hash``."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
 def _connect(url: str) -> tuple[Any, Any, str]:
     """Open ``url``; return the connection, its IntegrityError class and its placeholder."""
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ":memory:"
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, check_same_thread=False)
+            _private_files(path)
+        connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA synchronous=FULL")
         connection.executescript(_SCHEMA.format(serial="INTEGER"))
+        present = {row[1] for row in connection.execute("PRAGMA table_info(decisions)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                connection.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+        connection.commit()
+        if path != ":memory:":
+            _private_files(path)
         return connection, sqlite3.IntegrityError, "?"
     try:
         import psycopg
@@ -106,6 +146,8 @@ def _connect(url: str) -> tuple[Any, Any, str]:
     connection = psycopg.connect(url)
     for statement in _SCHEMA.format(serial="BIGSERIAL").split(";"):
         connection.execute(statement)
+    for column, kind in _ADDED_COLUMNS.items():
+        connection.execute(f"ALTER TABLE decisions ADD COLUMN IF NOT EXISTS {column} {kind}")
     connection.commit()
     return connection, psycopg.IntegrityError, "%s"
 
@@ -117,12 +159,8 @@ class DecisionLog:
     ----------
     url : str
         ``sqlite:///PATH``, ``sqlite:///:memory:`` or ``postgresql://...``.
-    store_prompts : bool, default True
-        Whether the query text is kept.
-    flush_interval_s : float, default 0.05
-        The longest a decision waits before it is written.
-    batch_size : int, default 256
-        Write at once when this many decisions wait.
+    store_prompts : bool or "hash", default True
+        Whether the query text is kept (``"hash"``: its SHA-256 only).
 
     Examples
     --------
@@ -130,18 +168,11 @@ class DecisionLog:
     >>> log.close()
     """
 
-    def __init__(
-        self,
-        url: str,
-        store_prompts: bool = True,
-        flush_interval_s: float = 0.05,
-        batch_size: int = 256,
-    ):
+    def __init__(self, url: str, store_prompts: bool | str = True):
         self.store_prompts = store_prompts
-        self.flush_interval_s = flush_interval_s
-        self.batch_size = batch_size
-        self._pending: list[tuple[Any, ...]] = []
-        self._flush_scheduled = False
+        self._lock = threading.Lock()
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[bool] | None]] = []
+        self._write_queued = False
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="racer-log")
         try:
             self._connection, self._integrity_error, self._mark = self._worker.submit(
@@ -155,7 +186,6 @@ class DecisionLog:
         return statement.replace("?", self._mark)
 
     def _submit(self, job: Callable[[], T]) -> Future[T]:
-        self._flush()
         return self._worker.submit(self._in_transaction, job)
 
     def _in_transaction(self, job: Callable[[], T]) -> T:
@@ -167,40 +197,63 @@ class DecisionLog:
         self._connection.commit()
         return result
 
-    def _flush(self) -> None:
-        """Queue the waiting decisions as one write."""
-        self._flush_scheduled = False
-        if not self._pending:
+    def _write_pending(self) -> None:
+        """On the worker: commit every waiting decision at once, then tell their waiters."""
+        with self._lock:
+            waiting, self._pending = self._pending, []
+            self._write_queued = False
+        if not waiting:
             return
-        rows, self._pending = self._pending, []
-        future = self._worker.submit(
-            self._in_transaction,
-            lambda: self._connection.cursor().executemany(self._sql(_INSERT_DECISION), rows),
-        )
-        future.add_done_callback(_log_failure)
+        try:
+            self._in_transaction(
+                lambda: self._connection.cursor().executemany(
+                    self._sql(_INSERT_DECISION), [row for row, _ in waiting]
+                )
+            )
+            written = True
+        except Exception as error:  # reported to every waiter: their answers say "not logged"
+            logger.error("decision log write failed: %s", error)
+            written = False
+        for _, future in waiting:
+            if future is not None:
+                future.get_loop().call_soon_threadsafe(_resolve, future, written)
 
-    async def _run(self, job: Callable[[], T]) -> T:
-        return await asyncio.wrap_future(self._submit(job))
-
-    def record(self, decision: DecisionRecord) -> None:
-        """Queue ``decision`` for writing; a failed write is logged, never raised."""
+    def _row(self, decision: DecisionRecord) -> tuple[Any, ...]:
         row = dict(vars(decision))  # shallow: asdict's deep copy costs ~0.4 ms a request
-        if not self.store_prompts:
+        if self.store_prompts == "hash" and row["query"] is not None:
+            row["query"] = prompt_digest(row["query"])
+        elif not self.store_prompts:
             row["query"] = None
         for key in ("invoked", "scores", "backends"):
             row[key] = json.dumps(row[key])
         row["abstained"] = int(row["abstained"])
-        self._pending.append(tuple(row.values()))
-        if len(self._pending) >= self.batch_size:
-            self._flush()
-        elif not self._flush_scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # called outside the event loop: write now
-                self._flush()
-                return
-            loop.call_later(self.flush_interval_s, self._flush)
-            self._flush_scheduled = True
+        if row["abstain_flag"] is not None:
+            row["abstain_flag"] = int(row["abstain_flag"])
+        return tuple(row.values())
+
+    def _enqueue(self, row: tuple[Any, ...], future: asyncio.Future[bool] | None) -> None:
+        with self._lock:
+            self._pending.append((row, future))
+            queue = not self._write_queued
+            self._write_queued = True
+        if queue:
+            self._worker.submit(self._write_pending)
+
+    async def record(self, decision: DecisionRecord) -> bool:
+        """Write ``decision``; return once it is committed (True) or the write failed (False).
+
+        A failed write is logged, never raised: the answer then says it was not logged.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(self._row(decision), future)
+        return await asyncio.shield(future)
+
+    def record_nowait(self, decision: DecisionRecord) -> None:
+        """Queue ``decision`` for writing without waiting (scripts, tests)."""
+        self._enqueue(self._row(decision), None)
+
+    async def _run(self, job: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self._submit(job))
 
     async def find(self, decision_id: str) -> DecisionRecord | None:
         """The stored decision ``decision_id``, or None."""
@@ -234,15 +287,37 @@ class DecisionLog:
 
         return await self._run(write)
 
-    def feedback_losses(self) -> list[tuple[str, float]]:
-        """Every (route, loss) of the stored feedback, oldest first (to rebuild monitors)."""
+    async def find_feedback(self, decision_id: str) -> FeedbackRecord | None:
+        """The stored feedback on ``decision_id``, or None."""
 
-        def read() -> list[tuple[str, float]]:
+        def read() -> FeedbackRecord | None:
+            row = self._connection.execute(
+                self._sql(
+                    "SELECT decision_id, created, correct, models_correct, loss FROM feedback "
+                    "WHERE decision_id = ?"
+                ),
+                (decision_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            correct = None if row[2] is None else bool(row[2])
+            models = None if row[3] is None else json.loads(row[3])
+            return FeedbackRecord(str(row[0]), float(row[1]), correct, models, float(row[4]))
+
+        return await self._run(read)
+
+    def feedback_losses(self, after: int = 0) -> list[tuple[int, str, float]]:
+        """Every (seq, route, loss) of the feedback stored after ``seq``, oldest first."""
+
+        def read() -> list[tuple[int, str, float]]:
             rows = self._connection.execute(
-                "SELECT d.route, f.loss FROM feedback f JOIN decisions d "
-                "ON d.id = f.decision_id ORDER BY f.seq"
+                self._sql(
+                    "SELECT f.seq, d.route, f.loss FROM feedback f JOIN decisions d "
+                    "ON d.id = f.decision_id WHERE f.seq > ? ORDER BY f.seq"
+                ),
+                (after,),
             ).fetchall()
-            return [(str(route), float(loss)) for route, loss in rows]
+            return [(int(seq), str(route), float(loss)) for seq, route, loss in rows]
 
         return self._submit(read).result()
 
@@ -250,6 +325,7 @@ class DecisionLog:
         """Number of rows in ``table`` ("decisions" or "feedback"), after queued writes."""
         if table not in ("decisions", "feedback"):
             raise ValueError(f"table must be 'decisions' or 'feedback', got {table!r}.")
+        self._worker.submit(self._write_pending)
         return self._submit(
             lambda: int(self._connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         ).result()
@@ -262,9 +338,14 @@ class DecisionLog:
 
     def close(self) -> None:
         """Finish the queued writes and close the database."""
-        self._flush()
+        self._worker.submit(self._write_pending)
         self._worker.submit(self._connection.close).result()
         self._worker.shutdown(wait=True)
+
+
+def _resolve(future: asyncio.Future[bool], written: bool) -> None:
+    if not future.done():
+        future.set_result(written)
 
 
 def _decision_from_row(row: tuple[Any, ...]) -> DecisionRecord:
@@ -272,10 +353,6 @@ def _decision_from_row(row: tuple[Any, ...]) -> DecisionRecord:
     for key in ("invoked", "scores", "backends"):
         values[key] = json.loads(values[key])
     values["abstained"] = bool(values["abstained"])
+    if values["abstain_flag"] is not None:
+        values["abstain_flag"] = bool(values["abstain_flag"])
     return DecisionRecord(**values)
-
-
-def _log_failure(future: Future[None]) -> None:
-    error = future.exception()
-    if error is not None:
-        logger.error("decision log write failed: %s", error)

@@ -1,7 +1,15 @@
-"""Prometheus metrics of one gateway (its own registry, so several can share a process)."""
+"""Prometheus metrics of one gateway (its own registry, so several can share a process).
+
+With several worker processes (``racer serve --workers N``) the metrics use
+prometheus_client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` names a directory
+shared by the workers (set before they start), every scrape, whichever worker answers
+it, sums the counters and histograms of all workers, and the monitor gauges show the
+most recent value (every worker derives the same monitor state from the database).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -9,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from racer.serve.backends import BackendCall
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -67,7 +77,8 @@ class GatewayMetrics:
         )
         self.request_latency = histogram(
             "racer_request_latency_seconds",
-            "Gateway latency of chat completions.",
+            "Latency of chat completions as the client sees it: from the request's arrival "
+            "at the app to the last byte of the answer sent.",
             "route",
             _LATENCY_BUCKETS,
         )
@@ -82,26 +93,30 @@ class GatewayMetrics:
         )
         self.cost = counter("racer_cost_usd", "US dollars spent on backend calls.", "backend")
         self.monitor = {
-            key: Gauge(f"racer_monitor_{name}", text, ["route"], registry=self.registry)
+            key: Gauge(
+                f"racer_monitor_{name}",
+                text,
+                ["route"],
+                registry=self.registry,
+                multiprocess_mode="mostrecent",
+            )
             for key, (name, text) in _MONITOR_GAUGES.items()
         }
 
     def observe_request(
-        self,
-        route: str,
-        outcome: str,
-        set_size: int,
-        latency_s: float,
-        calls: Iterable[BackendCall],
+        self, route: str, outcome: str, set_size: int, calls: Iterable[BackendCall]
     ) -> None:
         """Count one chat completion and its backend calls."""
         self.requests.labels(route, outcome).inc()
         self.set_size.labels(route).observe(set_size)
-        self.request_latency.labels(route).observe(latency_s)
         if outcome == "abstained":
             self.abstentions.labels(route).inc()
         for call in calls:
             self.observe_call(call)
+
+    def observe_latency(self, route: str, latency_s: float) -> None:
+        """Record one chat completion's client-side latency."""
+        self.request_latency.labels(route).observe(latency_s)
 
     def observe_call(self, call: BackendCall) -> None:
         """Count one backend call."""
@@ -117,5 +132,11 @@ class GatewayMetrics:
             gauge.labels(route).set(float(state[key] or 0.0))
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
+        """The Prometheus text exposition of every metric (of every worker, if several)."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

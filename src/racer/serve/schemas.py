@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 STREAM_PIECE_CHARS = 64
 
@@ -42,9 +42,41 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, description="A configured route, e.g. 'racer'.")
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="At least one message must have role 'user'."
+    )
+    stream: StrictBool = False
     n: int = Field(1, ge=1, le=1, description="Only one choice is supported.")
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: dict[str, Any] | None = None
+    stream_options: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _utf8_text(cls, data: Any) -> Any:
+        if has_lone_surrogate(data):
+            raise ValueError("the request holds text that is not valid Unicode (a lone surrogate)")
+        return data
 
     @model_validator(mode="after")
     def _has_user_message(self) -> ChatCompletionRequest:
@@ -58,7 +90,7 @@ class ChatCompletionRequest(BaseModel):
 
     def upstream_body(self) -> dict[str, Any]:
         """The body forwarded to each backend (``model`` and ``stream`` are set per call)."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude={"n"})
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"n"}, exclude_none=True)
 
 
 class FeedbackRequest(BaseModel):
@@ -72,9 +104,16 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, description="The `id` of the chat completion.")
-    correct: bool | None = None
-    models_correct: dict[str, bool] | None = None
+    id: str = Field(min_length=1, max_length=256, description="The `id` of the chat completion.")
+    correct: StrictBool | None = None
+    models_correct: dict[str, StrictBool] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _utf8_text(cls, data: Any) -> Any:
+        if has_lone_surrogate(data):
+            raise ValueError("the request holds text that is not valid Unicode (a lone surrogate)")
+        return data
 
     @model_validator(mode="after")
     def _some_outcome(self) -> FeedbackRequest:
@@ -92,11 +131,16 @@ def completion_body(
     answer_id: str,
     created: int,
     model: str,
-    text: str,
+    text: str | dict[str, Any],
     usage: dict[str, int],
     racer: dict[str, Any] | None = None,
+    finish_reason: str = "stop",
 ) -> dict[str, Any]:
-    """A ``chat.completion``, with the ``racer`` object added when one is given."""
+    """A ``chat.completion``, with the ``racer`` object added when one is given.
+
+    ``text`` is the answer's text, or a whole assistant message (tool calls and all).
+    """
+    message = text if isinstance(text, dict) else {"role": "assistant", "content": text}
     body: dict[str, Any] = {
         "id": answer_id,
         "object": "chat.completion",
@@ -105,8 +149,8 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
+                "message": message,
+                "finish_reason": finish_reason,
                 "logprobs": None,
             }
         ],
@@ -165,10 +209,60 @@ async def text_events(
     yield sse("[DONE]")
 
 
+async def message_events(
+    answer_id: str,
+    created: int,
+    model: str,
+    message: dict[str, Any],
+    finish_reason: str,
+    final_chunk: dict[str, Any] | None = None,
+) -> AsyncIterator[bytes]:
+    """A whole assistant message as a chunk stream: text pieces, then its tool calls
+    (one delta, each call with its ``index``), then ``finish_reason``, ``final_chunk``."""
+    yield sse(chunk_body(answer_id, created, model, {"role": "assistant", "content": ""}))
+    for piece in text_pieces(message.get("content") or ""):
+        yield sse(chunk_body(answer_id, created, model, {"content": piece}))
+    extra = {k: v for k, v in message.items() if k not in ("role", "content") and v is not None}
+    if isinstance(extra.get("tool_calls"), list):
+        extra["tool_calls"] = [
+            {"index": i, **call} if isinstance(call, dict) else call
+            for i, call in enumerate(extra["tool_calls"])
+        ]
+    if extra:
+        yield sse(chunk_body(answer_id, created, model, extra))
+    yield sse(chunk_body(answer_id, created, model, {}, finish_reason))
+    if final_chunk is not None:
+        yield sse(final_chunk)
+    yield sse("[DONE]")
+
+
+def error_event(message: str, racer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The event that ends a broken stream (OpenAI's error object; no [DONE] follows)."""
+    body = error_body(message, "upstream_error", "stream_interrupted")
+    if racer is not None:
+        body["racer"] = racer
+    return body
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in a JSON value holds a lone UTF-16 surrogate (not UTF-8 text)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
+
+
 def validation_message(errors: Sequence[Any]) -> str:
     """One readable line from pydantic / FastAPI validation errors."""
     parts = []
     for item in errors[:10]:
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        parts.append(f"{where[:80]}: {str(item.get('msg', 'invalid'))[:200]}")
     return "Invalid request: " + "; ".join(parts)

@@ -101,7 +101,7 @@ def test_cache_is_keyed_by_fitted_state(embedder, tmp_path):
     assert other.fingerprint() != embedder.fingerprint()
 
 
-def test_progress_bar_shows_for_batches(embedder, monkeypatch):
+def test_progress_bar_shows_for_batches_on_a_terminal_only(embedder, monkeypatch):
     advanced = []
 
     class RecordingProgress(embeddings.Progress):
@@ -111,6 +111,10 @@ def test_progress_bar_shows_for_batches(embedder, monkeypatch):
 
     monkeypatch.setattr(embeddings, "Progress", RecordingProgress)
     shown = embedder_from_state(embedder.get_state()).set_params(batch_size=16, progress=True)
+    monkeypatch.setattr(embeddings, "_stderr_is_terminal", lambda: False)
+    assert shown.transform(TEXTS).shape == (180, 16)
+    assert advanced == []  # CI logs and pipes get no bar (and no stray blank lines)
+    monkeypatch.setattr(embeddings, "_stderr_is_terminal", lambda: True)
     assert shown.transform(TEXTS).shape == (180, 16)
     assert len(advanced) == 12 and sum(advanced) == 180  # one step per batch of 16
     shown.set_params(progress=False).transform(TEXTS)

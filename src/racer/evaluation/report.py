@@ -182,7 +182,7 @@ def flag_warnings(evaluation: Evaluation, limit: float = 0.5) -> list[str]:
             continue
         alpha = record["alpha"]
         found.append(
-            f"- **Warning:** {record['method']} at alpha {alpha:g} raises the abstain flag on "
+            f"**Warning:** {record['method']} at alpha {alpha:g} raises the abstain flag on "
             f"{flag_rate:.0%} of the test queries, calling {record['mean_set_size']:.2f} models "
             "each: its certificate mostly rests on flagged answers (\"possibly no model can "
             f"answer\"). {no_good:.1%} of the pool's queries have no good model"
@@ -199,7 +199,7 @@ def flag_warnings(evaluation: Evaluation, limit: float = 0.5) -> list[str]:
 
 def _flag_section(evaluation: Evaluation) -> list[str]:
     found = flag_warnings(evaluation)
-    return [*found, ""] if found else []
+    return [*(f"- {warning}" for warning in found), ""] if found else []
 
 
 def _compare(racer: float, best: float, higher: str, lower: str, digits: str) -> str:

@@ -306,3 +306,109 @@ def test_judge_route_streams_the_chosen_answer_once_then_done(fakes):
     )
     assert text == TEXTS["alpha-small"]
     assert chunks[-1]["racer"]["policy"]["served"] == "alpha-small"
+
+
+def rule_model(answer) -> FastAPI:
+    """An OpenAI-compatible server answering ``answer(prompt)`` (None: HTTP 500)."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request) -> JSONResponse:
+        text = answer((await request.json())["messages"][-1]["content"])
+        if text is None:
+            return JSONResponse({"error": {"message": "down"}}, 500)
+        message = {"role": "assistant", "content": text}
+        return JSONResponse(
+            {
+                "id": "rule",
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "cost": 0.01},
+            }
+        )
+
+    return app
+
+
+def test_cascade_stops_on_agreement_and_serves_the_tiers_vote_when_the_fallback_fails():
+    rules = (
+        lambda prompt: "A",
+        lambda prompt: "A" if "agree" in prompt else "B",
+        lambda prompt: None,  # the fallback is down
+    )
+    cascade = Cascade((0, 1), 3.0, 2, weights=(2.0, 1.5))
+    state = {
+        "certificate": {"policy": cascade.state(), "objective": "error", "alpha": 0.1},
+        "answer_kind": "choice",
+    }
+
+    async def ask(urls: list[str]) -> list[dict]:
+        config = parse_config(
+            {
+                "backend_defaults": {"retries": 0, "cost_from_upstream": True},
+                "backends": [
+                    {"name": m, "base_url": f"{u}/v1"} for m, u in zip(MODELS, urls, strict=True)
+                ],
+                "routes": [{"name": "racer", "artifact": "unused"}],
+                "auth": {"api_keys": [KEY]},
+                "decision_log": {"url": "sqlite:///:memory:"},
+            }
+        )
+        route = Route(
+            config.routes[0],
+            TableRouter({}, [0.6, 0.7, 0.9]),
+            FixedThreshold(),
+            MODELS,
+            RiskMonitor(0.1, 0.05),
+            policy=served_policy(state, MODELS),
+        )
+        backends = {b.name: Backend(b) for b in config.backends}
+        gateway = Gateway(config, {"racer": route}, backends, DecisionLog("sqlite:///:memory:"))
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(gateway, frozenset({KEY}))),
+                base_url="http://gw",
+                headers=AUTH,
+            ) as client:
+                return [
+                    (
+                        await client.post(
+                            "/v1/chat/completions",
+                            json={"model": "racer", "messages": [{"role": "user", "content": q}]},
+                        )
+                    ).json()
+                    for q in ("we agree", "we differ")
+                ]
+        finally:
+            await gateway.aclose()
+
+    with ServerThread([rule_model(rule) for rule in rules]) as servers:
+        agree, differ = asyncio.run(ask(servers.urls))
+    # Agreement: margin 2 + 1.5 = 3.5 >= 3 after the second tier; the fallback is not called.
+    assert agree["racer"]["policy"]["called"] == ["alpha-small", "beta-medium"]
+    assert agree["racer"]["policy"]["stopped"] == "agreement margin 3.5 >= 3"
+    assert agree["racer"]["cost_usd"] == pytest.approx(0.02)
+    # Disagreement: margin 2 - 1.5 < 3, escalated; the fallback failed, so the tiers'
+    # weighted vote (alpha-small, weight 2) is served rather than an error.
+    assert differ["racer"]["policy"]["called"] == ["alpha-small", "beta-medium", "gamma-large"]
+    assert differ["racer"]["policy"]["stopped"] == (
+        "escalated to gamma-large (failed; the tiers' vote served)"
+    )
+    assert differ["choices"][0]["message"]["content"] == "A"
+
+
+def test_a_policy_route_is_refused_at_load_when_it_cannot_be_served(arc, tmp_path):
+    from racer.artifact import load_artifact
+    from racer.serve.config import ConfigError, RouteConfig
+    from racer.serve.gateway import load_route
+
+    artifact = load_artifact(arc[0])
+    judged = {"certificate": {"policy": ParallelSets("threshold", 0.5, "judge", 0).state()}}
+    beyond = {"certificate": {"policy": Cascade((0, 30), 1.0, 2).state()}}
+    for name, state, message in (
+        ("judged", judged, "name the judge backend with `judge: <backend>`"),
+        ("beyond", beyond, "the policy calls columns [0, 30, 2]; the artifact has 11 models"),
+    ):
+        save_artifact(tmp_path / name, artifact.router, artifact.racer, policy=state)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_route(RouteConfig(name=name, artifact=tmp_path / name), 0.05)

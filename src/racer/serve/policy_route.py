@@ -61,15 +61,6 @@ class ServedPolicy:
         """The aggregator of a parallel policy (None for the others)."""
         return self.policy.aggregator if isinstance(self.policy, ParallelSets) else None
 
-    def models(self, model_names: Sequence[str]) -> list[str]:
-        """Every model the policy may call."""
-        policy = self.policy
-        if isinstance(policy, Single):
-            return [model_names[policy.model]]
-        if isinstance(policy, Cascade):
-            return [model_names[c] for c in (*policy.chain, policy.fallback)]
-        return list(model_names)
-
 
 def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPolicy:
     """The servable policy of an artifact's ``policy`` metadata.

@@ -25,34 +25,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import KFold
 
 from racer import RACER, InfeasibleCalibrationError
 from racer.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_guarantee_real_data import logistic_scores  # noqa: E402
+from real_data import logistic_scores, out_of_fold_scores  # noqa: E402
 
 MODES = ("flag", "strict", False)
 ALPHAS = (0.05, 0.1, 0.2, 0.3)
 
 
-class _Rows:
-    def __init__(self, queries: np.ndarray, labels: np.ndarray) -> None:
-        self.queries, self.labels = queries, labels
-        self.n_models, self.n_queries = labels.shape[1], len(queries)
-
-
 def routerbench_pooled(data: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
     parts = [load_dataset(data / "routerbench" / f"{task}_{s}.csv", missing="drop_queries")
              for s in ("train", "test")]
-    queries = np.concatenate([p.queries for p in parts])
     labels = np.vstack([p.labels for p in parts])
-    scores = np.zeros_like(labels)
-    for train, test in KFold(5, shuffle=True, random_state=0).split(queries):
-        scores[test] = logistic_scores(_Rows(queries[train], labels[train]),
-                                       _Rows(queries[test], labels[test]))
-    return scores, labels
+    return out_of_fold_scores(np.concatenate([p.queries for p in parts]), labels), labels
 
 
 def routerdc(data: Path, train: str, test: str) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,17 @@ whole pool. Printed per task and alpha (0.02 / 0.03 / 0.05): the certified polic
 share of gpt-4 (mean over trials), its accuracy against gpt-4's, the violation rate, how
 often nothing cheaper than gpt-4 was certified, the uncorrected choice of the same
 family (cheapest policy with calibration regret <= alpha, no bound) and the
-hindsight-best policy (cheapest with pool regret <= alpha; not a result).
+hindsight-best policy (cheapest with pool regret <= alpha; not a result). With
+``--fwer all`` the table repeats for fixed-sequence, Holm and Bonferroni testing. Per
+task, one line says which aggregator over all models wins on the pool (best / vote /
+log-odds, training-accuracy weights). With ``--router NAME`` the family also holds
+router-weighted cascades and RACER's parallel sets, the router's training scores
+cross-fitted on the training part (:func:`racer.evaluation.certified.cross_fitted_scores`).
 
 Usage::
 
-    python benchmarks/answer_level.py [--data ../shared/data] [--trials 200] [--output FILE.md]
+    python benchmarks/answer_level.py [--data ../shared/data] [--trials 200]
+        [--fwer fixed_sequence|bonferroni|holm|all] [--router knn] [--output FILE.md]
 """
 
 from __future__ import annotations
@@ -26,7 +32,12 @@ import numpy as np
 
 from racer.data.load import concat_datasets
 from racer.data.routerbench import load_routerbench
-from racer.evaluation.certified import CertifiedSettings, certified_records
+from racer.evaluation.certified import (
+    CertifiedSettings,
+    certified_records,
+    cross_fitted_scores,
+)
+from racer.policies.certify import FWER_METHODS
 
 TASKS = {"ARC-Challenge": "arc_challenge", "MBPP": "mbpp"}
 REFERENCE = "gpt-4-1106-preview"
@@ -34,9 +45,10 @@ ALPHAS = (0.02, 0.03, 0.05)
 
 
 def _row(task: str, record: dict) -> str:
-    unc, hind = record["uncorrected"], record["hindsight_best"]
+    unc, hind = record["uncorrected"], record["hindsight_best"] or {"cost_share": float("nan")}
     return (
-        f"| {task} | {record['alpha']:g} | {record['cost_share']:.3f} | {record['accuracy']:.3f} "
+        f"| {task} | {record['method']} | {record['alpha']:g} | {record['cost_share']:.3f} "
+        f"| {record['accuracy']:.3f} "
         f"| {record['reference_accuracy']:.3f} | {record['violation_rate']:.3f} "
         f"| {record['refused']:.2f} | {unc['cost_share']:.3f} ({unc['violation_rate']:.2f}) "
         f"| {hind['cost_share']:.3f} | {record['n_cal']} / {record['n_pool']} |"
@@ -49,17 +61,22 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--train-share", type=float, default=0.6)
     parser.add_argument("--n-cal", type=int, default=600)
+    parser.add_argument("--fwer", choices=[*FWER_METHODS, "all"], default="fixed_sequence")
+    parser.add_argument("--router", default=None, help="add router policies (e.g. knn)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     lines = [
         f"Certified regret against {REFERENCE}: delta 0.1, {args.trials} validity trials, "
-        "binomial p-values, fixed-sequence testing along the training front.",
+        "binomial p-values, policies ordered along the training front (safest first); "
+        + ("no router policies." if args.router is None else f"router policies: {args.router}."),
         "",
-        "| task | alpha | cost share | accuracy | gpt-4 accuracy | violation rate | refused "
-        "| uncorrected share (violation) | hindsight share | n_cal / pool |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | FWER | alpha | cost share | accuracy | gpt-4 accuracy | violation rate "
+        "| refused | uncorrected share (violation) | hindsight share | n_cal / pool |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    methods = FWER_METHODS if args.fwer == "all" else (args.fwer,)
+    winners = []
     start = time.perf_counter()
     for task, stem in TASKS.items():
         folder = args.data / "routerbench"
@@ -70,11 +87,26 @@ def main() -> None:
         train = full_train.subset(rows[:cut])
         pool = concat_datasets([full_train.subset(rows[cut:]), test], name=f"{stem} pool")
         n_cal = min(args.n_cal, int(0.7 * pool.n_queries))
-        settings = CertifiedSettings("regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal)
-        for record in certified_records(train, pool, settings):
-            lines.append(_row(task, record))
-            print(lines[-1], flush=True)
-            print(f"    certified (most trials): {record['policy']}", flush=True)
+        scores = (None, None)
+        if args.router is not None:
+            scores = cross_fitted_scores(args.router, train, pool)
+        for method in methods:
+            settings = CertifiedSettings(
+                "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal, method=method
+            )
+            records = certified_records(
+                train, pool, settings, train_scores=scores[0], pool_scores=scores[1]
+            )
+            for record in records:
+                lines.append(_row(task, record))
+                print(lines[-1], flush=True)
+                print(f"    certified (most trials): {record['policy']}", flush=True)
+        votes = record["aggregators"]
+        winners.append(
+            f"- {task}: {votes['winner']} wins over {votes['over']} (pool accuracy best "
+            f"{votes['best']:.3f}, vote {votes['vote']:.3f}, logodds {votes['logodds']:.3f})."
+        )
+    lines += ["", "Aggregator per task:", "", *winners]
     lines += ["", f"Run time {time.perf_counter() - start:.0f} s."]
     print(lines[-1])
     if args.output is not None:

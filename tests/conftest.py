@@ -25,3 +25,31 @@ def shared_data() -> Path:
             "beside the checkout (or RACER_SHARED_DATA pointing at it)."
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def routerdc_pool(shared_data):
+    """RouterDC MMLU test pool scored by the independent router trained on its train file."""
+    from real_data import logistic_scores
+
+    from racer.data import load_dataset
+
+    train = load_dataset(shared_data / "routerdc" / "mmlu_train.json")
+    test = load_dataset(shared_data / "routerdc" / "mmlu_test.json")
+    return logistic_scores(train, test), test.labels
+
+
+@pytest.fixture(scope="module")
+def routerbench_pool(shared_data):
+    """RouterBench ARC-Challenge test pool (queries with a missing label dropped), scored
+    by the independent router trained on its train file."""
+    from real_data import logistic_scores
+
+    from racer.data import load_dataset
+
+    with pytest.warns(UserWarning):
+        train = load_dataset(shared_data / "routerbench" / "arc_challenge_train.csv",
+                             missing="drop_queries")
+        test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv",
+                            missing="drop_queries")
+    return logistic_scores(train, test), test.labels

@@ -213,3 +213,16 @@ def test_judge_names_the_answer_and_falls_back_to_best_in_set():
         "Answer 2" not in judge_prompt("q", ["a", None, "c"])
         and "racer-judge" in JUDGE_PROMPT_VERSION
     )
+
+
+def test_aggregator_comparison_names_the_winner_on_the_test_side():
+    from racer.evaluation.certified import aggregator_accuracies
+
+    # One strong model (training accuracy 0.9) against two weak ones (0.6) that agree
+    # on a wrong answer: the accuracy-weighted vote follows the weak pair, log-odds the
+    # strong model, and best-in-set is the strong model alone.
+    codes = np.array([[0, 1, 1], [0, 1, 1], [0, 0, 1], [2, 1, 1]])
+    labels = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 1]], dtype=float)
+    result = aggregator_accuracies(np.array([0.9, 0.6, 0.6]), codes, labels)
+    assert (result["best"], result["vote"], result["logodds"]) == (0.75, 0.5, 0.75)
+    assert result["winner"] == "best"  # ties go to the simpler aggregator

@@ -58,6 +58,10 @@ def test_demo_writes_report_results_and_figures(tmp_path):
     document = json.loads((out / "results.json").read_text())
     assert document["task"].startswith("synthetic")
     assert "SYNTHETIC" in (out / "report.md").read_text()
+    # Issue 9: the answer-level story, a saving on one task and a refusal on the others.
+    saved = {r["task"]: r for r in document["certified"] if r["alpha"] == 0.05}
+    assert saved["synthetic-cheap-models-agree"]["cost_share"] < 0.6
+    assert saved["synthetic-cheap-models-wrong-together"]["refused"] == 1.0
     for figure in ("risk_vs_alpha.png", "set_size_vs_alpha.png", "accuracy_vs_cost.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
 

@@ -4,7 +4,7 @@ The pool of labelled test queries is the population: every trial calibrates on a
 i.i.d. sample drawn from it with replacement, and the risk is the pool's risk, free of
 test-set noise. The share of trials with risk above alpha must stay at or below delta
 up to Monte-Carlo error, while the set size stays close to the population oracle. The
-base router is a plain TF-IDF + logistic regression written here, not the project's.
+base router is the plain TF-IDF + logistic regression of tests/real_data.py, not the project's.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from real_data import logistic_scores
 
 from racer import RACER
 from racer.calibration import risk_curve
@@ -25,23 +24,6 @@ TRIALS = 200
 DELTA = 0.1
 ALPHAS = (0.05, 0.1, 0.2)
 MONTE_CARLO_SLACK = 3 * math.sqrt(DELTA * (1 - DELTA) / TRIALS)  # 0.064
-
-
-def logistic_scores(train, test) -> np.ndarray:
-    """Per-model probability of a correct answer from TF-IDF features."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    features_train = vectorizer.fit_transform(train.queries)
-    features_test = vectorizer.transform(test.queries)
-    columns = []
-    for m in range(train.n_models):
-        known = ~np.isnan(train.labels[:, m])
-        y = train.labels[known, m]
-        if y.min() == y.max():
-            columns.append(np.full(test.n_queries, y[0]))
-            continue
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(features_train[known], y)
-        columns.append(model.predict_proba(features_test)[:, 1])
-    return np.column_stack(columns)
 
 
 def population_check(scores, labels, alpha, abstention, n_cal, rng):
@@ -80,23 +62,6 @@ def assert_promise_kept(results):
     # The bound costs something, but the sets stay close to the population oracle's.
     assert results["size"] <= results["oracle_size"] * 1.35 + 0.25, results
     assert results["size"] >= results["oracle_size"] * 0.8 - 0.1, results
-
-
-@pytest.fixture(scope="module")
-def routerdc_pool(shared_data):
-    train = load_dataset(shared_data / "routerdc" / "mmlu_train.json")
-    test = load_dataset(shared_data / "routerdc" / "mmlu_test.json")
-    return logistic_scores(train, test), test.labels
-
-
-@pytest.fixture(scope="module")
-def routerbench_pool(shared_data):
-    with pytest.warns(UserWarning):
-        train = load_dataset(shared_data / "routerbench" / "arc_challenge_train.csv",
-                             missing="drop_queries")
-        test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv",
-                            missing="drop_queries")
-    return logistic_scores(train, test), test.labels
 
 
 @pytest.mark.parametrize("abstention", [True, False])

@@ -131,6 +131,18 @@ def test_training_front_keeps_undominated_policies_fallback_first():
     assert kept.tolist() == [0, 1, 4, 3]
 
 
+def test_training_front_keeps_the_fallback_at_its_place_when_dearer_policies_are_safer():
+    # Set or error objectives: the fallback (one model) is not the safest policy.
+    risk = np.array([0.20, 0.05, 0.10, 0.30, 0.12])
+    cost = np.array([1.0, 3.0, 2.0, 0.5, 2.5])
+    kept = training_front(np.broadcast_to(risk, (5, 5)), np.broadcast_to(cost, (5, 5)))
+    # 4 is beaten by 2; the fallback 0 keeps its place by risk, before the cheaper 3.
+    assert kept.tolist() == [1, 2, 0, 3]
+    # A dominated fallback is still tested (it is what is served when nothing else is).
+    kept = training_front(np.broadcast_to(risk, (5, 5)), np.broadcast_to(cost, (5, 5)), first=4)
+    assert kept.tolist() == [1, 2, 4, 0, 3]
+
+
 def test_certified_regret_on_routerbench_arc_is_valid_and_reports_the_real_reference(shared_data):
     folder = shared_data / "routerbench"
     train = load_routerbench(folder / "arc_challenge_train.csv")
@@ -145,3 +157,50 @@ def test_certified_regret_on_routerbench_arc_is_valid_and_reports_the_real_refer
         assert record["accuracy"] >= record["reference_accuracy"] - record["alpha"]
     # At alpha 0.05 a cheaper policy is certified in most trials and saves money.
     assert records[1]["refused"] < 0.5 and records[1]["cost_share"] < 0.6
+
+
+def _record(**changes):
+    record = {
+        "alpha": 0.03,
+        "objective": "regret",
+        "reference": "gpt-4",
+        "delta": 0.1,
+        "trials": 100,
+        "accuracy": 0.95,
+        "reference_accuracy": 0.96,
+        "violation_rate": 0.01,
+        "refused": 0.1,
+        "uncertified": 0.0,
+        "cost_share": 0.41,
+        "method": "holm",
+        "uncorrected": {"accuracy": 0.93, "cost_share": 0.3, "violation_rate": 0.4},
+        "aggregators": {
+            "best": 0.96, "vote": 0.92, "logodds": 0.94, "winner": "best", "over": "all models"
+        },
+    }  # fmt: skip
+    return {**record, **changes}
+
+
+def test_the_report_opens_with_one_plain_sentence_per_alpha_and_the_uncorrected_choice():
+    from racer.evaluation.certified import opening_sentences
+
+    lines = opening_sentences(
+        {
+            "certified": [
+                _record(),
+                _record(alpha=0.02, refused=0.9, cost_share=1.0),
+                _record(alpha=0.01, refused=1.0, uncertified=0.8, cost_share=1.0),
+                _record(alpha=0.1, objective="set", refused=1.0, cost_share=3.5),
+            ]
+        }
+    )
+    text = "\n".join(lines)
+    assert "alpha 0.03: certified at most 3 points below gpt-4 with probability 0.9" in text
+    assert "at 41 % of gpt-4's cost" in text
+    assert "alpha 0.02: no saving could be certified against gpt-4 in 90 % of trials" in text
+    assert "alpha 0.01: nothing, not even gpt-4 alone, could be certified in 80 %" in text
+    # A certified set objective dearer than the reference is not called a refusal.
+    assert "alpha 0.1: certified misrouting risk at most 0.1" in text and "350 %" in text
+    assert "| 0.03 | holm | 0.950 | 0.41 | 0.010 | 0.10 | 0.930 | 0.30 | 0.400 |" in text
+    assert "best wins (test accuracy best 0.960, vote 0.920, logodds 0.940)" in text
+    assert opening_sentences({}) == []

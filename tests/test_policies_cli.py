@@ -59,3 +59,56 @@ def test_regret_without_reference_is_a_user_error(tmp_path):
         app, ["evaluate", "--train", "x.csv", "--test", "y.csv", "--objective", "accuracy"]
     )
     assert result.exit_code == 2 and "--objective must be one of" in result.output
+
+
+def test_calibrate_spends_the_family_wise_error_as_asked(shared_data, tmp_path):
+    folder = shared_data / "routerbench"
+    out = tmp_path / "artifact"
+    arguments = [
+        "calibrate",
+        "--train", str(folder / "arc_challenge_train.csv"),
+        "--calibration", str(folder / "arc_challenge_test.csv"),
+        "--router", "prior",
+        "--alpha", "0.05",
+        "--objective", "regret",
+        "--reference", "gpt-4-1106-preview",
+        "--out", str(out),
+    ]  # fmt: skip
+    result = runner.invoke(app, [*arguments, "--fwer", "holm"])
+    assert result.exit_code == 0, result.output
+    certificate = load_artifact(out).policy["certificate"]
+    assert certificate["method"] == "holm"
+    # Holm over the whole front tests each policy at no more than delta.
+    assert certificate["p_value"] <= 0.1
+    result = runner.invoke(app, [*arguments[:-2], "--out", str(tmp_path / "b"), "--fwer", "sidak"])
+    assert result.exit_code == 2
+    assert "Error:" in result.output and "--fwer must be one of" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_certifies_graded_pass_fractions_end_to_end(shared_data, tmp_path):
+    import json
+
+    folder = shared_data / "routerdc"
+    out = tmp_path / "gsm8k"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--train", str(folder / "gsm8k-train.json"),
+            "--test", str(folder / "gsm8k-test.json"),
+            "--router", "prior",
+            "--trials", "10",
+            "--alpha", "0.35",
+            "--objective", "error",
+            "--fwer", "bonferroni",
+            "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads((out / "results.json").read_text())["certified"]
+    # Pass fractions are graded losses: the Hoeffding-Bentkus bound is used, not the binomial.
+    assert (record["bound"], record["method"], record["objective"]) == ("hb", "bonferroni", "error")
+    assert record["violation_rate"] == 0.0
+    report = (out / "report.md").read_text()
+    assert "| uncorrected: accuracy |" in report and "aggregator over all models" in report

@@ -109,3 +109,25 @@ def test_policies_round_trip_through_json_state(policy):
     import json
 
     assert policy_from_state(json.loads(json.dumps(policy.state()))) == policy
+
+
+def test_a_judged_set_pays_the_judge_and_is_certified_for_its_worst_pick():
+    data = _data(n=300, seed=3)
+    judged = ParallelSets("threshold", 0.5, "judge", fallback=3, judge=3)
+    outcome = judged.simulate(data)
+    sets = judged.sets(data.scores)
+    plain = ParallelSets("threshold", 0.5, "best", fallback=3).simulate(data)
+    # The judge is paid exactly where two or more answers reach it.
+    extra = np.where(sets.sum(axis=1) >= 2, data.costs[:, 3], 0.0)
+    np.testing.assert_allclose(outcome.cost - plain.cost, extra)
+    # Its served answer is never better than any member's: the loss bounds every verdict.
+    for objective in ("error", "regret"):
+        worst = answer_losses(objective, outcome.served, None, data.quality, reference=3)
+        for aggregator in ("best", "vote", "logodds"):
+            other = ParallelSets("threshold", 0.5, aggregator, fallback=3).simulate(data)
+            loss = answer_losses(objective, other.served, None, data.quality, reference=3)
+            assert (worst >= loss).all()
+    assert "judging (certified for its worst pick)" in judged.describe(("a", "b", "c", "d"))
+    assert policy_from_state(judged.state()) == judged
+    with pytest.raises(ValueError, match="judge"):
+        ParallelSets("threshold", 0.5, "judge", fallback=3)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import product
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from racer.losses import is_binary
 from racer.policies.losses import answer_losses
 
 LABELS = np.array(
@@ -67,3 +70,82 @@ def test_regret_risk_bounds_the_accuracy_lost_against_the_reference(labels, refe
         answer_losses("regret", np.full(30, reference), None, labels, reference=reference).sum()
         == 0
     )
+
+
+def _brute_force(objective, served, invoked, labels, reference):
+    """Largest loss over every 0/1 completion of the unknown labels (one query)."""
+    unknown = np.flatnonzero(np.isnan(labels))
+    worst = 0.0
+    for bits in range(2 ** unknown.size):
+        filled = labels.copy()
+        filled[unknown] = [(bits >> i) & 1 for i in range(unknown.size)]
+        served_right = served >= 0 and filled[served] == 1
+        if objective == "error":
+            loss = float(not served_right)
+        elif objective == "regret":
+            loss = float(not served_right and filled[reference] == 1)
+        else:
+            loss = float(filled.any() and not (filled[invoked] == 1).any())
+        worst = max(worst, loss)
+    return worst
+
+
+@given(
+    arrays(np.float64, (12, 4), elements=st.sampled_from([0.0, 1.0, np.nan])),
+    arrays(np.bool_, (12, 4)),
+    arrays(np.int64, (12,), elements=st.integers(-1, 3)),
+    st.integers(0, 3),
+)
+def test_unknowns_count_at_their_worst_completion_exactly(labels, invoked, served, reference):
+    for objective in ("error", "regret", "set"):
+        got = answer_losses(objective, served, invoked, labels, reference=reference)
+        expected = [
+            _brute_force(objective, served[i], invoked[i], labels[i], reference)
+            for i in range(labels.shape[0])
+        ]
+        assert got.tolist() == expected, objective
+
+
+def test_an_unknown_label_the_set_called_is_not_a_misroute_when_the_others_are_wrong():
+    # Old rule: counted 1 (unknown outside-the-set-as-right); no completion is a misroute.
+    labels = np.array([[np.nan, 0.0, 0.0]])
+    invoked = np.array([[True, False, False]])
+    assert answer_losses("set", np.array([0]), invoked, labels).tolist() == [0.0]
+    # Serving the reference has no regret even when its label is unknown.
+    assert answer_losses("regret", np.array([0]), None, labels, reference=0).tolist() == [0.0]
+
+
+def _graded_worst(objective, served, invoked, quality, reference, grid):
+    """Largest loss over completions of the unknowns on a grid."""
+    unknown = np.flatnonzero(np.isnan(quality))
+    worst = 0.0
+    for values in product(grid, repeat=unknown.size):
+        filled = quality.copy()
+        filled[unknown] = values
+        got = 0.0 if served < 0 else filled[served]
+        if objective == "error":
+            loss = 1.0 - got
+        elif objective == "regret":
+            loss = 0.0 if served == reference else max(filled[reference] - got, 0.0)
+        else:
+            loss = 0.0 if not (filled > 0).any() else 1.0 - filled[invoked].max(initial=0.0)
+        worst = max(worst, loss)
+    return worst
+
+
+@given(
+    arrays(np.float64, (8, 3), elements=st.sampled_from([0.0, 0.3, 0.8, 1.0, np.nan])),
+    arrays(np.bool_, (8, 3)),
+    arrays(np.int64, (8,), elements=st.integers(-1, 2)),
+    st.integers(0, 2),
+)
+def test_graded_unknowns_count_at_their_worst_completion(quality, invoked, served, reference):
+    # A task whose known values are all 0/1 has 0/1 labels (main's rule, is_binary);
+    # otherwise an unknown can be any value in [0, 1], a tiny positive one included.
+    grid = (0.0, 1.0) if is_binary(quality) else (0.0, 1e-9, 0.5, 1.0)
+    for objective in ("error", "regret", "set"):
+        got = answer_losses(objective, served, invoked, quality, reference=reference)
+        for i in range(quality.shape[0]):
+            expected = _graded_worst(objective, served[i], invoked[i], quality[i], reference, grid)
+            # The sup over [0, 1]: the grid reaches it up to the tiny positive value.
+            assert expected - 1e-12 <= got[i] <= expected + 1e-6, (objective, i)

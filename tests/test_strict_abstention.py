@@ -13,8 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.model_selection import KFold
-from test_guarantee_real_data import logistic_scores
+from real_data import out_of_fold_scores
 
 from racer import RACER, InfeasibleCalibrationError
 from racer.calibration import calibrate_strict
@@ -45,39 +44,18 @@ def validity(scores, labels, n_cal, rng, make, hide=None):
     return violations / TRIALS, certified / TRIALS
 
 
-class Pool:
-    def __init__(self, queries, labels):
-        self.queries, self.labels = queries, labels
-        self.n_models, self.n_queries = labels.shape[1], len(queries)
-
-
-@pytest.fixture(scope="module")
-def arc_pool(shared_data):
-    with pytest.warns(UserWarning):
-        train = load_dataset(shared_data / "routerbench" / "arc_challenge_train.csv",
-                             missing="drop_queries")
-        test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv",
-                            missing="drop_queries")
-    return logistic_scores(train, test), test.labels
-
-
 @pytest.fixture(scope="module")
 def mbpp_pool(shared_data):
     """RouterBench MBPP, train and test pooled, with out-of-fold scores."""
     parts = [load_dataset(shared_data / "routerbench" / f"mbpp_{split}.csv")
              for split in ("train", "test")]
-    queries = np.concatenate([p.queries for p in parts])
     labels = np.vstack([p.labels for p in parts])
-    scores = np.zeros_like(labels)
-    for train, test in KFold(5, shuffle=True, random_state=0).split(queries):
-        scores[test] = logistic_scores(Pool(queries[train], labels[train]),
-                                       Pool(queries[test], labels[test]))
-    return scores, labels
+    return out_of_fold_scores(np.concatenate([p.queries for p in parts]), labels), labels
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
-def test_strict_keeps_its_served_promise_on_routerbench_arc(arc_pool, alpha):
-    scores, labels = arc_pool
+def test_strict_keeps_its_served_promise_on_routerbench_arc(routerbench_pool, alpha):
+    scores, labels = routerbench_pool
     violation, certified = validity(
         scores, labels, 400, np.random.default_rng(10),
         lambda: RACER(alpha=alpha, delta=DELTA, abstention="strict"),
@@ -86,16 +64,9 @@ def test_strict_keeps_its_served_promise_on_routerbench_arc(arc_pool, alpha):
     assert certified >= 0.9
 
 
-@pytest.fixture(scope="module")
-def mmlu_pool(shared_data):
-    train = load_dataset(shared_data / "routerdc" / "mmlu_train.json")
-    test = load_dataset(shared_data / "routerdc" / "mmlu_test.json")
-    return logistic_scores(train, test), test.labels
-
-
 @pytest.mark.parametrize("alpha", [0.1, 0.2])
-def test_strict_keeps_its_served_promise_on_routerdc_mmlu(mmlu_pool, alpha):
-    scores, labels = mmlu_pool
+def test_strict_keeps_its_served_promise_on_routerdc_mmlu(routerdc_pool, alpha):
+    scores, labels = routerdc_pool
     violation, certified = validity(
         scores, labels, 1000, np.random.default_rng(11),
         lambda: RACER(alpha=alpha, delta=DELTA, abstention="strict"),
@@ -156,8 +127,8 @@ def hide_labels_of_hard_queries(scores, rng):
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.1])
-def test_informative_missingness_voids_drop_but_not_the_worst_case_default(arc_pool, alpha):
-    scores, labels = arc_pool
+def test_informative_missingness_voids_drop_but_not_the_worst_case_default(routerbench_pool, alpha):
+    scores, labels = routerbench_pool
     dropped, _ = validity(
         scores, labels, 400, np.random.default_rng(15),
         lambda: RACER(alpha=alpha, abstention="flag", missing="drop"),

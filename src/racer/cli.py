@@ -426,6 +426,12 @@ ObjectiveOption = Annotated[
 ReferenceOption = Annotated[
     str | None, typer.Option(help="Reference model of --objective regret (the fallback).")
 ]
+FwerOption = Annotated[
+    str,
+    typer.Option(
+        help="Family-wise error control of --objective: fixed_sequence, bonferroni or holm."
+    ),
+]
 SeedOption = Annotated[int, typer.Option(help="Seed of the trials (and of the demo data).")]
 RouterOption = Annotated[
     str, typer.Option(help="Base router, by name (see racer.routers.ROUTER_NAMES).")
@@ -487,7 +493,11 @@ def demo(
     (pip install "racer-routing[plots]"); without it the report says so and has none.
     """
     from racer.data.split import train_test_split
-    from racer.evaluation.synthetic import SYNTHETIC_NOTICE, make_synthetic_benchmark
+    from racer.evaluation.synthetic import (
+        SYNTHETIC_NOTICE,
+        answer_level_story,
+        make_synthetic_benchmark,
+    )
     from racer.evaluation.task import evaluate_task, router_scores, write_task_report
 
     _QUIET["on"] = quiet or as_json
@@ -504,12 +514,14 @@ def demo(
             scores = router_scores(router, train, test)
         with _progress("Evaluating") as step:
             evaluation = evaluate_task(test, scores, settings, train=train, progress=step)
+            step("certified answer-level policies (synthetic story tasks)")
+            certified = answer_level_story(delta=delta, n_trials=trials, random_state=seed)
         header = [
             f"**{SYNTHETIC_NOTICE}.** {data.n_models} made-up models, {data.n_queries} "
             f"made-up queries; base router: {router}, trained on {train.n_queries} of them.",
             "",
         ]
-        paths = write_task_report(evaluation, out, header=header)
+        paths = write_task_report(evaluation, out, header=header, certified=certified)
     _finish_evaluation(evaluation, paths, start, as_json)
 
 
@@ -552,6 +564,7 @@ def evaluate(
     out: OutOption = Path("racer-out"),
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
+    fwer: FwerOption = "fixed_sequence",
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -577,7 +590,7 @@ def evaluate(
 
     _QUIET["on"] = quiet or as_json
     with _user_errors():
-        check_objective_options(objective, reference)
+        check_objective_options(objective, reference, fwer)
         if not test:
             raise UserError("Give the test data with --test PATH.")
         if scores is None and not train:
@@ -611,7 +624,7 @@ def evaluate(
             )
         certified = records_for_evaluation(
             objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
-            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed,
+            n_trials=trials, calibration_fraction=calibration_fraction, seed=seed, method=fwer,
         )
         header = [f"Test data: {test_data.name}; {source}.", ""]
         paths = write_task_report(
@@ -691,6 +704,7 @@ def calibrate(
     overwrite: Annotated[bool, typer.Option(help="Replace an artifact already in --out.")] = False,
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
+    fwer: FwerOption = "fixed_sequence",
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -745,7 +759,7 @@ def calibrate(
         with _warnings_as_notes("calibration"):
             estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
         policy = certify_for_artifact(
-            objective, reference, train_data, cal_data, alpha=alpha, delta=delta
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer
         )
         save_artifact(
             out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy
@@ -814,7 +828,6 @@ def _read_file(path: Path) -> str:
         ) from None
 
 
-@app.command()
 def route(
     artifact: Annotated[Path, typer.Option(help="Artifact folder written by racer calibrate.")],
     input: Annotated[
@@ -833,7 +846,7 @@ def route(
     ] = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Choose the set of models for each query with a saved artifact; write JSONL."""
+    """Route plain-text queries with a saved artifact; write JSONL (racer.cli_batch.route)."""
     _QUIET["on"] = quiet
     with _user_errors():
         if not artifact.is_dir():
@@ -882,8 +895,16 @@ def _register_gateway_commands() -> None:
     register(app)
 
 
+def _register_batch_commands() -> None:
+    """``racer route`` (plain text goes to :func:`route`) and ``racer replay``: racer.cli_batch."""
+    from racer.cli_batch import register
+
+    register(app)
+
+
 _register_gateway_commands()
 __import__("racer.cli_data", fromlist=["register"]).register(app)  # collect, grade, dataset
+_register_batch_commands()
 
 
 if __name__ == "__main__":

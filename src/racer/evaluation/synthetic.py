@@ -124,3 +124,113 @@ def make_synthetic_benchmark(
         sources=np.array(TOPICS)[topic],
         name="synthetic-demo",
     )
+
+
+# --- The answer-level story: where certified cascades save money and where they cannot ---
+
+STORIES = ("cheap-models-agree", "cheap-models-wrong-together", "open-ended")
+STORY_MODELS = ("cheap-a", "cheap-b", "cheap-c", "frontier")
+# Dollars per query: the frontier model costs 10 to 30 times a cheap one.
+STORY_COSTS = np.array([0.0001, 0.0002, 0.0003, 0.003])
+# Skill logits against a shared difficulty (about 0.85 to 0.89 and 0.94 accuracy).
+STORY_SKILLS = np.array([2.2, 2.4, 2.6, 3.6])
+TRAP_SHARE = 0.25
+
+
+def make_answer_level_task(
+    story: str, n_queries: int = 2000, *, random_state: int = 0
+) -> RoutingDataset:
+    """A SYNTHETIC task of the answer-level story (three cheap models and a frontier one).
+
+    Parameters
+    ----------
+    story : {"cheap-models-agree", "cheap-models-wrong-together", "open-ended"}
+        ``"cheap-models-agree"``: multiple choice; a wrong model picks any distractor,
+        so two cheap models that agree are almost always right and a cascade can stop
+        early. ``"cheap-models-wrong-together"``: the same, except that on a quarter of
+        the queries (traps) every cheap model gives the same wrong answer and only the
+        frontier model is right about as often as usual: agreement is no evidence
+        there. ``"open-ended"``: the same correctness as the first story, but the
+        responses are free text without an extractable answer, so there is nothing to
+        agree on.
+    n_queries : int, default 2000
+    random_state : int, default 0
+
+    Returns
+    -------
+    RoutingDataset
+        Named ``"synthetic-<story>"``, with responses and dollar costs.
+    """
+    if story not in STORIES:
+        raise ValueError(f"story must be one of {STORIES}, got {story!r}.")
+    rng = np.random.default_rng(random_state)
+    n_models = len(STORY_MODELS)
+    difficulty = rng.normal(0.0, 1.0, size=n_queries)
+    logits = STORY_SKILLS[None, :] - difficulty[:, None]
+    correct = rng.random((n_queries, n_models)) < 1.0 / (1.0 + np.exp(-logits))
+    key = rng.integers(4, size=n_queries)
+    distractor = (key[:, None] + rng.integers(1, 4, size=(n_queries, n_models))) % 4
+    answer = np.where(correct, key[:, None], distractor)
+    if story == "cheap-models-wrong-together":
+        trap = rng.random(n_queries) < TRAP_SHARE
+        trap_answer = (key + rng.integers(1, 4, size=n_queries)) % 4
+        cheap = np.arange(n_models) < n_models - 1
+        answer = np.where(trap[:, None] & cheap[None, :], trap_answer[:, None], answer)
+        correct = answer == key[:, None]
+    if story == "open-ended":
+        styles = np.array(["formal", "casual", "terse", "lyrical", "technical"])
+        style = styles[rng.integers(styles.size, size=(n_queries, n_models))]
+        responses = np.char.add("Here is my essay, in a style best called ", style).astype(object)
+    else:
+        responses = np.char.add("The answer is ", CHOICES[answer]).astype(object)
+    costs = STORY_COSTS[None, :] * rng.lognormal(0.0, 0.2, size=(n_queries, n_models))
+    queries = np.array(
+        [f"Question {i} ({story}, synthetic)" for i in range(n_queries)], dtype=object
+    )
+    return RoutingDataset(
+        queries=queries,
+        model_names=STORY_MODELS,
+        labels=correct.astype(float),
+        costs=costs,
+        responses=responses,
+        query_ids=np.char.add(f"synthetic-{story}-", np.arange(n_queries).astype(str)),
+        name=f"synthetic-{story}",
+    )
+
+
+def answer_level_story(
+    *,
+    alphas: tuple[float, ...] = (0.02, 0.03, 0.05),
+    delta: float = 0.1,
+    n_trials: int = 200,
+    n_queries: int = 2000,
+    random_state: int = 0,
+) -> list[dict]:
+    """The ``certified`` records of the demo: certified regret against the frontier model.
+
+    For each story, half the queries are training data (policy family and order), the
+    other half the pool of the validity trials, each calibrating on half the pool.
+    Every record carries ``task`` (the story's dataset name). At these alphas a
+    cheap model alone loses too much against the frontier model, so only a cascade
+    whose agreement is evidence of being right can save money.
+    """
+    from racer.data.split import train_test_split
+    from racer.evaluation.certified import CertifiedSettings, certified_records
+
+    records = []
+    for offset, story in enumerate(STORIES):
+        data = make_answer_level_task(story, n_queries, random_state=random_state + offset)
+        train, pool = train_test_split(data, 0.5, random_state=random_state)
+        settings = CertifiedSettings(
+            objective="regret",
+            reference=STORY_MODELS[-1],
+            alphas=alphas,
+            delta=delta,
+            n_trials=n_trials,
+            n_cal=pool.n_queries // 2,
+            seed=random_state,
+        )
+        records += [
+            {"task": data.name, **record} for record in certified_records(train, pool, settings)
+        ]
+    return records

@@ -52,27 +52,30 @@ def safest_first(training_losses: np.ndarray, training_costs: np.ndarray) -> np.
 def training_front(
     training_losses: np.ndarray, training_costs: np.ndarray, first: int = 0
 ) -> np.ndarray:
-    """The policies on the training risk-cost front, safest first, ``first`` leading.
+    """The policies on the training risk-cost front, safest first, ``first`` always kept.
 
     A policy that another beats on both training risk and training cost is dropped:
     each hypothesis tested costs family-wise error, and a dominated policy would never
-    be chosen. Everything comes from the training split, so the returned positions are
-    a valid fixed-sequence order (METHOD.md section 5b).
+    be chosen. ``first`` (always calling the fallback) is kept at its place by training
+    risk, whatever it costs: under regret it is the safest and leads; under error or set
+    objectives a dearer but safer policy (a larger set, a cascade) may come before it.
+    Everything comes from the training split, so the returned positions are a valid
+    fixed-sequence order (METHOD.md section 5b).
 
     Returns
     -------
     numpy.ndarray of int
-        Positions into the family: ``first`` (always calling the fallback), then the
-        front by increasing training risk (and decreasing cost).
+        Positions into the family by increasing training risk (ties: cheaper first),
+        each cheaper than every safer one kept before it, ``first`` included.
     """
     risk = np.asarray(training_losses, dtype=float).mean(axis=0)
     cost = np.asarray(training_costs, dtype=float).mean(axis=0)
-    kept = [first]
-    cheapest = cost[first]
+    kept: list[int] = []
+    cheapest = np.inf
     for index in np.lexsort((cost, risk)):
-        if index != first and cost[index] < cheapest:
+        if index == first or cost[index] < cheapest:
             kept.append(int(index))
-            cheapest = cost[index]
+            cheapest = min(cheapest, cost[index])
     return np.asarray(kept, dtype=int)
 
 

@@ -9,7 +9,9 @@ outcome on recorded answers, vectorised over queries) and a JSON ``state``:
   soon as the weighted agreement margin of the answers so far reaches ``threshold``;
   otherwise escalate, finally to ``fallback`` whose answer is served.
 - :class:`ParallelSets`: call RACER's nested set at ``lam`` at once and aggregate; an
-  empty set escalates to ``fallback`` instead of refusing.
+  empty set escalates to ``fallback`` instead of refusing. With the ``"judge"``
+  aggregator a judge model names the best answer; its call is part of the policy's cost
+  and, since its verdicts are not in recorded data, the loss counts its worst pick.
 
 :func:`policy_grid` builds the family from the *training* split only (prices, accuracies),
 never from calibration data, as Learn-then-Test requires (METHOD.md section 5b).
@@ -30,6 +32,7 @@ DEFAULT_THRESHOLDS = tuple(float(t) for t in np.arange(0.0, 10.01, 0.5))
 DEFAULT_LAMBDAS = tuple(float(x) for x in np.round(np.arange(0.05, 1.0001, 0.05), 2))
 SET_FAMILIES = ("threshold", "cumulative")
 SET_AGGREGATORS = ("logodds", "vote", "best")
+JUDGE = "judge"
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,13 @@ class ParallelSets:
         The nested set family (:func:`racer.sets.entry_levels`, abstention allowed).
     lam : float
         The set parameter.
-    aggregator : {"logodds", "vote", "best"}
-        How the set's answers become one (:func:`racer.aggregate.choose_in_sets`).
+    aggregator : {"logodds", "vote", "best", "judge"}
+        How the set's answers become one (:func:`racer.aggregate.choose_in_sets`, or
+        ``"judge"``: the ``judge`` model names the best one, see :meth:`simulate`).
     fallback : int
         The model called instead of refusing.
+    judge : int, optional
+        The judge model's column (required by ``aggregator="judge"``).
     """
 
     family: str
@@ -222,6 +228,11 @@ class ParallelSets:
     aggregator: str
     fallback: int
     kind: str = "sets"
+    judge: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.aggregator == JUDGE) != (self.judge is not None):
+            raise ValueError('aggregator="judge" needs judge=<model column>, and only it does.')
 
     def sets(self, scores: np.ndarray) -> np.ndarray:
         """The models of each query's set, shape (n, M)."""
@@ -229,26 +240,65 @@ class ParallelSets:
         return entry[:, 1:] <= self.lam
 
     def simulate(self, data: PolicyData) -> Outcome:
-        """Outcome on recorded answers."""
+        """Outcome on recorded answers.
+
+        The judge's verdicts are not recorded, so a judged set serves its *worst*
+        member (lowest known quality, unknown counted 0, the fallback last): every
+        verdict the judge could give, its best-in-set fallback included, loses no more
+        under error, regret and set losses, so what is certified holds for any judge.
+        The judge is called, and paid, on every query whose set has two or more answers.
+        """
         if data.scores is None:
             raise ValueError("Parallel sets need the router's scores.")
         invoked = self.sets(data.scores)
-        served = choose_in_sets(invoked, data.scores, data.codes, self.aggregator)
+        if self.aggregator == JUDGE:
+            served, judged = _worst_member(invoked, data, self.fallback)
+        else:
+            served = choose_in_sets(invoked, data.scores, data.codes, self.aggregator)
+            judged = np.zeros(data.n, dtype=bool)
         escalated = served < 0
         invoked[escalated, self.fallback] = True
         served = np.where(escalated, self.fallback, served)
-        return _outcome(served, invoked, data, escalated)
+        outcome = _outcome(served, invoked, data, escalated)
+        if self.judge is None:
+            return outcome
+        judge_cost = np.where(judged, data.costs[:, self.judge], 0.0)
+        return Outcome(served, invoked, outcome.cost + judge_cost, escalated)
 
     def describe(self, model_names: tuple[str, ...]) -> str:
         """A readable description."""
+        aggregation = (
+            f"{self.aggregator} aggregation"
+            if self.judge is None
+            else f"{model_names[self.judge]} judging (certified for its worst pick)"
+        )
         return (
-            f"{self.family} sets at lambda {self.lam:g} with {self.aggregator} aggregation, "
+            f"{self.family} sets at lambda {self.lam:g} with {aggregation}, "
             f"empty set escalated to {model_names[self.fallback]}"
         )
 
     def state(self) -> dict[str, Any]:
         """JSON state (see :func:`policy_from_state`)."""
         return asdict(self)
+
+
+def _worst_member(
+    invoked: np.ndarray, data: PolicyData, fallback: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The responding member of each set with the lowest quality, and where a judge is asked.
+
+    Returns the column (-1 for no responding member) and whether two or more members
+    responded (only then is the judge called).
+    """
+    responding = invoked & (data.codes != -2)
+    quality = np.where(responding, np.nan_to_num(data.quality, nan=0.0), np.inf)
+    lowest = responding & (quality == quality.min(axis=1, keepdims=True))
+    # Among equally bad members a non-fallback one (serving the reference has no regret).
+    others = lowest.copy()
+    others[:, fallback] = False
+    worst = np.where(others.any(axis=1), np.argmax(others, axis=1), np.argmax(lowest, axis=1))
+    count = responding.sum(axis=1)
+    return np.where(count > 0, worst, -1), count >= 2
 
 
 Policy = Single | Cascade | ParallelSets
@@ -286,6 +336,7 @@ def policy_grid(
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
     families: tuple[str, ...] = SET_FAMILIES,
     aggregators: tuple[str, ...] = SET_AGGREGATORS,
+    judge: int | None = None,
 ) -> list[Policy]:
     """The policy family, built from training prices and accuracies only.
 
@@ -305,6 +356,8 @@ def policy_grid(
         Longest cascade chain before the fallback.
     thresholds, lambdas, families, aggregators
         The grids of the stop margin and of the parallel sets.
+    judge : int, optional
+        With the router, also judged parallel sets with this judge model.
 
     Returns
     -------
@@ -332,4 +385,10 @@ def policy_grid(
             for aggregator in aggregators
             for lam in lambdas
         ]
+        if judge is not None:
+            policies += [
+                ParallelSets(family, lam, JUDGE, fallback, judge=judge)
+                for family in families
+                for lam in lambdas
+            ]
     return policies

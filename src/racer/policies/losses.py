@@ -9,15 +9,24 @@ these losses stays valid whatever the unknown outcomes were (METHOD.md section 5
   acc(reference) - acc(system) <= regret risk, certifying regret <= alpha certifies at
   most alpha accuracy lost against the reference.
 - ``"set"``: the misrouting loss of the invoked set: some model is right and no invoked
-  model is.
+  model is. This is main's one definition, :func:`racer.losses.served_losses` in mode
+  ``"off"`` (policies escalate instead of refusing), worst completion included.
 
 With graded quality q in [0, 1] the losses are ``1 - q_served`` (error) and
 ``max(q_reference - q_served, 0)`` (regret), still upper bounds of the accuracy gap.
+
+Unknowns, worst completion (the largest loss over every way of filling them in):
+error counts an unknown served label as wrong; regret counts "served wrong and
+reference right", so an unknown reference label counts as right and an unknown served
+label as wrong, except when the served model *is* the reference, whose regret is 0
+whatever its label.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from racer.losses import is_binary, served_losses
 
 OBJECTIVES = ("set", "error", "regret")
 
@@ -88,14 +97,21 @@ def answer_losses(
         else:
             q_reference = np.nan_to_num(quality[:, reference], nan=1.0)
             losses = np.maximum(q_reference[:, None] - q_served, 0.0)
+            # Serving the reference itself loses nothing against it, whatever its label.
+            losses = np.where(columns == reference, 0.0, losses)
     return losses if served.ndim == 2 else losses[:, 0]
 
 
 def _set_losses(invoked: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Misrouting of invoked sets (n, K, M): best possible quality minus the set's best.
+    """Misrouting of invoked sets (n, K, M) by :func:`racer.losses.served_losses`, mode "off".
 
-    Worst case over unknowns: invoked unknowns are wrong, the others right.
+    One loss definition for the whole project: the worst completion of unknown labels
+    is main's (an unknown the set itself called cannot make the query answerable
+    while the set misses it).
     """
-    best_possible = np.nan_to_num(quality, nan=1.0).max(axis=1)
-    invoked_quality = np.where(invoked, np.nan_to_num(quality, nan=0.0)[:, None, :], 0.0)
-    return np.maximum(best_possible[:, None] - invoked_quality.max(axis=2), 0.0)
+    n, k, m = invoked.shape
+    decision = np.zeros((n * k, m + 1), dtype=bool)
+    decision[:, 1:] = invoked.reshape(n * k, m)
+    tiled = np.repeat(quality, k, axis=0)
+    losses = served_losses("off", decision, tiled, binary=is_binary(quality))
+    return losses.reshape(n, k)

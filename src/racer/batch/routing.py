@@ -1,0 +1,196 @@
+"""Routing one batch of queries with an artifact, engine-independent.
+
+Output columns, the same for every engine (see ``docs/ray.md``):
+
+``id`` (string)
+    The input's id column cast to string, or the 0-based row number over the whole input
+    (files in the order given, folders sorted by path, rows in file order).
+``models`` (list of string)
+    The models invoked, in the artifact's column order; empty when nothing is invoked.
+``abstain`` (bool)
+    Column 0 of the served decision, per the artifact's abstention mode: ``flag`` - the
+    abstain flag (the models are still invoked); ``strict`` - the query is abstained and
+    no model is invoked; ``off`` - always false.
+``score:<model>`` (float64), one per model
+    The base router's score of each model, in the artifact's column order.
+``artifact_id`` (string)
+    The sha256 of the artifact's metadata (it changes with any re-calibration).
+``alpha``, ``delta`` (float64), ``n_calibration`` (int64), ``bound`` (string),
+``risk_bound`` (float64), ``abstention_mode`` (string)
+    The certificate: with probability at least ``1 - delta`` over the ``n_calibration``
+    calibration queries, the served misrouting risk of the mode is at most ``alpha``
+    (``risk_bound`` is the ``bound`` upper bound that certified it).
+
+Rows keep the input order; a batch is embedded and scored as given, on one BLAS thread
+(matrix products round differently with other thread counts), so equal batches give
+bit-identical rows whatever process runs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from threadpoolctl import threadpool_limits
+
+from racer import losses
+from racer.artifact import METADATA_FILE, RouterArtifact, load_artifact
+
+__all__ = [
+    "BatchRouter",
+    "abstention_mode",
+    "artifact_bundle",
+    "certificate",
+    "load_bundle",
+    "output_columns",
+]
+
+
+def abstention_mode(artifact: RouterArtifact) -> str:
+    """The serving mode the artifact was calibrated for: "flag", "strict" or "off"."""
+    return losses.abstention_mode(artifact.racer.abstention_mode_)
+
+
+def certificate(artifact: RouterArtifact) -> dict[str, Any]:
+    """The artifact's id and its guarantee: alpha, delta, n, bound and the mode."""
+    racer = artifact.racer
+    return {
+        "artifact_id": str(artifact.metadata.get("metadata_sha256", "")),
+        "alpha": float(racer.alpha),
+        "delta": float(racer.delta),
+        "n_calibration": int(racer.n_calibration_),
+        "bound": str(racer.bound_),
+        "risk_bound": float(racer.risk_bound_),
+        "abstention_mode": abstention_mode(artifact),
+    }
+
+
+def output_columns(model_names: Sequence[str], with_id: bool = True) -> list[str]:
+    """The output column names, in order."""
+    return [
+        *(["id"] if with_id else []),
+        "models",
+        "abstain",
+        *(f"score:{name}" for name in model_names),
+        "artifact_id",
+        "alpha",
+        "delta",
+        "n_calibration",
+        "bound",
+        "risk_bound",
+        "abstention_mode",
+    ]
+
+
+def artifact_bundle(directory: str | Path) -> dict[str, str]:
+    """The artifact's files as base64 text, to ship to workers that cannot see the folder."""
+    directory = Path(directory)
+    if not (directory / METADATA_FILE).is_file():
+        raise FileNotFoundError(f"No artifact at {directory}: {METADATA_FILE} is missing.")
+    return {
+        path.name: base64.b64encode(path.read_bytes()).decode("ascii")
+        for path in sorted(directory.iterdir())
+        if path.is_file()
+    }
+
+
+def load_bundle(bundle: dict[str, str]) -> RouterArtifact:
+    """Load an :func:`artifact_bundle` (verified by :func:`racer.artifact.load_artifact`)."""
+    with tempfile.TemporaryDirectory(prefix="racer-artifact-") as folder:
+        for name, data in bundle.items():
+            (Path(folder) / name).write_bytes(base64.b64decode(data))
+        return load_artifact(folder)
+
+
+class BatchRouter:
+    """Routes batches of queries with one loaded artifact (loaded once, reused per batch).
+
+    Parameters
+    ----------
+    artifact : RouterArtifact
+        The loaded artifact.
+    batch_size : int, default=2048
+        Queries embedded and scored at once; batches start every ``batch_size`` rows of
+        the rows given to :meth:`route`.
+    """
+
+    def __init__(self, artifact: RouterArtifact, batch_size: int = 2048) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+        self.artifact = artifact
+        self.batch_size = batch_size
+        self.model_names = artifact.model_names
+        self.certificate = certificate(artifact)
+
+    def decide(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Scores (n, M), the served decision (n, M + 1) and abstain scores of one batch.
+
+        Computed on one BLAS thread, so that the same batch gives the same bits in any
+        process (parallelism comes from running several routers).
+        """
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._decide(queries)
+
+    def _decide(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        abstain_scores = None
+        if self.artifact.abstention is not None:
+            abstain_scores = self.artifact.abstention.abstain_score(queries)
+        scores = self.artifact.predict_proba(queries)
+        decision = self.artifact.racer.predict(
+            scores, include_abstain=True, abstain_scores=abstain_scores
+        )
+        return scores, decision, abstain_scores
+
+    def _batch_table(self, queries: list[str]) -> pa.Table:
+        scores, decision, _ = self.decide(queries)
+        names = np.array(self.model_names, dtype=object)
+        invoked = decision[:, 1:]
+        columns: dict[str, Any] = {
+            "models": pa.array([list(names[row]) for row in invoked], pa.list_(pa.string())),
+            "abstain": pa.array(decision[:, 0], pa.bool_()),
+        }
+        for j, name in enumerate(self.model_names):
+            columns[f"score:{name}"] = pa.array(scores[:, j], pa.float64())
+        n = len(queries)
+        for key, value in self.certificate.items():
+            columns[key] = pa.array([value] * n)
+        return pa.table(columns)
+
+    def route(self, queries: Sequence[str], ids: Sequence[Any] | None = None) -> pa.Table:
+        """The output rows of ``queries`` (columns of :func:`output_columns`).
+
+        ``ids`` (one per query, any type, cast to str) become the ``id`` column; without
+        them the table has no ``id`` column and the writer numbers the rows.
+        """
+        queries = list(queries)
+        parts = [
+            self._batch_table(queries[start : start + self.batch_size])
+            for start in range(0, len(queries), self.batch_size)
+        ]
+        table = pa.concat_tables(parts) if parts else _empty(self.model_names)
+        if ids is not None:
+            table = table.add_column(0, "id", pa.array([str(i) for i in ids], pa.string()))
+        return table
+
+
+def _empty(model_names: Sequence[str]) -> pa.Table:
+    schema = pa.schema(
+        [
+            ("models", pa.list_(pa.string())),
+            ("abstain", pa.bool_()),
+            *((f"score:{name}", pa.float64()) for name in model_names),
+            ("artifact_id", pa.string()),
+            ("alpha", pa.float64()),
+            ("delta", pa.float64()),
+            ("n_calibration", pa.int64()),
+            ("bound", pa.string()),
+            ("risk_bound", pa.float64()),
+            ("abstention_mode", pa.string()),
+        ]
+    )
+    return schema.empty_table()

@@ -208,17 +208,18 @@ def fakes():
         yield dict(zip((*MODELS, JUDGE), servers.urls, strict=True))
 
 
-def judge_gateway(urls: dict[str, str]) -> tuple[Gateway, FastAPI]:
+def judge_gateway(urls: dict[str, str], judge: str | None) -> tuple[Gateway, FastAPI]:
     config = parse_config(
         {
             "backend_defaults": {"retries": 0, "cost_from_upstream": True},
             "backends": [{"name": m, "base_url": f"{u}/v1"} for m, u in urls.items()],
-            "routes": [{"name": "racer", "artifact": "unused", "judge": JUDGE}],
+            "routes": [{"name": "racer", "artifact": "unused", "judge": judge}],
             "auth": {"api_keys": [KEY]},
             "decision_log": {"url": "sqlite:///:memory:"},
         }
     )
-    policy = ParallelSets("threshold", 0.95, "judge", fallback=2)
+    # The policy's judge is alpha-small; the route names its own judge backend instead.
+    policy = ParallelSets("threshold", 0.95, "judge", fallback=2, judge=0)
     state = {
         "certificate": {
             "policy": policy.state(),
@@ -245,8 +246,10 @@ def judge_gateway(urls: dict[str, str]) -> tuple[Gateway, FastAPI]:
     return gateway, create_app(gateway, frozenset({KEY}))
 
 
-async def _judge_answers(urls: dict[str, str], questions: list[str], stream: bool = False):
-    gateway, app = judge_gateway(urls)
+async def _judge_answers(
+    urls: dict[str, str], questions: list[str], stream: bool = False, judge: str | None = JUDGE
+):
+    gateway, app = judge_gateway(urls, judge)
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=AUTH
@@ -267,7 +270,8 @@ async def _judge_answers(urls: dict[str, str], questions: list[str], stream: boo
 
 
 def test_judge_route_uses_the_verdict_and_falls_back_to_best_in_set(fakes):
-    members = ParallelSets("threshold", 0.95, "judge", 2).sets(np.array([[0.6, 0.7, 0.9]]))
+    policy = ParallelSets("threshold", 0.95, "judge", 2, judge=0)
+    members = policy.sets(np.array([[0.6, 0.7, 0.9]]))
     assert members.all()  # the whole set is called; best in set is gamma-large
     plain, undecided, broken = asyncio.run(
         _judge_answers(
@@ -293,6 +297,18 @@ def test_judge_route_uses_the_verdict_and_falls_back_to_best_in_set(fakes):
         assert report["judge"]["ok"] is judge_ok
         judge_cost = MEMBER_COST[JUDGE] if judge_ok else 0.0
         assert body["racer"]["cost_usd"] == pytest.approx(members_cost + judge_cost)
+
+
+def test_without_a_configured_judge_the_policys_judge_model_is_asked(fakes):
+    (answer,) = asyncio.run(_judge_answers(fakes, ["Capital of France?"], judge=None))
+    body = answer.json()
+    # alpha-small (the policy's judge column) answers its own text, not a verdict.
+    assert body["racer"]["policy"]["stopped"] == (
+        "judge alpha-small gave no usable verdict: best in set"
+    )
+    assert body["choices"][0]["message"]["content"] == TEXTS["gamma-large"]
+    members_cost = sum(MEMBER_COST[m] for m in MODELS)
+    assert body["racer"]["cost_usd"] == pytest.approx(members_cost + MEMBER_COST["alpha-small"])
 
 
 def test_judge_route_streams_the_chosen_answer_once_then_done(fakes):
@@ -403,10 +419,12 @@ def test_a_policy_route_is_refused_at_load_when_it_cannot_be_served(arc, tmp_pat
     from racer.serve.gateway import load_route
 
     artifact = load_artifact(arc[0])
-    judged = {"certificate": {"policy": ParallelSets("threshold", 0.5, "judge", 0).state()}}
+    judged = {
+        "certificate": {"policy": ParallelSets("threshold", 0.5, "judge", 0, judge=30).state()}
+    }
     beyond = {"certificate": {"policy": Cascade((0, 30), 1.0, 2).state()}}
     for name, state, message in (
-        ("judged", judged, "name the judge backend with `judge: <backend>`"),
+        ("judged", judged, "the policy calls columns [0, 30]; the artifact has 11 models"),
         ("beyond", beyond, "the policy calls columns [0, 30, 2]; the artifact has 11 models"),
     ):
         save_artifact(tmp_path / name, artifact.router, artifact.racer, policy=state)

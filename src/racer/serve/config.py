@@ -173,7 +173,8 @@ class RouteConfig(_Strict):
         Seed of the audit draws (with the route name).
     judge : str, optional
         The backend that judges a certified parallel policy with the ``judge``
-        aggregator (:mod:`racer.serve.policy_route`); required by such a policy.
+        aggregator (:mod:`racer.serve.policy_route`), instead of the policy's own
+        judge model.
     """
 
     name: str = Field(min_length=1)

@@ -31,7 +31,7 @@ from racer.serve.config import ConfigError, GatewayConfig, RouteConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
 from racer.serve.metrics import GatewayMetrics
 from racer.serve.monitor import RiskMonitor
-from racer.serve.policy_route import JUDGE, ServedPolicy, answer_with_policy, served_policy
+from racer.serve.policy_route import ServedPolicy, answer_with_policy, served_policy
 from racer.serve.schemas import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -191,11 +191,6 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
             raise ConfigError(
                 f"route {config.name!r}: the artifact's certified policy cannot be served: {error}"
             ) from error
-        if policy.aggregator == JUDGE and config.judge is None:
-            raise ConfigError(
-                f"route {config.name!r}: its certified policy aggregates with a judge; name "
-                "the judge backend with `judge: <backend>` in the route."
-            )
     return Route(
         config,
         artifact.router,

@@ -8,7 +8,8 @@ answers with that policy instead of calling the calibrated set:
   time; after each answer, stop when the stop rule fires, else call the next tier,
   finally the fallback (the reference);
 - :class:`~racer.policies.ParallelSets`: call the policy's set at once and aggregate
-  (best / vote / logodds, or a judge backend of the configuration); an empty set, or
+  (best / vote / logodds, or the policy's judge model: the route's ``judge`` backend
+  when it names one); an empty set, or
   one where nothing answered, escalates to the fallback.
 
 Serving equals evaluation: after every call the recorded answers so far go through the
@@ -29,12 +30,12 @@ import numpy as np
 
 from racer.aggregate import answer_codes, judge_choice, weighted_vote
 from racer.policies import Cascade, ParallelSets, Policy, PolicyData, Single, policy_from_state
+from racer.policies.families import JUDGE
 from racer.serve.backends import BackendCall
 
 if TYPE_CHECKING:  # pragma: no cover
     from racer.serve.gateway import Answer, Gateway, _Decision
 
-JUDGE = "judge"
 CERTIFICATE_FIELDS = ("objective", "alpha", "delta", "n", "certified", "only_fallback")
 
 
@@ -61,6 +62,13 @@ class ServedPolicy:
         """The aggregator of a parallel policy (None for the others)."""
         return self.policy.aggregator if isinstance(self.policy, ParallelSets) else None
 
+    def judge(self, model_names: Sequence[str], configured: str | None) -> str | None:
+        """The judge backend: the route's ``judge`` if it names one, else the policy's."""
+        policy = self.policy
+        if not isinstance(policy, ParallelSets) or policy.judge is None:
+            return None
+        return configured or model_names[policy.judge]
+
 
 def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPolicy:
     """The servable policy of an artifact's ``policy`` metadata.
@@ -78,7 +86,7 @@ def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPo
     columns = {
         Single: lambda p: [p.model],
         Cascade: lambda p: [*p.chain, p.fallback],
-        ParallelSets: lambda p: [p.fallback],
+        ParallelSets: lambda p: [p.fallback, *([] if p.judge is None else [p.judge])],
     }[type(policy)](policy)
     if any(not 0 <= c < m for c in columns):
         raise ValueError(f"the policy calls columns {columns}; the artifact has {m} models.")
@@ -182,7 +190,11 @@ class PolicyRun:
         order = np.argsort(-self.decision.scores, kind="stable")
         await self._call([self.names[k] for k in order if members[k]])
         chosen: int | None = None
-        if any(isinstance(t, str) for t in self.texts):
+        answered = [k for k, t in enumerate(self.texts) if isinstance(t, str)]
+        if len(answered) == 1:  # nothing to aggregate (simulate asks no judge either)
+            chosen = answered[0]
+            self.stopped = "one answer in the set"
+        elif answered:
             if policy.aggregator == JUDGE:
                 chosen = await self._judge()
             else:
@@ -198,8 +210,9 @@ class PolicyRun:
         return self._call_of(policy.fallback)
 
     async def _judge(self) -> int | None:
-        """Let the route's judge pick among the set's answers; best-in-set on failure."""
-        judge = self.gateway.backends[self.decision.route.config.judge or ""]
+        """Let the judge pick among the set's answers; best-in-set on failure."""
+        route = self.decision.route
+        judge = self.gateway.backends[self.served.judge(self.names, route.config.judge) or ""]
         loop = asyncio.get_running_loop()
         columns = [k for k, t in enumerate(self.texts) if isinstance(t, str)]
         responses = [self.texts[k] for k in columns]

@@ -173,6 +173,13 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _usage_cost(payload: dict[str, Any]) -> float | None:
+    """The dollar cost the upstream reports in ``usage.cost`` (OpenRouter style), if any."""
+    usage = payload.get("usage")
+    cost = usage.get("cost") if isinstance(usage, dict) else None
+    return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+
+
 def _usage_tokens(payload: dict[str, Any]) -> tuple[int | None, int | None]:
     usage = payload.get("usage")
     if not isinstance(usage, dict):
@@ -233,8 +240,19 @@ class Backend:
         """``text`` with the upstream key (should an upstream echo it) masked."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
-        """Dollars for a call's token usage, None when the upstream reported none."""
+    def cost(
+        self,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        reported: float | None = None,
+    ) -> float | None:
+        """Dollars for a call's token usage, None when the upstream reported none.
+
+        With ``cost_from_upstream``, the dollars the upstream reports (``usage.cost``)
+        win over the token prices.
+        """
+        if reported is not None and self.config.cost_from_upstream:
+            return reported
         if prompt_tokens is None and completion_tokens is None:
             return None
         return (prompt_tokens or 0) * self.config.input_cost_per_token + (
@@ -407,7 +425,7 @@ class Backend:
             attempts,
             prompt_tokens,
             completion_tokens,
-            self.cost(prompt_tokens, completion_tokens),
+            self.cost(prompt_tokens, completion_tokens, _usage_cost(body)),
             message=message,
             finish_reason=choice.get("finish_reason"),
         )

@@ -65,6 +65,9 @@ class BackendConfig(_Strict):
         The environment variable that holds the upstream key (read at start-up).
     input_cost_per_token, output_cost_per_token : float, default 0
         US dollars per prompt / completion token, for the reported cost.
+    cost_from_upstream : bool, default False
+        Use the dollars the upstream reports in ``usage.cost`` (OpenRouter does; the
+        replay server reports the recorded cost) instead of the token prices.
     timeout_s : float, default 60
         Deadline of one attempt, from sending the request to the last byte of the
         answer (not a per-read timeout: an upstream that drips bytes is cut off at
@@ -98,6 +101,7 @@ class BackendConfig(_Strict):
     api_key_env: str | None = None
     input_cost_per_token: float = Field(0.0, ge=0)
     output_cost_per_token: float = Field(0.0, ge=0)
+    cost_from_upstream: bool = False
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
@@ -167,6 +171,10 @@ class RouteConfig(_Strict):
         response is logged (see :mod:`racer.serve.audit`).
     audit_seed : int, default 0
         Seed of the audit draws (with the route name).
+    judge : str, optional
+        The backend that judges a certified parallel policy with the ``judge``
+        aggregator (:mod:`racer.serve.policy_route`), instead of the policy's own
+        judge model.
     """
 
     name: str = Field(min_length=1)
@@ -182,6 +190,7 @@ class RouteConfig(_Strict):
     abstention: Literal["flag", "strict", "off"] | None = None
     audit_rate: float = Field(0.0, ge=0, le=1)
     audit_seed: int = 0
+    judge: str | None = None
 
 
 class AuthConfig(_Strict):
@@ -336,6 +345,11 @@ class GatewayConfig(_Strict):
             if unknown:
                 raise ValueError(
                     f"route {route.name!r}: fallbacks {unknown} are not configured backends "
+                    f"({sorted(known)})"
+                )
+            if route.judge is not None and route.judge not in known:
+                raise ValueError(
+                    f"route {route.name!r}: judge {route.judge!r} is not a configured backend "
                     f"({sorted(known)})"
                 )
         return self

@@ -31,6 +31,7 @@ from racer.serve.config import ConfigError, GatewayConfig, RouteConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
 from racer.serve.metrics import GatewayMetrics
 from racer.serve.monitor import RiskMonitor
+from racer.serve.policy_route import ServedPolicy, answer_with_policy, served_policy
 from racer.serve.schemas import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -115,6 +116,7 @@ class Route:
     monitor: RiskMonitor
     abstention: AbstainScorer | None = None
     artifact_id: str | None = None  # hook (issue 12): the decision log records it
+    policy: ServedPolicy | None = None  # hook (issue 9): a certified policy answers
 
     @property
     def name(self) -> str:
@@ -161,6 +163,7 @@ class Route:
             "monitor": self.monitor.state(),
             "artifact_id": self.artifact_id,  # hook (issue 12)
             "audit_rate": self.config.audit_rate,  # hook (issue 12)
+            "policy": None if self.policy is None else self.policy.certificate,  # issue 9
         }
 
 
@@ -180,6 +183,14 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
             f"its guarantee holds only for the mode it was calibrated for. Recalibrate with "
             f"RACER(abstention={config.abstention!r}) or set abstention: {served} in the route."
         )
+    policy = None
+    if artifact.policy is not None:  # hook (issue 9): the certified policy answers
+        try:
+            policy = served_policy(artifact.policy, tuple(artifact.model_names))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(
+                f"route {config.name!r}: the artifact's certified policy cannot be served: {error}"
+            ) from error
     return Route(
         config,
         artifact.router,
@@ -188,6 +199,7 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
         RiskMonitor(artifact.racer.alpha, monitor_delta),
         artifact.abstention,
         artifact_id_of(artifact.metadata),  # hook (issue 12)
+        policy,
     )
 
 
@@ -265,7 +277,10 @@ class Gateway:
         backends: Mapping[str, Backend],
         decision_log: DecisionLog,
     ):
-        unserved = {name: set(route.model_names) - set(backends) for name, route in routes.items()}
+        unserved = {
+            name: {*route.model_names, *filter(None, [route.config.judge])} - set(backends)
+            for name, route in routes.items()
+        }
         missing = {name: sorted(models) for name, models in unserved.items() if models}
         if missing:
             raise ConfigError(
@@ -477,9 +492,14 @@ class Gateway:
                 return call
         return None
 
-    async def _fail(self, decision: _Decision, calls: Sequence[BackendCall]) -> GatewayError:
+    async def _fail(
+        self,
+        decision: _Decision,
+        calls: Sequence[BackendCall],
+        extra: dict[str, Any] | None = None,
+    ) -> GatewayError:
         """Log a failed decision and describe the failure (429, 504 or 502)."""
-        await self._finish(decision, calls, None, "failed")
+        await self._finish(decision, calls, None, "failed", extra)
         reasons = "; ".join(f"{c.backend}: {c.error}" for c in calls)
         if calls and all(c.status == 429 for c in calls):
             waits = [c.retry_after_s for c in calls if c.retry_after_s is not None]
@@ -537,10 +557,19 @@ class Gateway:
         }
 
     async def _finish(
-        self, decision: _Decision, calls: Sequence[BackendCall], chosen: str | None, outcome: str
+        self,
+        decision: _Decision,
+        calls: Sequence[BackendCall],
+        chosen: str | None,
+        outcome: str,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Log (durably, before the answer leaves) and count a decision; its ``racer``."""
-        racer = self._racer_object(decision, calls, chosen)
+        """Log (durably, before the answer leaves) and count a decision; its ``racer``.
+
+        ``extra`` replaces or adds fields of the ``racer`` object (a certified policy's
+        report and its cost, judge included) before it is logged.
+        """
+        racer = {**self._racer_object(decision, calls, chosen), **(extra or {})}
         latency_s = time.perf_counter() - decision.started
         racer["latency_ms"] = round(latency_s * 1000, 3)
         self.metrics.observe_request(decision.route.name, outcome, len(decision.invoked), calls)
@@ -568,6 +597,8 @@ class Gateway:
 
     async def _answer(self, decision: _Decision) -> Answer:
         """The final message and ``racer`` object of a non-pass-through answer."""
+        if decision.route.policy is not None:  # a certified answer-level policy
+            return await answer_with_policy(self, decision)
         if not decision.invoked:
             racer = await self._finish(decision, [], None, "abstained")
             message = {"role": "assistant", "content": decision.route.config.abstention_message}
@@ -629,7 +660,7 @@ class Gateway:
         an OpenAI-style error event and no ``[DONE]``.
         """
         decision = await self._decide(request, started, owner)
-        if len(decision.invoked) == 1:
+        if decision.route.policy is None and len(decision.invoked) == 1:
             backend = self.backends[decision.invoked[0]]
             opened = time.perf_counter()
             try:

@@ -8,7 +8,7 @@ by the request's ``model`` field. Latency and failures can be injected.
 Prompts are found by exact text, then by a normalised text (whitespace collapsed,
 case folded). When two recorded queries have the same text the first one answers.
 Token counts in ``usage`` are estimates (4 characters per token): the recorded data
-holds dollar costs, not token counts.
+holds dollar costs, not token counts; the recorded cost is reported as ``usage.cost``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -92,6 +93,14 @@ class ReplayBook:
             return None
         text = self.dataset.responses[row, self.model_names.index(model)]
         return text if isinstance(text, str) else None
+
+    def cost(self, model: str, prompt: str) -> float | None:
+        """The recorded dollar cost of ``model`` on ``prompt``, None when unknown."""
+        row = self.find(prompt)
+        if row is None or self.dataset.costs is None:
+            return None
+        value = float(self.dataset.costs[row, self.model_names.index(model)])
+        return value if np.isfinite(value) else None
 
 
 def _error(
@@ -177,6 +186,9 @@ def create_replay_app(
             "completion_tokens": estimate_tokens(text),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        recorded = book.cost(answering, prompt)
+        if recorded is not None:  # the recorded dollars, as OpenRouter reports usage.cost
+            usage["cost"] = recorded
         if request.stream:
             options = getattr(request, "stream_options", None) or {}
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))

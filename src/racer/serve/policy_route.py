@@ -1,0 +1,300 @@
+"""Serve a certified answer-level policy (METHOD.md section 8) on a gateway route.
+
+A route whose artifact carries a certified policy (``racer calibrate --objective``)
+answers with that policy instead of calling the calibrated set:
+
+- :class:`~racer.policies.Single`: call the one model;
+- :class:`~racer.policies.Cascade`: call the tiers in the policy's order, one at a
+  time; after each answer, stop when the stop rule fires, else call the next tier,
+  finally the fallback (the reference);
+- :class:`~racer.policies.ParallelSets`: call the policy's set at once and aggregate
+  (best / vote / logodds, or the policy's judge model: the route's ``judge`` backend
+  when it names one); an empty set, or
+  one where nothing answered, escalates to the fallback.
+
+Serving equals evaluation: after every call the recorded answers so far go through the
+policy's own ``simulate`` on a one-query :class:`~racer.policies.PolicyData` (answers
+extracted by :func:`racer.aggregate.answer_codes` with the policy's answer kind, models
+not called yet counted as "no response"). A cascade stops exactly when ``simulate``
+would have stopped with those answers, and serves the answer ``simulate`` serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from racer.aggregate import answer_codes, judge_choice, weighted_vote
+from racer.policies import Cascade, ParallelSets, Policy, PolicyData, Single, policy_from_state
+from racer.policies.families import JUDGE
+from racer.serve.backends import BackendCall
+
+if TYPE_CHECKING:  # pragma: no cover
+    from racer.serve.gateway import Answer, Gateway, _Decision
+
+CERTIFICATE_FIELDS = ("objective", "alpha", "delta", "n", "certified", "only_fallback")
+
+
+@dataclass(frozen=True)
+class ServedPolicy:
+    """A certified policy as a route serves it.
+
+    Attributes
+    ----------
+    policy : Policy
+        The policy (columns index ``model_names``).
+    certificate : dict
+        Objective, alpha, delta, n, reference, certified, only_fallback, description.
+    answer_kind : str or None
+        How answers are extracted for the stop rule and the votes (None: free text).
+    """
+
+    policy: Policy
+    certificate: dict[str, Any]
+    answer_kind: str | None
+
+    @property
+    def aggregator(self) -> str | None:
+        """The aggregator of a parallel policy (None for the others)."""
+        return self.policy.aggregator if isinstance(self.policy, ParallelSets) else None
+
+    def judge(self, model_names: Sequence[str], configured: str | None) -> str | None:
+        """The judge backend: the route's ``judge`` if it names one, else the policy's."""
+        policy = self.policy
+        if not isinstance(policy, ParallelSets) or policy.judge is None:
+            return None
+        return configured or model_names[policy.judge]
+
+
+def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPolicy:
+    """The servable policy of an artifact's ``policy`` metadata.
+
+    Raises
+    ------
+    ValueError
+        When the state does not hold a policy over ``model_names``.
+    """
+    certificate = state.get("certificate")
+    if not isinstance(certificate, dict) or not isinstance(certificate.get("policy"), dict):
+        raise ValueError("the artifact's policy has no certificate with a policy.")
+    policy = policy_from_state(certificate["policy"])
+    m = len(model_names)
+    columns = {
+        Single: lambda p: [p.model],
+        Cascade: lambda p: [*p.chain, p.fallback],
+        ParallelSets: lambda p: [p.fallback, *([] if p.judge is None else [p.judge])],
+    }[type(policy)](policy)
+    if any(not 0 <= c < m for c in columns):
+        raise ValueError(f"the policy calls columns {columns}; the artifact has {m} models.")
+    summary = {key: certificate.get(key) for key in CERTIFICATE_FIELDS}
+    summary["reference"] = state.get("reference")
+    summary["description"] = state.get("description") or policy.describe(tuple(model_names))
+    return ServedPolicy(policy, summary, state.get("answer_kind"))
+
+
+def _row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
+    """One query's answers so far as :class:`PolicyData` (not called / failed: no response).
+
+    The codes are :func:`racer.aggregate.answer_codes` of the answers with the policy's
+    answer kind, as :func:`racer.evaluation.certified.policy_data` computes them; with
+    no answer kind every answer is unextractable.
+    """
+    responses = np.empty((1, len(texts)), dtype=object)
+    responses[0, :] = list(texts)
+    if kind is not None:
+        codes = answer_codes(responses, kind)
+    else:
+        codes = np.where([[isinstance(t, str) for t in texts]], -1, -2).astype(np.int64)
+    shape = (1, len(texts))
+    return PolicyData(np.zeros(shape), codes, np.zeros(shape), np.asarray(scores)[None, :])
+
+
+class PolicyRun:
+    """One request answered by a certified policy: the calls, in order, and why it stopped."""
+
+    def __init__(self, gateway: Gateway, decision: _Decision, served: ServedPolicy):
+        self.gateway = gateway
+        self.decision = decision
+        self.served = served
+        self.names = decision.route.model_names
+        self.calls: list[BackendCall] = []
+        self.texts: list[str | None] = [None] * len(self.names)
+        self.judge_call: BackendCall | None = None
+        self.stopped = ""
+
+    async def _call(self, models: Sequence[str]) -> list[BackendCall]:
+        """Call ``models`` at once within the deadline; record their answers."""
+        decision = self.decision
+
+        async def one(model: str) -> BackendCall:
+            remaining = decision.remaining()
+            if remaining <= 0:
+                return BackendCall(
+                    model, None, 0.0, 0, error="abandoned (deadline)", abandoned=True
+                )
+            try:
+                return await asyncio.wait_for(
+                    self.gateway.backends[model].complete(decision.body), remaining
+                )
+            except TimeoutError:
+                return BackendCall(
+                    model, None, remaining, 1, error="abandoned (deadline)", abandoned=True
+                )
+
+        calls = list(await asyncio.gather(*(one(m) for m in models)))
+        for call in calls:
+            self.calls.append(call)
+            if call.ok:
+                self.texts[self.names.index(call.backend)] = call.text
+        return calls
+
+    def _data(self) -> PolicyData:
+        return _row(self.texts, self.decision.scores, self.served.answer_kind)
+
+    def _call_of(self, column: int) -> BackendCall | None:
+        name = self.names[column]
+        return next((c for c in self.calls if c.backend == name and c.ok), None)
+
+    async def run(self) -> BackendCall | None:
+        """Serve the policy; the call whose answer is returned (None: every call failed)."""
+        policy = self.served.policy
+        if isinstance(policy, Single):
+            await self._call([self.names[policy.model]])
+            self.stopped = "single model"
+            return self._call_of(policy.model)
+        if isinstance(policy, Cascade):
+            return await self._cascade(policy)
+        return await self._parallel(policy)
+
+    async def _cascade(self, policy: Cascade) -> BackendCall | None:
+        asked = np.zeros(len(self.names), dtype=bool)
+        for column in policy.chain:
+            await self._call([self.names[column]])
+            asked[column] = True
+            data = self._data()
+            outcome = policy.simulate(data)  # the stop rule of the evaluation, as is
+            if not outcome.escalated[0]:
+                _, margin = weighted_vote(asked[None, :], policy.tier_weights(data), data.codes)
+                self.stopped = f"agreement margin {float(margin[0]):.3g} >= {policy.threshold:g}"
+                return self._call_of(int(outcome.served[0]))
+        await self._call([self.names[policy.fallback]])
+        self.stopped = f"escalated to {self._fallback_role(policy.fallback)}"
+        return self._call_of(policy.fallback) or self._best_so_far(asked)
+
+    async def _parallel(self, policy: ParallelSets) -> BackendCall | None:
+        members = policy.sets(self.decision.scores[None, :])[0]
+        order = np.argsort(-self.decision.scores, kind="stable")
+        await self._call([self.names[k] for k in order if members[k]])
+        chosen: int | None = None
+        answered = [k for k, t in enumerate(self.texts) if isinstance(t, str)]
+        if len(answered) == 1:  # nothing to aggregate (simulate asks no judge either)
+            chosen = answered[0]
+            self.stopped = "one answer in the set"
+        elif answered:
+            if policy.aggregator == JUDGE:
+                chosen = await self._judge()
+            else:
+                outcome = policy.simulate(self._data())  # the evaluation's aggregation, as is
+                if not outcome.escalated[0]:
+                    chosen = int(outcome.served[0])
+                    self.stopped = f"{policy.aggregator} over {int(members.sum())} model(s)"
+        if chosen is not None:
+            return self._call_of(chosen)
+        reason = "empty set" if not members.any() else "no answer in the set"
+        await self._call([self.names[policy.fallback]])
+        self.stopped = f"{reason}: escalated to {self._fallback_role(policy.fallback)}"
+        return self._call_of(policy.fallback)
+
+    async def _judge(self) -> int | None:
+        """Let the judge pick among the set's answers; best-in-set on failure."""
+        route = self.decision.route
+        judge = self.gateway.backends[self.served.judge(self.names, route.config.judge) or ""]
+        loop = asyncio.get_running_loop()
+        columns = [k for k, t in enumerate(self.texts) if isinstance(t, str)]
+        responses = [self.texts[k] for k in columns]
+
+        def ask(prompt: str) -> str | None:
+            body = {"messages": [{"role": "user", "content": prompt}]}
+            future = asyncio.run_coroutine_threadsafe(judge.complete(body), loop)
+            self.judge_call = future.result(timeout=max(self.decision.remaining(), 0.001))
+            if not self.judge_call.ok:
+                raise RuntimeError(self.judge_call.error or "judge failed")
+            return self.judge_call.text
+
+        index, judged = await asyncio.to_thread(
+            judge_choice,
+            self.decision.query,
+            responses,
+            [float(self.decision.scores[k]) for k in columns],
+            ask,
+        )
+        if index is None:
+            return None
+        self.stopped = (
+            f"judge {judge.name} chose {self.names[columns[index]]}"
+            if judged
+            else f"judge {judge.name} gave no usable verdict: best in set"
+        )
+        return columns[index]
+
+    def _best_so_far(self, asked: np.ndarray) -> BackendCall | None:
+        """When the fallback failed: the cascade's vote over the tiers that answered."""
+        policy = self.served.policy
+        data = self._data()
+        chosen, _ = weighted_vote(asked[None, :], policy.tier_weights(data), data.codes)
+        if chosen[0] < 0:
+            return None
+        self.stopped += " (failed; the tiers' vote served)"
+        return self._call_of(int(chosen[0]))
+
+    def _fallback_role(self, column: int) -> str:
+        name = self.names[column]
+        return "reference" if self.served.certificate.get("reference") == name else name
+
+    def report(self, chosen: str | None) -> dict[str, Any]:
+        """The ``racer.policy`` object: calls in order, why it stopped, the certificate."""
+        report: dict[str, Any] = {
+            "called": [c.backend for c in self.calls],
+            "stopped": self.stopped,
+            "served": chosen,
+            "certificate": self.served.certificate,
+        }
+        if self.judge_call is not None:
+            report["judge"] = self.judge_call.summary()
+        return report
+
+    def cost(self) -> float | None:
+        """Dollars of every call, the judge's included; None when none reported a cost."""
+        calls = [*self.calls, *([self.judge_call] if self.judge_call else [])]
+        costs = [c.cost_usd for c in calls if c.cost_usd is not None]
+        return sum(costs) if costs else None
+
+
+async def answer_with_policy(gateway: Gateway, decision: _Decision) -> Answer:
+    """Answer ``decision`` with its route's certified policy (see the module docstring).
+
+    Raises
+    ------
+    GatewayError
+        As the gateway's own answers: 429 / 502 / 504 when no call answered.
+    """
+    from racer.serve.gateway import Answer, _message_of
+
+    served = decision.route.policy
+    assert served is not None
+    run = PolicyRun(gateway, decision, served)
+    chosen = await run.run()
+    if chosen is None:
+        chosen = await gateway._fallback(decision, run.calls)
+    decision.invoked = list(dict.fromkeys(c.backend for c in run.calls))
+    decision.completion = {"rule": "policy", "reason": run.stopped}
+    name = None if chosen is None else chosen.backend
+    extra = {"policy": run.report(name), "cost_usd": run.cost()}
+    if chosen is None:
+        raise await gateway._fail(decision, run.calls, extra)
+    racer = await gateway._finish(decision, run.calls, name, "answered", extra)
+    return Answer(_message_of(chosen), chosen.finish_reason or "stop", racer)

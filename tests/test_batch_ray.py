@@ -13,7 +13,7 @@ from racer.batch import RouteSettings, replay, replay_data, route_files
 from racer.cli import app
 from racer.evaluation.synthetic import make_synthetic_benchmark
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (the test extra installs it)")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (the test extra has it)")
 
 
 @pytest.fixture(scope="module")

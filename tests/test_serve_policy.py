@@ -88,6 +88,24 @@ async def _ask_all(url: str, queries: list[str]) -> list[httpx.Response]:
         return await asyncio.gather(*(one(q) for q in queries))
 
 
+async def _feedback_all(url: str, ids: list[str], test) -> dict:
+    """Feedback with every known label of every answered query; the last monitor state."""
+    monitor: dict = {}
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as client:
+        for row, answer_id in enumerate(ids):
+            known = {
+                name: bool(test.labels[row, m])
+                for m, name in enumerate(test.model_names)
+                if not np.isnan(test.labels[row, m])
+            }
+            response = await client.post(
+                "/v1/feedback", json={"id": answer_id, "models_correct": known}
+            )
+            assert response.status_code == 200, response.text
+            monitor = response.json()["monitor"]
+    return monitor
+
+
 def test_cascade_over_replay_servers_equals_the_simulated_policy(arc, tmp_path):
     artifact, state, test, n_calibration = arc
     policy = policy_from_state(state["certificate"]["policy"])
@@ -115,6 +133,9 @@ def test_cascade_over_replay_servers_equals_the_simulated_policy(arc, tmp_path):
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         with ServerThread([app_from_config(load_config(path))]) as gateway:
             answers = asyncio.run(_ask_all(gateway.urls[0], [str(q) for q in test.queries]))
+            monitor = asyncio.run(
+                _feedback_all(gateway.urls[0], [a.json()["id"] for a in answers], test)
+            )
 
     assert all(a.status_code == 200 for a in answers), answers[0].text
     bodies = [a.json() for a in answers]
@@ -148,6 +169,11 @@ def test_cascade_over_replay_servers_equals_the_simulated_policy(arc, tmp_path):
     assert realised == expected
     assert costs.mean() == pytest.approx(simulated.cost.mean(), rel=1e-12)
     assert costs.mean() < 0.6 * data.costs[:, ref].mean()
+    # The monitor watches the certified objective (regret at the certificate's alpha),
+    # not the set's misrouting loss: feedback on every query reproduces the realised regret.
+    assert monitor["n_feedback"] == test.n_queries
+    assert monitor["misrouting_rate"] == pytest.approx(realised, abs=1e-12)
+    assert monitor["alpha"] == ALPHA and not monitor["alarm"]
     certificate = bodies[0]["racer"]["policy"]["certificate"]
     assert certificate["objective"] == "regret" and certificate["reference"] == REFERENCE
     assert (certificate["alpha"], certificate["delta"], certificate["n"]) == (

@@ -31,7 +31,12 @@ from racer.serve.config import ConfigError, GatewayConfig, RouteConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
 from racer.serve.metrics import GatewayMetrics
 from racer.serve.monitor import RiskMonitor
-from racer.serve.policy_route import ServedPolicy, answer_with_policy, served_policy
+from racer.serve.policy_route import (
+    ServedPolicy,
+    answer_with_policy,
+    policy_feedback_loss,
+    served_policy,
+)
 from racer.serve.schemas import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -196,7 +201,8 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
         artifact.router,
         artifact.racer,
         tuple(artifact.model_names),
-        RiskMonitor(artifact.racer.alpha, monitor_delta),
+        # a policy route promises its certificate's alpha on its own objective
+        RiskMonitor(artifact.racer.alpha if policy is None else policy.alpha, monitor_delta),
         artifact.abstention,
         artifact_id_of(artifact.metadata),  # hook (issue 12)
         policy,
@@ -833,7 +839,7 @@ class Gateway:
                 "decision_not_found",
             )
         route = self.routes[decision.route]
-        loss = misrouting_loss(decision, feedback, route.model_names)
+        loss = feedback_loss(route, decision, feedback)
         record = FeedbackRecord(
             feedback.id, time.time(), feedback.correct, feedback.models_correct, loss
         )
@@ -895,6 +901,18 @@ def _parse_event(line: str) -> dict[str, Any] | str | None:
     return chunk
 
 
+def feedback_loss(
+    route: Route, decision: DecisionRecord, feedback: FeedbackRequest
+) -> float:
+    """The loss the route's monitor watches: the certified policy's objective on a policy
+    route (:func:`racer.serve.policy_route.policy_feedback_loss`), else the served loss of
+    the decision's mode (:func:`misrouting_loss`)."""
+    loss = misrouting_loss(decision, feedback, route.model_names)  # validates the feedback
+    if route.policy is None:
+        return loss
+    return policy_feedback_loss(route.policy, decision, feedback, route.model_names)
+
+
 def misrouting_loss(
     decision: DecisionRecord, feedback: FeedbackRequest, model_names: Sequence[str]
 ) -> float:
@@ -933,9 +951,7 @@ def misrouting_loss(
             "invalid_request_error",
             "contradictory_feedback",
         )
-    quality = np.array(
-        [[float(feedback.models_correct.get(m, np.nan)) for m in model_names]], dtype=float
-    )
+    quality = feedback.label_row(model_names)
     row = np.zeros((1, len(model_names) + 1), dtype=bool)
     invoked = set(decision.invoked)
     row[0, 1:] = [m in invoked for m in model_names]

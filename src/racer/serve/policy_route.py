@@ -31,6 +31,7 @@ import numpy as np
 from racer.aggregate import answer_codes, judge_choice, weighted_vote
 from racer.policies import Cascade, ParallelSets, Policy, PolicyData, Single, policy_from_state
 from racer.policies.families import JUDGE
+from racer.policies.losses import answer_losses
 from racer.serve.backends import BackendCall
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +57,11 @@ class ServedPolicy:
     policy: Policy
     certificate: dict[str, Any]
     answer_kind: str | None
+
+    @property
+    def alpha(self) -> float:
+        """The certified risk level of the policy's objective."""
+        return float(self.certificate["alpha"])
 
     @property
     def aggregator(self) -> str | None:
@@ -94,6 +100,31 @@ def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPo
     summary["reference"] = state.get("reference")
     summary["description"] = state.get("description") or policy.describe(tuple(model_names))
     return ServedPolicy(policy, summary, state.get("answer_kind"))
+
+
+def policy_feedback_loss(
+    served: ServedPolicy, decision: Any, feedback: Any, model_names: Sequence[str]
+) -> float:
+    """The certified objective's loss of one served answer, from feedback.
+
+    ``models_correct`` gives the labels (a model left out is unknown); ``correct`` is the
+    label of the model whose answer was returned. Unknowns count at their worst
+    completion (:func:`racer.policies.losses.answer_losses`), so the monitor watches an
+    upper bound of the loss that was certified.
+    """
+    names = list(model_names)
+    quality = feedback.label_row(names)
+    served_column = names.index(decision.chosen) if decision.chosen in names else -1
+    if served_column >= 0 and feedback.correct is not None:
+        quality[0, served_column] = float(feedback.correct)
+    invoked = np.array([[name in set(decision.invoked) for name in names]])
+    reference = served.certificate.get("reference")
+    reference_column = names.index(reference) if reference in names else None
+    objective = served.certificate["objective"]
+    losses = answer_losses(
+        objective, np.array([served_column]), invoked, quality, reference_column
+    )
+    return float(losses[0])
 
 
 def _row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:

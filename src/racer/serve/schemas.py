@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 STREAM_PIECE_CHARS = 64
@@ -114,6 +115,11 @@ class FeedbackRequest(BaseModel):
         if has_lone_surrogate(data):
             raise ValueError("the request holds text that is not valid Unicode (a lone surrogate)")
         return data
+
+    def label_row(self, model_names: Sequence[str]) -> np.ndarray:
+        """The (1, M) label row ``models_correct`` gives; a model left out is unknown (NaN)."""
+        known = self.models_correct or {}
+        return np.array([[float(known.get(name, np.nan)) for name in model_names]])
 
     @model_validator(mode="after")
     def _some_outcome(self) -> FeedbackRequest:

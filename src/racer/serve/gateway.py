@@ -385,7 +385,10 @@ class Gateway:
                 break
             if grace_end is None and route.config.grace_s and any(c.ok for c in done.values()):
                 grace_end = time.perf_counter() + route.config.grace_s
-        for task in pending:  # abandoned: left to finish up to its own timeout, unused
+        cancel = route.config.cancel_abandoned
+        for task in pending:  # abandoned: cancelled (not billed further), or left to finish
+            if cancel:
+                task.cancel()
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         calls = [
@@ -405,6 +408,7 @@ class Gateway:
             "reason": reason,
             "answered": sum(c.ok for c in calls),
             "abandoned": [c.backend for c in calls if c.abandoned],
+            "cancelled": [c.backend for c in calls if c.abandoned] if cancel else [],
         }
         chosen = self._choose(decision, calls)
         if chosen is None:

@@ -130,6 +130,7 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
 
     from racer.serve.app import CONFIG_ENV
     from racer.serve.metrics import MULTIPROCESS_ENV
+    from racer.serve.reload import SHARED_RELOAD_ENV
 
     if gateway_config.decision_log.url == "sqlite:///:memory:":
         typer.echo(
@@ -141,6 +142,7 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
     metrics_dir = tempfile.mkdtemp(prefix="racer-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
     os.environ[CONFIG_ENV] = str(path.resolve())
+    os.environ[SHARED_RELOAD_ENV] = "1"  # POST /admin/reload reaches every worker
     uvicorn.run("racer.serve.app:app_from_environment", factory=True, workers=workers, **options)
 
 

@@ -161,8 +161,10 @@ class RouteConfig(_Strict):
         Cancel the calls of abandoned members once the answer is final: their
         connections are closed, so an upstream that stops work on a disconnect does
         not finish (and bill) an answer nobody uses; ``racer.completion.cancelled``
-        lists them. ``false``: they keep running in the background up to their own
-        ``timeout_s`` (unused), so their breakers still learn from them.
+        lists them. A member cut at the deadline or by ``grace_s`` counts as a failure
+        for its circuit breaker (a hung member ends up skipped like a dead one); one
+        cut because the answer was decided counts as nothing. ``false``: they keep
+        running in the background up to their own ``timeout_s`` (unused).
     abstention : {"flag", "strict", "off"}, optional
         The abstention mode the route serves; an artifact calibrated for another
         mode is refused at start-up. Unset: the artifact's mode.

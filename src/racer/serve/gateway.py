@@ -389,6 +389,9 @@ class Gateway:
         for task in pending:  # abandoned: cancelled (not billed further), or left to finish
             if cancel:
                 task.cancel()
+                if reason in ("deadline", "grace"):  # missed the route's bound: a failure
+                    breaker = self.backends[tasks[task]].breaker  # (a hung member opens it)
+                    task.add_done_callback(lambda t, b=breaker: t.cancelled() and b.failure())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         calls = [

@@ -388,3 +388,58 @@ def test_alarm_names_the_recalibration_command(caplog):
     # 41 audited requests (rate 1), 3 models each, every response text logged: the
     # streamed answer's text is not kept by the relay, so it was asked again.
     assert rows == (41 * 3, 41 * 3)
+
+
+def test_a_reload_posted_to_one_worker_reaches_the_others(
+    replays, artifact, shared_data, tmp_path, monkeypatch
+):
+    """Two workers (two apps over one decision log, as under --workers): a reload posted
+    to one is applied by the other, at its first request and then by polling."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = arc_test(shared_data, 200)
+    names = list(data.model_names)
+    router = make_router("prior").fit(list(data.queries), data.labels, model_names=names)
+    racer = RACER(alpha=0.2, delta=0.1).fit(
+        router.predict_proba(list(data.queries)), data.labels, model_names=names
+    )
+    other = tmp_path / "other"
+    save_artifact(other, router, racer)
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    config = load_config(write_config(tmp_path, dict(replays), artifact, log_url))
+    monkeypatch.setenv("RACER_SHARED_RELOAD", "1")
+    first, second = app_from_config(config), app_from_config(config)
+    second.state.reload_feed.poll_s = 0.05
+    ids = {load_artifact_id(artifact): "configured", load_artifact_id(other): "other"}
+
+    def serving(app) -> str:
+        return ids[app.state.gateway.routes[ROUTE].artifact_id]
+
+    async def scenario() -> list[str]:
+        seen = []
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )  # fmt: skip
+            for app in (first, second)
+        ]
+        reload = {"route": ROUTE, "artifact": str(other)}
+        response = await clients[0].post("/admin/reload", json=reload)
+        assert response.status_code == 200 and response.json()["shared_with_workers"]
+        seen.append(serving(second))  # not yet: the second worker has served nothing
+        assert (await clients[1].get("/healthz")).status_code == 200
+        seen.append(serving(second))  # caught up before its first request
+        reload = {"route": ROUTE, "artifact": str(artifact)}
+        assert (await clients[0].post("/admin/reload", json=reload)).status_code == 200
+        deadline = time.monotonic() + 10
+        while serving(second) != "configured" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        seen.append(serving(second))  # followed by polling, with no request
+        for client in clients:
+            await client.aclose()
+        for app in (first, second):
+            await app.state.gateway.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == ["configured", "other", "configured"]

@@ -85,3 +85,52 @@ def test_replay_server_serves_recorded_responses_until_stopped(shared_data):
         process.terminate()
         process.wait(timeout=15)
     assert process.returncode == 0, "SIGTERM should stop the servers and exit cleanly"
+
+
+def _command(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from racer.cli import app; app()", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), lines
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_replay_server_and_serve_refuse_a_busy_port_in_one_line(shared_data, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = shared_data / "routerbench" / "mbpp_test.csv"
+        replay = _command("replay-server", "--data", str(data), "--port", str(port))
+        expected = f"Error: port {port} is already in use; pass another --port."
+        assert _one_error_line(replay) == expected
+        config = tmp_path / "gateway.yaml"
+        config.write_text(
+            "backends: [{name: m, base_url: 'http://127.0.0.1:9/v1'}]\n"
+            "routes: [{name: r, artifact: a}]\n"
+            "auth: {api_keys: [k]}\n"
+        )
+        serve = _command("serve", "--config", str(config), "--port", str(port))
+        assert _one_error_line(serve) == expected
+
+
+def test_replay_server_names_an_unreadable_data_file(tmp_path):
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"prompt,model_a\n\xff\xfe\x00,1\n")
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text('{"queries": [1,')
+    for path in (binary, malformed, tmp_path / "absent.csv"):
+        line = _one_error_line(_command("replay-server", "--data", str(path), "--port", "0"))
+        assert str(path) in line
+    assert "UTF-8" in _one_error_line(_command("replay-server", "--data", str(binary)))

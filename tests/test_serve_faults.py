@@ -376,3 +376,23 @@ class _Everything:
         decision = np.ones((scores.shape[0], scores.shape[1] + 1), dtype=bool)
         decision[:, 0] = False
         return decision if include_abstain else decision[:, 1:]
+
+
+@pytest.mark.asyncio
+async def test_abandoned_members_are_cancelled_unless_configured_to_run_on():
+    finished: dict[str, int] = {}
+    slow_b = {
+        **handlers(),
+        B: delayed(0.4, counting(answering("B-answer"), finished, B)),  # counts a finished answer
+    }
+    for cancel, expected in ((None, 0), (False, 1)):
+        finished.clear()
+        route = {"aggregator": "best"} | ({} if cancel is None else {"cancel_abandoned": cancel})
+        async with serving(slow_b, TOP_TWO, route=route) as (client, gateway):
+            body = (await client.post("/v1/chat/completions", json=chat("q"))).json()
+            await asyncio.sleep(0.8)  # well past B's answer, had it gone on
+            running = len(gateway._background)
+        completion = body["racer"]["completion"]
+        assert completion["reason"] == "decided" and completion["abandoned"] == [B]
+        assert completion["cancelled"] == ([] if cancel is False else [B])
+        assert finished.get(B, 0) == expected and running == 0

@@ -16,6 +16,30 @@ import typer
 SERVE_EXTRA_HINT = 'The gateway needs the serve extra: pip install "racer-routing[serve]".'
 
 
+def port_in_use_error(host: str, port: int) -> str | None:
+    """The ``Error:`` line when ``host:port`` cannot be bound, else None (port 0: free)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind((host, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            return f"Error: port {port} is already in use; pass another --port."
+        return f"Error: cannot listen on {host}:{port} ({error.strerror}); check --host and --port."
+    return None
+
+
+def _fail(message: str) -> None:
+    typer.echo(message if message.startswith("Error:") else f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
@@ -68,6 +92,9 @@ def serve(
         "h11_max_incomplete_event_size": server.max_header_bytes,
         "http": _http_protocol(),
     }
+    busy = port_in_use_error(options["host"], options["port"])
+    if busy:
+        _fail(busy)
     if workers > 1:
         _serve_workers(config, gateway_config, workers, options)
         return
@@ -103,6 +130,7 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
 
     from racer.serve.app import CONFIG_ENV
     from racer.serve.metrics import MULTIPROCESS_ENV
+    from racer.serve.reload import SHARED_RELOAD_ENV
 
     if gateway_config.decision_log.url == "sqlite:///:memory:":
         typer.echo(
@@ -114,6 +142,7 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
     metrics_dir = tempfile.mkdtemp(prefix="racer-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
     os.environ[CONFIG_ENV] = str(path.resolve())
+    os.environ[SHARED_RELOAD_ENV] = "1"  # POST /admin/reload reaches every worker
     uvicorn.run("racer.serve.app:app_from_environment", factory=True, workers=workers, **options)
 
 
@@ -145,7 +174,11 @@ def replay_server(
     from racer.serve.replay import ReplayBook, create_replay_app
     from racer.serve.runner import ServerThread
 
-    dataset = load_dataset(data)
+    try:
+        dataset = load_dataset(data)
+    except (ValueError, OSError) as error:
+        text = str(error)
+        _fail(text if str(data) in text else f"--data {data}: {text}")
     try:
         if model:
             dataset = dataset.select_models(model)
@@ -165,7 +198,12 @@ def replay_server(
     )
     apps = [create_replay_app(book, m, **options) for m in fixed]
     ports = [port + i if port else 0 for i in range(len(apps))]  # --port 0: free ports
-    servers = ServerThread(apps, host, ports, log_level="info")
+    for busy in filter(None, (port_in_use_error(host, p) for p in ports)):
+        _fail(busy)
+    try:
+        servers = ServerThread(apps, host, ports, log_level="info")
+    except OSError as error:  # taken between the check and the bind
+        _fail(port_in_use_error(host, ports[0]) or f"cannot listen on {host}: {error.strerror}")
     servers.start()
     typer.echo(f"Replaying {dataset.n_queries} queries of {data}. Backends for gateway.yaml:")
     typer.echo("backends:")

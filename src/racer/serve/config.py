@@ -160,8 +160,15 @@ class RouteConfig(_Strict):
     grace_s : float, optional
         Once one member has answered, wait at most this much longer for the others
         (a straggler bound). Unset: no bound other than ``deadline_s``. Abandoned
-        members are reported in ``racer.backends`` and keep running in the
-        background up to their own ``timeout_s``, so their breakers still learn.
+        members are reported in ``racer.backends`` and ``racer.completion``.
+    cancel_abandoned : bool, default True
+        Cancel the calls of abandoned members once the answer is final: their
+        connections are closed, so an upstream that stops work on a disconnect does
+        not finish (and bill) an answer nobody uses; ``racer.completion.cancelled``
+        lists them. A member cut at the deadline or by ``grace_s`` counts as a failure
+        for its circuit breaker (a hung member ends up skipped like a dead one); one
+        cut because the answer was decided counts as nothing. ``false``: they keep
+        running in the background up to their own ``timeout_s`` (unused).
     abstention : {"flag", "strict", "off"}, optional
         The abstention mode the route serves; an artifact calibrated for another
         mode is refused at start-up. Unset: the artifact's mode.
@@ -187,6 +194,7 @@ class RouteConfig(_Strict):
     deadline_s: float = Field(60.0, gt=0)
     completion: Literal["decided", "all"] = "decided"
     grace_s: float | None = Field(None, gt=0)
+    cancel_abandoned: bool = True
     abstention: Literal["flag", "strict", "off"] | None = None
     audit_rate: float = Field(0.0, ge=0, le=1)
     audit_seed: int = 0

@@ -406,7 +406,13 @@ class Gateway:
                 break
             if grace_end is None and route.config.grace_s and any(c.ok for c in done.values()):
                 grace_end = time.perf_counter() + route.config.grace_s
-        for task in pending:  # abandoned: left to finish up to its own timeout, unused
+        cancel = route.config.cancel_abandoned
+        for task in pending:  # abandoned: cancelled (not billed further), or left to finish
+            if cancel:
+                task.cancel()
+                if reason in ("deadline", "grace"):  # missed the route's bound: a failure
+                    breaker = self.backends[tasks[task]].breaker  # (a hung member opens it)
+                    task.add_done_callback(lambda t, b=breaker: t.cancelled() and b.failure())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         calls = [
@@ -426,6 +432,7 @@ class Gateway:
             "reason": reason,
             "answered": sum(c.ok for c in calls),
             "abandoned": [c.backend for c in calls if c.abandoned],
+            "cancelled": [c.backend for c in calls if c.abandoned] if cancel else [],
         }
         chosen = self._choose(decision, calls)
         if chosen is None:

@@ -9,6 +9,16 @@ object they started with and finish on the old artifact; the next requests use t
 new one. The decision log records which artifact served each decision
 (``decision_audit.artifact_id``). The route's risk monitor starts afresh: its
 feedback judged the old calibration.
+
+With ``racer serve --workers N`` each worker is its own process. ``POST /admin/reload``
+is checked and applied by the worker that receives it, then published in the decision
+log's database (table ``route_reloads``); every other worker polls that table (about
+once a second, :class:`ReloadFeed`) and applies the reload itself, checking it the same
+way. ``SIGHUP`` sent to the ``racer serve`` process makes uvicorn replace the workers one
+at a time, each new one ready before the old one stops: the new workers re-read the
+configuration file and its artifacts. A worker started later (after a crash or a
+SIGHUP) serves the configured artifacts, not earlier ``POST /admin/reload`` ones: write
+the new artifact into the configuration file to make a reload permanent.
 """
 
 from __future__ import annotations
@@ -16,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import signal
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +41,12 @@ from racer.serve.config import ConfigError, load_config
 from racer.serve.gateway import Gateway, GatewayError, Route, load_route
 
 logger = logging.getLogger("racer.serve")
+SHARED_RELOAD_ENV = "RACER_SHARED_RELOAD"  # "1": workers share reloads (set by --workers)
+_RELOAD_TABLE = (
+    "CREATE TABLE IF NOT EXISTS route_reloads (seq {serial} PRIMARY KEY, "
+    "created DOUBLE PRECISION NOT NULL, route TEXT NOT NULL, artifact TEXT NOT NULL, "
+    "origin TEXT NOT NULL)"
+)
 _PROBE = "Reload probe: which of A, B, C or D is correct?"
 
 
@@ -173,13 +192,124 @@ def reload_from_file(gateway: Gateway, config_path: str | Path) -> dict[str, Any
     return results
 
 
-def install_admin(app: FastAPI, gateway: Gateway) -> None:
-    """Add ``POST /admin/reload`` (admin bearer token) to the gateway's app."""
+class ReloadFeed:
+    """Reloads shared by every worker process through the decision log's database.
+
+    Parameters
+    ----------
+    gateway : Gateway
+        This worker's gateway; its decision log holds the ``route_reloads`` table.
+    poll_s : float, default 1.0
+        How often the table is read once the worker serves requests.
+
+    Notes
+    -----
+    A feed starts at the newest reload already stored: a new worker serves the
+    configured artifacts. Reloads this worker published itself are skipped.
+    """
+
+    def __init__(self, gateway: Gateway, poll_s: float = 1.0):
+        self.gateway = gateway
+        self.poll_s = poll_s
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{id(gateway)}"
+        self.started = False
+
+        def setup(connection: Any, mark: str) -> int:
+            connection.execute(
+                _RELOAD_TABLE.format(serial="INTEGER" if mark == "?" else "BIGSERIAL")
+            )
+            return int(connection.execute("SELECT MAX(seq) FROM route_reloads").fetchone()[0] or 0)
+
+        self.seen = gateway.decision_log.submit_job(setup).result()
+
+    def publish(self, route: str, artifact: str) -> None:
+        """Store a reload this worker applied, for the others (blocking: call in a thread)."""
+
+        def insert(connection: Any, mark: str) -> None:
+            connection.execute(
+                "INSERT INTO route_reloads (created, route, artifact, origin) VALUES "
+                + "(?, ?, ?, ?)".replace("?", mark),
+                (time.time(), route, artifact, self.origin),
+            )
+
+        self.gateway.decision_log.submit_job(insert).result()
+
+    def _unseen(self) -> list[tuple[int, str, str, str]]:
+        def read(connection: Any, mark: str) -> list[tuple[int, str, str, str]]:
+            rows = connection.execute(
+                "SELECT seq, route, artifact, origin FROM route_reloads WHERE seq > "
+                f"{mark} ORDER BY seq",
+                (self.seen,),
+            ).fetchall()
+            return [(int(q), str(r), str(a), str(o)) for q, r, a, o in rows]
+
+        return self.gateway.decision_log.submit_job(read).result()
+
+    async def catch_up(self) -> int:
+        """Apply the reloads other workers published since the last call; return how many."""
+        applied = 0
+        for seq, route, artifact, origin in await asyncio.to_thread(self._unseen):
+            self.seen = max(self.seen, seq)
+            if origin == self.origin or route not in self.gateway.routes:
+                continue
+            try:
+                old, new = await asyncio.to_thread(prepare_route, self.gateway, route, artifact)
+            except GatewayError as error:  # logged by prepare_route; the old one serves
+                logger.warning("shared reload %d not applied here: %s", seq, error)
+                continue
+            swap_route(self.gateway, old, new)
+            applied += 1
+        return applied
+
+    async def start(self) -> None:
+        """Catch up, then poll in the background (stopped by ``gateway.aclose``)."""
+        if self.started:
+            return
+        self.started = True
+        await self.catch_up()
+        task = asyncio.get_running_loop().create_task(self._poll())
+        self.gateway._background.add(task)
+        task.add_done_callback(self.gateway._background.discard)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.catch_up()
+            except Exception:  # a database hiccup must not end the polling
+                logger.exception("reading shared reloads failed; retrying")
+
+
+class _FollowReloads:
+    """ASGI middleware: the first request starts the worker's :class:`ReloadFeed`."""
+
+    def __init__(self, app: Any, feed: ReloadFeed):
+        self.app, self.feed = app, feed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.feed.started:
+            await self.feed.start()
+        await self.app(scope, receive, send)
+
+
+def install_admin(app: FastAPI, gateway: Gateway, shared: bool | None = None) -> None:
+    """Add ``POST /admin/reload`` (admin bearer token) to the gateway's app.
+
+    With ``shared`` (default: the ``RACER_SHARED_RELOAD`` environment variable is "1",
+    as ``racer serve --workers`` sets it) reloads are published to and followed from
+    the other workers through the decision log (:class:`ReloadFeed`).
+    """
     from racer.serve.app import BearerKeys
 
     admin_keys = gateway.config.auth.resolve_admin_keys()
     check = BearerKeys(admin_keys)
     app.state.gateway = gateway
+    if shared is None:
+        shared = os.environ.get(SHARED_RELOAD_ENV) == "1"
+    feed = ReloadFeed(gateway) if shared else None
+    app.state.reload_feed = feed
+    if feed is not None:
+        app.add_middleware(_FollowReloads, feed=feed)
 
     @app.post("/admin/reload", dependencies=[Depends(check)])
     async def admin_reload(request: ReloadRequest) -> dict[str, Any]:
@@ -193,7 +323,11 @@ def install_admin(app: FastAPI, gateway: Gateway) -> None:
         old, new = await asyncio.to_thread(
             prepare_route, gateway, request.route, request.artifact
         )  # loading and checking off the event loop: requests keep flowing
-        return swap_route(gateway, old, new)
+        result = swap_route(gateway, old, new)
+        if feed is not None:  # the other workers apply it within about poll_s
+            await asyncio.to_thread(feed.publish, new.name, str(new.config.artifact))
+        result["shared_with_workers"] = feed is not None
+        return result
 
 
 def install_sighup(app: FastAPI, config_path: str | Path) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from racer.fwer import FWER_METHODS
 from racer.policies.families import Outcome, Policy, PolicyData, Single
 from racer.policies.losses import answer_losses, check_objective
-
-FWER_METHODS = ("fixed_sequence", "bonferroni", "holm")
 
 
 def simulate_all(policies: list[Policy], data: PolicyData) -> list[Outcome]:

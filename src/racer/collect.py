@@ -419,19 +419,13 @@ def load_backend_configs(path: str | Path) -> list[Any]:
     racer.serve.config.ConfigError
         A missing or invalid file, or an invalid backend (the message says which field).
     """
-    import yaml
     from pydantic import ValidationError
 
-    from racer.serve.config import BackendConfig, ConfigError
+    from racer.serve.config import BackendConfig, ConfigError, read_config_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Gateway configuration file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    backends = data.get("backends") if isinstance(data, dict) else None
+    data = read_config_file(path)
+    backends = data.get("backends")
     if not isinstance(backends, list) or not backends:
         raise ConfigError(f"{path} has no `backends:` list; add the models to collect from.")
     defaults = data.get("backend_defaults") or {}

@@ -404,6 +404,18 @@ def load_config(path: Path | str) -> GatewayConfig:
     ['racer']
     """
     path = Path(path)
+    return parse_config(read_config_file(path), base_dir=path.parent)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a gateway configuration file, unvalidated.
+
+    Raises
+    ------
+    ConfigError
+        A missing file, invalid YAML, or a document that is not a mapping.
+    """
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Gateway configuration file not found: {path}")
     try:
@@ -412,4 +424,4 @@ def load_config(path: Path | str) -> GatewayConfig:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping (backends:, routes:, ...), got {data!r}.")
-    return parse_config(data, base_dir=path.parent)
+    return data

@@ -259,6 +259,12 @@ def judge_gateway(urls: dict[str, str], judge: str | None) -> tuple[Gateway, Fas
         "reference": None,
         "answer_kind": None,
     }
+    gateway = _policy_gateway(config, state)
+    return gateway, create_app(gateway, frozenset({KEY}))
+
+
+def _policy_gateway(config, state) -> Gateway:
+    """A gateway whose one route serves ``state``'s policy over the fake models."""
     route = Route(
         config.routes[0],
         TableRouter({}, [0.6, 0.7, 0.9]),
@@ -268,8 +274,7 @@ def judge_gateway(urls: dict[str, str], judge: str | None) -> tuple[Gateway, Fas
         policy=served_policy(state, MODELS),
     )
     backends = {b.name: Backend(b) for b in config.backends}
-    gateway = Gateway(config, {"racer": route}, backends, DecisionLog(config.decision_log.url))
-    return gateway, create_app(gateway, frozenset({KEY}))
+    return Gateway(config, {"racer": route}, backends, DecisionLog(config.decision_log.url))
 
 
 async def _judge_answers(
@@ -396,16 +401,7 @@ def test_cascade_stops_on_agreement_and_serves_the_tiers_vote_when_the_fallback_
                 "decision_log": {"url": "sqlite:///:memory:"},
             }
         )
-        route = Route(
-            config.routes[0],
-            TableRouter({}, [0.6, 0.7, 0.9]),
-            FixedThreshold(),
-            MODELS,
-            RiskMonitor(0.1, 0.05),
-            policy=served_policy(state, MODELS),
-        )
-        backends = {b.name: Backend(b) for b in config.backends}
-        gateway = Gateway(config, {"racer": route}, backends, DecisionLog("sqlite:///:memory:"))
+        gateway = _policy_gateway(config, state)
         try:
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=create_app(gateway, frozenset({KEY}))),

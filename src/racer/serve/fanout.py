@@ -23,7 +23,7 @@ from racer.serve.decision import Decision
 Backends = Mapping[str, Backend]
 # Whether no answer of the pending members could change the answer: (answered, pending).
 DecidedRule = Callable[[Mapping[str, BackendCall], Sequence[str]], bool]
-KeepRunning = Callable[["asyncio.Task[Any]"], None]
+KeepRunning = Callable[[asyncio.Task[Any]], None]
 
 
 async def call_within(backend: Backend, body: dict[str, Any], remaining: float) -> BackendCall:

@@ -115,8 +115,9 @@ def gateway_app():
     from racer.serve.backends import Backend
     from racer.serve.config import parse_config
     from racer.serve.decision_log import DecisionLog
-    from racer.serve.gateway import Gateway, Route, load_route
+    from racer.serve.gateway import Gateway
     from racer.serve.monitor import RiskMonitor
+    from racer.serve.route import Route, load_route
 
     setup = json.loads(os.environ[ENV])
     config = parse_config(

@@ -16,8 +16,9 @@ from racer.serve.app import create_app
 from racer.serve.backends import Backend
 from racer.serve.config import parse_config
 from racer.serve.decision_log import DecisionLog
-from racer.serve.gateway import Gateway, Route
+from racer.serve.gateway import Gateway
 from racer.serve.monitor import RiskMonitor
+from racer.serve.route import Route
 
 MODELS = ("alpha-small", "beta-medium", "gamma-large")
 KEY = "gateway-test-key"

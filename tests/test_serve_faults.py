@@ -29,8 +29,9 @@ from racer.serve.backends import Backend
 from racer.serve.breaker import CircuitBreaker
 from racer.serve.config import parse_config
 from racer.serve.decision_log import DecisionLog
-from racer.serve.gateway import Gateway, Route
+from racer.serve.gateway import Gateway
 from racer.serve.monitor import RiskMonitor
+from racer.serve.route import Route
 from racer.serve.runner import ServerThread
 
 A, B, C = MODELS

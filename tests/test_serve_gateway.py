@@ -24,7 +24,8 @@ from serve_fakes import (
 
 from racer.serve.config import ConfigError
 from racer.serve.decision_log import DecisionRecord
-from racer.serve.gateway import Gateway, misrouting_loss
+from racer.serve.feedback import misrouting_loss
+from racer.serve.gateway import Gateway
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest
 
 A, B, C = MODELS

@@ -25,8 +25,8 @@ from racer.routers.embeddings import TfidfEmbedder
 from racer.routers.linear import LogisticRouter
 from racer.serve.app import app_from_config
 from racer.serve.config import ConfigError, load_config
-from racer.serve.gateway import load_route
 from racer.serve.replay import ReplayBook, create_replay_app
+from racer.serve.route import load_route
 from racer.serve.runner import ServerThread
 
 A, B, C = MODELS

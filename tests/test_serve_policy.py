@@ -37,11 +37,12 @@ from racer.serve.app import app_from_config, create_app
 from racer.serve.backends import Backend
 from racer.serve.config import load_config, parse_config
 from racer.serve.decision_log import DecisionLog
-from racer.serve.gateway import Gateway, Route
+from racer.serve.gateway import Gateway
 from racer.serve.monitor import RiskMonitor
-from racer.serve.policy_route import served_policy
 from racer.serve.replay import ReplayBook, create_replay_app
+from racer.serve.route import Route
 from racer.serve.runner import ServerThread
+from racer.serve.served_policy import served_policy
 
 REFERENCE = "gpt-4-1106-preview"
 ALPHA = 0.03
@@ -438,7 +439,7 @@ def test_cascade_stops_on_agreement_and_serves_the_tiers_vote_when_the_fallback_
 def test_a_policy_route_is_refused_at_load_when_it_cannot_be_served(arc, tmp_path):
     from racer.artifact import load_artifact
     from racer.serve.config import ConfigError, RouteConfig
-    from racer.serve.gateway import load_route
+    from racer.serve.route import load_route
 
     artifact = load_artifact(arc[0])
     judged = {

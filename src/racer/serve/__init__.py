@@ -5,9 +5,14 @@ job each:
 
 - :mod:`racer.serve.config`: the YAML configuration, validated at start-up;
 - :mod:`racer.serve.backends`: calling one upstream (timeouts, retries, limits, cost);
-- :mod:`racer.serve.gateway`: one request, scores -> set -> fan-out -> aggregation;
-- :mod:`racer.serve.app`: the HTTP endpoints;
+- :mod:`racer.serve.route`: a servable route (router, calibration, certified policy);
+- :mod:`racer.serve.gateway`: one request, route -> decision -> way of answering -> send;
+- :mod:`racer.serve.answering`: the ways of answering (calibrated set, certified policy);
+- :mod:`racer.serve.fanout`, :mod:`racer.serve.records`, :mod:`racer.serve.streaming`:
+  the services they share (calling backends, logging decisions, sending events);
+- :mod:`racer.serve.app`, :mod:`racer.serve.admin`: the HTTP endpoints;
 - :mod:`racer.serve.decision_log`, :mod:`racer.serve.monitor`, :mod:`racer.serve.metrics`;
+- :mod:`racer.serve.reload`: swapping a route's artifact while serving;
 - :mod:`racer.serve.replay`: recorded responses served as OpenAI-compatible models;
 - :mod:`racer.serve.runner`: servers on loopback ports in a background thread;
 - :mod:`racer.serve.cli`: ``racer serve`` and ``racer replay-server``.
@@ -25,7 +30,7 @@ _EXPORTS = {
     "create_app": "racer.serve.app",
     "app_from_config": "racer.serve.app",
     "Gateway": "racer.serve.gateway",
-    "Route": "racer.serve.gateway",
+    "Route": "racer.serve.route",
     "GatewayConfig": "racer.serve.config",
     "load_config": "racer.serve.config",
     "ReplayBook": "racer.serve.replay",

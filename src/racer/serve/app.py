@@ -3,7 +3,8 @@
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/feedback`` (a client or admin key); ``GET /metrics``, ``/docs``,
 ``/openapi.json`` and the detailed ``GET /healthz`` (an admin key); ``GET /healthz``
-without an admin key is a bare liveness probe (``{"status": "ok"}``). Errors use
+without an admin key is a bare liveness probe (``{"status": "ok"}``); ``POST
+/admin/reload`` (:mod:`racer.serve.admin`). Errors use
 OpenAI's error object, with the codes the OpenAPI schema documents (400, 401, 404,
 413, 429, 502, 504); malformed input is a 4xx, never a 500, and error messages never
 echo long input.
@@ -12,200 +13,31 @@ echo long input.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from racer.serve.admin import install_admin
+from racer.serve.auth import BearerKeys, Caller, optional_admin
 from racer.serve.config import GatewayConfig
-from racer.serve.gateway import Gateway, GatewayError, truncate
+from racer.serve.errors import GatewayError, truncate
+from racer.serve.gateway import Gateway
 from racer.serve.metrics import CONTENT_TYPE_LATEST
-from racer.serve.reload import install_admin
+from racer.serve.middleware import BodySizeLimit, ClientLatency
 from racer.serve.schemas import (
     ChatCompletionRequest,
     FeedbackRequest,
     error_body,
     validation_message,
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class BodySizeLimit:
-    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or sent)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    @staticmethod
-    async def _reject(scope: Scope, send: Send, status: int, message: str) -> None:
-        response = JSONResponse(error_body(message, "invalid_request_error"), status)
-        await response(scope, _no_receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(
-                scope,
-                send,
-                413 if declared.isdigit() else 400,
-                f"Request body too large or invalid Content-Length; the limit is "
-                f"{self.max_bytes} bytes.",
-            )
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._reject(
-                    scope, send, 413, f"Request body over the limit of {self.max_bytes} bytes."
-                )
-                return
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
-class ClientLatency:
-    """ASGI middleware: time each chat completion as its client sees it.
-
-    The clock starts when the request reaches the app (before its body is read) and
-    stops when the last byte of the answer is handed to the server, so queueing for
-    the event loop, scoring, backends, logging and streaming are all counted. The
-    start time is also put in ``scope["state"]["racer_started"]`` for the deadline.
-    """
-
-    def __init__(self, app: ASGIApp, gateway: Gateway):
-        self.app = app
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != "/v1/chat/completions":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-        # From the first byte read by the server protocol when it records it, else now.
-        started = state.get("racer_received", time.perf_counter())
-        state["racer_started"] = started
-
-        async def timed_send(message: Message) -> None:
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                route = state.get("racer_route")
-                if route is not None:
-                    self.gateway.metrics.observe_latency(route, time.perf_counter() - started)
-
-        await self.app(scope, receive, timed_send)
-
-
-_BEARER = HTTPBearer(auto_error=False, description="A gateway API key.")
-
-
-def key_fingerprint(key: str) -> str:
-    """What the decision log stores of the key that made a request (never the key)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-class Caller:
-    """Who is calling: the fingerprint of their key, and whether it is an admin key."""
-
-    def __init__(self, owner: str | None, admin: bool):
-        self.owner = owner
-        self.admin = admin
-
-
-class BearerKeys:
-    """FastAPI dependency: 401 unless the request carries an accepted token.
-
-    Parameters
-    ----------
-    accepted : frozenset of str
-        Client tokens.
-    admin : frozenset of str, optional
-        Admin tokens (accepted everywhere).
-    admin_only : bool, default False
-        Accept admin tokens only. When no key at all is configured (an
-        unauthenticated demo), everyone is admin.
-    """
-
-    def __init__(
-        self,
-        accepted: frozenset[str],
-        admin: frozenset[str] = frozenset(),
-        admin_only: bool = False,
-    ):
-        self._open = not accepted and not admin
-        self._admin = [key.encode() for key in admin]
-        self._accepted = [] if admin_only else [key.encode() for key in accepted]
-
-    async def __call__(
-        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
-    ) -> Caller:
-        if self._open:
-            return Caller(None, True)
-        token = credentials.credentials.encode() if credentials else b""
-        is_admin = False
-        for key in self._admin:  # every comparison runs: no timing signal of which matched
-            is_admin |= hmac.compare_digest(token, key)
-        is_client = False
-        for key in self._accepted:
-            is_client |= hmac.compare_digest(token, key)
-        if not (is_admin or is_client):
-            raise HTTPException(401, "Missing or invalid gateway API key (Authorization: Bearer).")
-        return Caller(key_fingerprint(token.decode()), is_admin)
-
-
-def _optional_admin(
-    admin: frozenset[str], accepted: frozenset[str]
-) -> Callable[..., Awaitable[bool]]:
-    keys = BearerKeys(accepted, admin, admin_only=True)
-
-    async def is_admin(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-    ) -> bool:
-        try:
-            return (await keys(credentials)).admin
-        except HTTPException:
-            return False
-
-    return is_admin
-
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -282,7 +114,7 @@ def create_app(
     client = BearerKeys(api_keys, admin_keys)
     admin_only = [Depends(BearerKeys(api_keys, admin_keys, admin_only=True))]
     client_key = Depends(client)
-    admin_check = Depends(_optional_admin(admin_keys, api_keys))
+    admin_check = Depends(optional_admin(admin_keys, api_keys))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

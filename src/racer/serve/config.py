@@ -180,7 +180,7 @@ class RouteConfig(_Strict):
         Seed of the audit draws (with the route name).
     judge : str, optional
         The backend that judges a certified parallel policy with the ``judge``
-        aggregator (:mod:`racer.serve.policy_route`), instead of the policy's own
+        aggregator (:mod:`racer.serve.answering.certified_policy`), instead of the policy's own
         judge model.
     """
 

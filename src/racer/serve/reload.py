@@ -1,5 +1,7 @@
 """Reload a route's artifact without downtime: ``POST /admin/reload`` or ``SIGHUP``.
 
+(The HTTP route is :mod:`racer.serve.admin`; this module is what it and SIGHUP do.)
+
 The new artifact is loaded and checked before anything changes: it must load
 (format, version, checksums), route between models that all have backends, hold a
 sane calibration (alpha and delta in (0, 1), a finite threshold) and give a valid set
@@ -34,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI
-from pydantic import BaseModel, ConfigDict
+from fastapi import FastAPI
 
 from racer.serve.config import ConfigError, load_config
-from racer.serve.gateway import Gateway, GatewayError, Route, load_route
+from racer.serve.errors import GatewayError
+from racer.serve.gateway import Gateway
+from racer.serve.route import Route, load_route
 
 logger = logging.getLogger("racer.serve")
 SHARED_RELOAD_ENV = "RACER_SHARED_RELOAD"  # "1": workers share reloads (set by --workers)
@@ -48,14 +51,6 @@ _RELOAD_TABLE = (
     "origin TEXT NOT NULL)"
 )
 _PROBE = "Reload probe: which of A, B, C or D is correct?"
-
-
-class ReloadRequest(BaseModel):
-    """``POST /admin/reload``: the route, and the new artifact (default: the configured one)."""
-
-    model_config = ConfigDict(extra="forbid")
-    route: str
-    artifact: str | None = None
 
 
 def validate_route(route: Route, gateway: Gateway) -> None:
@@ -267,9 +262,7 @@ class ReloadFeed:
             return
         self.started = True
         await self.catch_up()
-        task = asyncio.get_running_loop().create_task(self._poll())
-        self.gateway._background.add(task)
-        task.add_done_callback(self.gateway._background.discard)
+        self.gateway.keep_running(asyncio.get_running_loop().create_task(self._poll()))
 
     async def _poll(self) -> None:
         while True:
@@ -278,56 +271,6 @@ class ReloadFeed:
                 await self.catch_up()
             except Exception:  # a database hiccup must not end the polling
                 logger.exception("reading shared reloads failed; retrying")
-
-
-class _FollowReloads:
-    """ASGI middleware: the first request starts the worker's :class:`ReloadFeed`."""
-
-    def __init__(self, app: Any, feed: ReloadFeed):
-        self.app, self.feed = app, feed
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not self.feed.started:
-            await self.feed.start()
-        await self.app(scope, receive, send)
-
-
-def install_admin(app: FastAPI, gateway: Gateway, shared: bool | None = None) -> None:
-    """Add ``POST /admin/reload`` (admin bearer token) to the gateway's app.
-
-    With ``shared`` (default: the ``RACER_SHARED_RELOAD`` environment variable is "1",
-    as ``racer serve --workers`` sets it) reloads are published to and followed from
-    the other workers through the decision log (:class:`ReloadFeed`).
-    """
-    from racer.serve.app import BearerKeys
-
-    admin_keys = gateway.config.auth.resolve_admin_keys()
-    check = BearerKeys(admin_keys)
-    app.state.gateway = gateway
-    if shared is None:
-        shared = os.environ.get(SHARED_RELOAD_ENV) == "1"
-    feed = ReloadFeed(gateway) if shared else None
-    app.state.reload_feed = feed
-    if feed is not None:
-        app.add_middleware(_FollowReloads, feed=feed)
-
-    @app.post("/admin/reload", dependencies=[Depends(check)])
-    async def admin_reload(request: ReloadRequest) -> dict[str, Any]:
-        if not admin_keys:
-            raise GatewayError(
-                403,
-                "Admin endpoints are disabled: set auth.admin_keys or RACER_ADMIN_KEYS.",
-                "permission_error",
-                "admin_disabled",
-            )
-        old, new = await asyncio.to_thread(
-            prepare_route, gateway, request.route, request.artifact
-        )  # loading and checking off the event loop: requests keep flowing
-        result = swap_route(gateway, old, new)
-        if feed is not None:  # the other workers apply it within about poll_s
-            await asyncio.to_thread(feed.publish, new.name, str(new.config.artifact))
-        result["shared_with_workers"] = feed is not None
-        return result
 
 
 def install_sighup(app: FastAPI, config_path: str | Path) -> None:

@@ -1,7 +1,8 @@
-"""Serve a certified answer-level policy (METHOD.md section 8) on a gateway route.
+"""Answer with a certified answer-level policy (METHOD.md section 8).
 
-A route whose artifact carries a certified policy (``racer calibrate --objective``)
-answers with that policy instead of calling the calibrated set:
+A route whose artifact carries a certified policy (``racer calibrate --objective``,
+read by :mod:`racer.serve.served_policy`) answers with that policy instead of calling
+the calibrated set:
 
 - :class:`~racer.policies.Single`: call the one model;
 - :class:`~racer.policies.Cascade`: call the tiers in the policy's order, one at a
@@ -9,125 +10,36 @@ answers with that policy instead of calling the calibrated set:
   finally the fallback (the reference);
 - :class:`~racer.policies.ParallelSets`: call the policy's set at once and aggregate
   (best / vote / logodds, or the policy's judge model: the route's ``judge`` backend
-  when it names one); an empty set, or
-  one where nothing answered, escalates to the fallback.
+  when it names one); an empty set, or one where nothing answered, escalates to the
+  fallback.
 
 Serving equals evaluation: after every call the recorded answers so far go through the
 policy's own ``simulate`` on a one-query :class:`~racer.policies.PolicyData` (answers
 extracted by :func:`racer.aggregate.answer_codes` with the policy's answer kind, models
 not called yet counted as "no response"). A cascade stops exactly when ``simulate``
-would have stopped with those answers, and serves the answer ``simulate`` serves.
+would have stopped with those answers, and serves the answer ``simulate`` serves. When
+every call failed, the route's fallbacks are tried.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from racer.aggregate import answer_codes, judge_choice, weighted_vote
-from racer.policies import Cascade, ParallelSets, Policy, PolicyData, Single, policy_from_state
+from racer.policies import Cascade, ParallelSets, PolicyData, Single
 from racer.policies.families import JUDGE
-from racer.policies.losses import answer_losses
-from racer.serve.backends import BackendCall
-
-if TYPE_CHECKING:  # pragma: no cover
-    from racer.serve.gateway import Answer, Gateway, _Decision
-
-CERTIFICATE_FIELDS = ("objective", "alpha", "delta", "n", "certified", "only_fallback")
+from racer.serve.answering.base import Services
+from racer.serve.backends import Backend, BackendCall
+from racer.serve.decision import Answer, Decision
+from racer.serve.fanout import call_each, call_fallbacks
+from racer.serve.served_policy import ServedPolicy
 
 
-@dataclass(frozen=True)
-class ServedPolicy:
-    """A certified policy as a route serves it.
-
-    Attributes
-    ----------
-    policy : Policy
-        The policy (columns index ``model_names``).
-    certificate : dict
-        Objective, alpha, delta, n, reference, certified, only_fallback, description.
-    answer_kind : str or None
-        How answers are extracted for the stop rule and the votes (None: free text).
-    """
-
-    policy: Policy
-    certificate: dict[str, Any]
-    answer_kind: str | None
-
-    @property
-    def alpha(self) -> float:
-        """The certified risk level of the policy's objective."""
-        return float(self.certificate["alpha"])
-
-    @property
-    def aggregator(self) -> str | None:
-        """The aggregator of a parallel policy (None for the others)."""
-        return self.policy.aggregator if isinstance(self.policy, ParallelSets) else None
-
-    def judge(self, model_names: Sequence[str], configured: str | None) -> str | None:
-        """The judge backend: the route's ``judge`` if it names one, else the policy's."""
-        policy = self.policy
-        if not isinstance(policy, ParallelSets) or policy.judge is None:
-            return None
-        return configured or model_names[policy.judge]
-
-
-def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPolicy:
-    """The servable policy of an artifact's ``policy`` metadata.
-
-    Raises
-    ------
-    ValueError
-        When the state does not hold a policy over ``model_names``.
-    """
-    certificate = state.get("certificate")
-    if not isinstance(certificate, dict) or not isinstance(certificate.get("policy"), dict):
-        raise ValueError("the artifact's policy has no certificate with a policy.")
-    policy = policy_from_state(certificate["policy"])
-    m = len(model_names)
-    columns = {
-        Single: lambda p: [p.model],
-        Cascade: lambda p: [*p.chain, p.fallback],
-        ParallelSets: lambda p: [p.fallback, *([] if p.judge is None else [p.judge])],
-    }[type(policy)](policy)
-    if any(not 0 <= c < m for c in columns):
-        raise ValueError(f"the policy calls columns {columns}; the artifact has {m} models.")
-    summary = {key: certificate.get(key) for key in CERTIFICATE_FIELDS}
-    summary["reference"] = state.get("reference")
-    summary["description"] = state.get("description") or policy.describe(tuple(model_names))
-    return ServedPolicy(policy, summary, state.get("answer_kind"))
-
-
-def policy_feedback_loss(
-    served: ServedPolicy, decision: Any, feedback: Any, model_names: Sequence[str]
-) -> float:
-    """The certified objective's loss of one served answer, from feedback.
-
-    ``models_correct`` gives the labels (a model left out is unknown); ``correct`` is the
-    label of the model whose answer was returned. Unknowns count at their worst
-    completion (:func:`racer.policies.losses.answer_losses`), so the monitor watches an
-    upper bound of the loss that was certified.
-    """
-    names = list(model_names)
-    quality = feedback.label_row(names)
-    served_column = names.index(decision.chosen) if decision.chosen in names else -1
-    if served_column >= 0 and feedback.correct is not None:
-        quality[0, served_column] = float(feedback.correct)
-    invoked = np.array([[name in set(decision.invoked) for name in names]])
-    reference = served.certificate.get("reference")
-    reference_column = names.index(reference) if reference in names else None
-    objective = served.certificate["objective"]
-    losses = answer_losses(
-        objective, np.array([served_column]), invoked, quality, reference_column
-    )
-    return float(losses[0])
-
-
-def _row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
+def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
     """One query's answers so far as :class:`PolicyData` (not called / failed: no response).
 
     The codes are :func:`racer.aggregate.answer_codes` of the answers with the policy's
@@ -147,8 +59,8 @@ def _row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> P
 class PolicyRun:
     """One request answered by a certified policy: the calls, in order, and why it stopped."""
 
-    def __init__(self, gateway: Gateway, decision: _Decision, served: ServedPolicy):
-        self.gateway = gateway
+    def __init__(self, backends: Mapping[str, Backend], decision: Decision, served: ServedPolicy):
+        self.backends = backends
         self.decision = decision
         self.served = served
         self.names = decision.route.model_names
@@ -159,24 +71,7 @@ class PolicyRun:
 
     async def _call(self, models: Sequence[str]) -> list[BackendCall]:
         """Call ``models`` at once within the deadline; record their answers."""
-        decision = self.decision
-
-        async def one(model: str) -> BackendCall:
-            remaining = decision.remaining()
-            if remaining <= 0:
-                return BackendCall(
-                    model, None, 0.0, 0, error="abandoned (deadline)", abandoned=True
-                )
-            try:
-                return await asyncio.wait_for(
-                    self.gateway.backends[model].complete(decision.body), remaining
-                )
-            except TimeoutError:
-                return BackendCall(
-                    model, None, remaining, 1, error="abandoned (deadline)", abandoned=True
-                )
-
-        calls = list(await asyncio.gather(*(one(m) for m in models)))
+        calls = await call_each(self.backends, models, self.decision)
         for call in calls:
             self.calls.append(call)
             if call.ok:
@@ -184,7 +79,7 @@ class PolicyRun:
         return calls
 
     def _data(self) -> PolicyData:
-        return _row(self.texts, self.decision.scores, self.served.answer_kind)
+        return policy_row(self.texts, self.decision.scores, self.served.answer_kind)
 
     def _call_of(self, column: int) -> BackendCall | None:
         name = self.names[column]
@@ -243,7 +138,7 @@ class PolicyRun:
     async def _judge(self) -> int | None:
         """Let the judge pick among the set's answers; best-in-set on failure."""
         route = self.decision.route
-        judge = self.gateway.backends[self.served.judge(self.names, route.config.judge) or ""]
+        judge = self.backends[self.served.judge(self.names, route.config.judge) or ""]
         loop = asyncio.get_running_loop()
         columns = [k for k, t in enumerate(self.texts) if isinstance(t, str)]
         responses = [self.texts[k] for k in columns]
@@ -305,27 +200,29 @@ class PolicyRun:
         return sum(costs) if costs else None
 
 
-async def answer_with_policy(gateway: Gateway, decision: _Decision) -> Answer:
-    """Answer ``decision`` with its route's certified policy (see the module docstring).
+class CertifiedPolicy:
+    """The certified policy's answer: single, cascade, parallel set or judge."""
 
-    Raises
-    ------
-    GatewayError
-        As the gateway's own answers: 429 / 502 / 504 when no call answered.
-    """
-    from racer.serve.gateway import Answer, _message_of
+    def __init__(self, services: Services):
+        self.services = services
 
-    served = decision.route.policy
-    assert served is not None
-    run = PolicyRun(gateway, decision, served)
-    chosen = await run.run()
-    if chosen is None:
-        chosen = await gateway._fallback(decision, run.calls)
-    decision.invoked = list(dict.fromkeys(c.backend for c in run.calls))
-    decision.completion = {"rule": "policy", "reason": run.stopped}
-    name = None if chosen is None else chosen.backend
-    extra = {"policy": run.report(name), "cost_usd": run.cost()}
-    if chosen is None:
-        raise await gateway._fail(decision, run.calls, extra)
-    racer = await gateway._finish(decision, run.calls, name, "answered", extra)
-    return Answer(_message_of(chosen), chosen.finish_reason or "stop", racer)
+    async def answer(self, decision: Decision) -> Answer:
+        """Answer ``decision`` with its route's certified policy (see the module docstring).
+
+        Raises
+        ------
+        GatewayError
+            As every answer: 429 / 502 / 504 when no call answered.
+        """
+        served = decision.route.policy
+        assert served is not None, "a certified-policy answer needs a route with a policy"
+        backends = self.services.backends
+        run = PolicyRun(backends, decision, served)
+        chosen = await run.run()
+        if chosen is None:
+            chosen = await call_fallbacks(backends, decision, run.calls)
+        decision.invoked = list(dict.fromkeys(c.backend for c in run.calls))
+        decision.completion = {"rule": "policy", "reason": run.stopped}
+        name = None if chosen is None else chosen.backend
+        extra = {"policy": run.report(name), "cost_usd": run.cost()}
+        return await self.services.records.answer(decision, run.calls, chosen, extra)

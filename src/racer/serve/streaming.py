@@ -1,0 +1,209 @@
+"""Sending an answer as server-sent events, and relaying one upstream's stream.
+
+An answer is made once; streaming is only how it is sent. A finished
+:class:`~racer.serve.decision.Answer` is sent as the events of its message
+(:func:`answer_events`). A one-model set may instead be a :class:`Relay`: the upstream's
+own stream, opened and read up to its first chunk before the response starts (so a
+failure there still fails over like a failed call), then passed through re-labelled
+with the gateway's id. A relay that breaks later ends with an OpenAI-style error event
+and no ``[DONE]``; its decision is logged when it ends, either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
+from racer.serve.decision import Answer, Decision
+from racer.serve.records import DecisionRecorder
+from racer.serve.schemas import chunk_body, error_event, message_events, sse
+
+
+def parse_event(line: str) -> dict[str, Any] | str | None:
+    """One SSE line: a JSON chunk, "[DONE]", or None (not a data line)."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return data
+    chunk = json.loads(data)
+    if not isinstance(chunk, dict):
+        raise ValueError("an event is not a JSON object")
+    return chunk
+
+
+async def first_chunk(upstream: UpstreamStream) -> list[dict[str, Any]]:
+    """Read the upstream stream up to its first chunk with choices (or its end).
+
+    Raises
+    ------
+    UpstreamError
+        When the stream fails or ends before any chunk with choices.
+    """
+    read: list[dict[str, Any]] = []
+    try:
+        async for line in upstream.lines():
+            chunk = parse_event(line)
+            if chunk is None:
+                continue
+            if chunk == "[DONE]":
+                break
+            read.append(chunk)
+            if chunk.get("choices"):
+                return read
+    except BaseException as error:
+        await upstream.aclose(ok=None if isinstance(error, asyncio.CancelledError) else False)
+        if isinstance(error, Exception) and not isinstance(error, UpstreamError):
+            raise UpstreamError(
+                f"stream failed before its first chunk ({type(error).__name__})",
+                retryable=False,
+                attempts=upstream.attempts,
+            ) from None
+        raise
+    await upstream.aclose(ok=False)
+    raise UpstreamError(
+        "upstream stream ended without any answer chunk",
+        retryable=False,
+        attempts=upstream.attempts,
+    )
+
+
+class Relay:
+    """A single backend's stream, opened and read to its first chunk, sent as it arrives.
+
+    Parameters
+    ----------
+    decision : Decision
+        The request it answers.
+    backend : Backend
+        The one backend streaming.
+    upstream : UpstreamStream
+        Its open stream.
+    first : list of dict
+        The chunks already read (up to the first one with choices).
+    records : DecisionRecorder
+        Logs the decision when the stream ends.
+    """
+
+    def __init__(
+        self,
+        decision: Decision,
+        backend: Backend,
+        upstream: UpstreamStream,
+        first: list[dict[str, Any]],
+        records: DecisionRecorder,
+    ):
+        self.decision = decision
+        self.backend = backend
+        self.upstream = upstream
+        self.first = first
+        self.records = records
+
+    @classmethod
+    async def open(
+        cls, decision: Decision, backend: Backend, records: DecisionRecorder
+    ) -> Relay | BackendCall:
+        """Open ``backend``'s stream within the deadline; the failed call if it cannot."""
+        opened = time.perf_counter()
+        try:
+            upstream = await asyncio.wait_for(
+                backend.open_stream(decision.body), max(decision.remaining(), 0.001)
+            )
+            first = await first_chunk(upstream)
+        except (UpstreamError, TimeoutError) as error:
+            message = str(error) or f"no answer within deadline_s ({type(error).__name__})"
+            return BackendCall(
+                backend.name,
+                None,
+                time.perf_counter() - opened,
+                getattr(error, "attempts", 1),
+                error=backend.redact(message),
+                status=getattr(error, "status", None),
+                retry_after_s=getattr(error, "retry_after_s", None),
+            )
+        return cls(decision, backend, upstream, first, records)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """The upstream's chunks re-labelled with the gateway's id, then ``racer`` and [DONE]."""
+        decision, backend, upstream = self.decision, self.backend, self.upstream
+        prompt_tokens = completion_tokens = None
+        error = None
+        finished = False
+        ok: bool | None = None
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            nonlocal finished
+            for chunk in self.first:
+                yield chunk
+            async for line in upstream.lines():
+                chunk = parse_event(line)
+                if chunk == "[DONE]":
+                    finished = True
+                    return
+                if chunk is not None:
+                    yield chunk
+
+        try:
+            async for chunk in chunks():
+                if "error" in chunk:
+                    detail = chunk["error"]
+                    text = detail.get("message") if isinstance(detail, dict) else detail
+                    raise UpstreamError(f"upstream error event: {text}"[:300], retryable=False)
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    prompt_tokens = usage.get("prompt_tokens")
+                    completion_tokens = usage.get("completion_tokens")
+                if not chunk.get("choices"):
+                    continue
+                finished = finished or any(
+                    c.get("finish_reason") for c in chunk["choices"] if isinstance(c, dict)
+                )
+                chunk.update(id=decision.id, model=decision.route.name, created=decision.created)
+                yield sse(chunk)
+            if not finished:
+                raise UpstreamError(
+                    "upstream stream ended without [DONE] or a finish_reason", retryable=False
+                )
+            ok = True
+        except (Exception, TimeoutError) as failure:  # noqa: B014 (TimeoutError for clarity)
+            kind = "deadline passed" if isinstance(failure, TimeoutError) else str(failure)
+            error = backend.redact(f"stream interrupted ({type(failure).__name__}: {kind})")
+            ok = False
+        except BaseException:  # the client went away: still log the decision
+            error = "client disconnected"
+            raise
+        finally:
+            await upstream.aclose(ok)
+            call = BackendCall(
+                backend.name,
+                None if error else "",
+                time.perf_counter() - upstream.started,
+                upstream.attempts,
+                prompt_tokens,
+                completion_tokens,
+                backend.cost(prompt_tokens, completion_tokens),
+                error,
+            )
+            racer = await self.records.finish(
+                decision, [call], backend.name, "failed" if error else "answered"
+            )
+        if error is not None:
+            yield sse(error_event(f"The upstream stream failed: {error}", racer))
+            return
+        yield sse(chunk_body(decision.id, decision.created, decision.route.name, None, racer=racer))
+        yield sse("[DONE]")
+
+
+def answer_events(decision: Decision, answer: Answer | Relay) -> AsyncIterator[bytes]:
+    """The server-sent events of an answer: relayed as it streams, or its finished message."""
+    if isinstance(answer, Relay):
+        return answer.events()
+    route = decision.route.name
+    final = chunk_body(decision.id, decision.created, route, None, racer=answer.racer)
+    return message_events(
+        decision.id, decision.created, route, answer.message, answer.finish_reason, final
+    )

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from racer import __version__
+from racer.version import __version__
 
 app = typer.Typer(
     name="racer",
@@ -390,7 +390,7 @@ def _finish_evaluation(
 
 
 def _json_safe(value: Any) -> Any:
-    from racer.evaluation.report import _clean
+    from racer.evaluation.report import json_safe as _clean
 
     return _clean(value)
 
@@ -579,7 +579,8 @@ def evaluate(
     the risk on the whole pool. Training queries that are also in --test are removed
     from training (leakage). The cost family's per-model prices come from --train.
     """
-    from racer.evaluation.certified import check_objective_options, records_for_evaluation
+    from racer.evaluation.certified import check_objective_options
+    from racer.evaluation.certified_trials import records_for_evaluation
     from racer.evaluation.task import (
         align_models,
         check_pool_size,

@@ -42,7 +42,7 @@ def _user_errors() -> Iterator[None]:
 
 
 def _config_backends(config_path: Path, models: list[str] | None) -> dict[str, Any]:
-    from racer.collect import load_backend_configs
+    from racer.owndata.collect import load_backend_configs
     from racer.serve.backends import Backend
     from racer.serve.config import ConfigError
 
@@ -115,7 +115,7 @@ def collect(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Send every query to every backend; write one row per (query, model), resumably."""
-    from racer.collect import (
+    from racer.owndata.collect import (
         Budget,
         Journal,
         collect,
@@ -216,8 +216,8 @@ def grade(
     ] = None,
 ) -> None:
     """Label each response 0/1 by exact rules against references, or by an LLM judge."""
-    from racer.collect import read_rows
-    from racer.grade import (
+    from racer.owndata.collect import read_rows
+    from racer.owndata.grade import (
         agreement,
         grade_references,
         judge_rows,
@@ -295,8 +295,8 @@ def dataset(
     ] = None,
 ) -> None:
     """Export the audited decisions of a gateway's log as a dataset (one row per model)."""
-    from racer.grade import write_rows
-    from racer.log_export import export_audited, parse_since
+    from racer.owndata.dataset_export import export_audited, parse_since
+    from racer.owndata.grade import write_rows
 
     with _user_errors():
         rows = export_audited(from_log, since=parse_since(since), route=route, grades=grades)

@@ -13,7 +13,7 @@ hindsight-best policy (cheapest with pool regret <= alpha; not a result). With
 task, one line says which aggregator over all models wins on the pool (best / vote /
 log-odds, training-accuracy weights). With ``--router NAME`` the family also holds
 router-weighted cascades and RACER's parallel sets, the router's training scores
-cross-fitted on the training part (:func:`racer.evaluation.certified.cross_fitted_scores`).
+cross-fitted on the training part (:func:`racer.evaluation.scoring.cross_fitted_scores`).
 
 Usage::
 
@@ -32,11 +32,8 @@ import numpy as np
 
 from racer.data.load import concat_datasets
 from racer.data.routerbench import load_routerbench
-from racer.evaluation.certified import (
-    CertifiedSettings,
-    certified_records,
-    cross_fitted_scores,
-)
+from racer.evaluation.certified_trials import CertifiedSettings, certified_records
+from racer.evaluation.scoring import cross_fitted_scores
 from racer.policies.certify import FWER_METHODS
 
 TASKS = {"ARC-Challenge": "arc_challenge", "MBPP": "mbpp"}

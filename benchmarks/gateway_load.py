@@ -155,7 +155,7 @@ def serve_gateway(port: int, workers: int) -> None:
     """Child process: ``workers`` gateway processes on ``port``, as ``racer serve`` runs them."""
     import uvicorn
 
-    from racer.serve.cli import _http_protocol
+    from racer.cli.serve import http_protocol
     from racer.serve.config import ServerConfig
     from racer.serve.metrics import MULTIPROCESS_ENV
 
@@ -172,7 +172,7 @@ def serve_gateway(port: int, workers: int) -> None:
         log_level="warning",
         timeout_keep_alive=server.read_timeout_s,
         h11_max_incomplete_event_size=server.max_header_bytes,
-        http=_http_protocol(),
+        http=http_protocol(),
     )
 
 

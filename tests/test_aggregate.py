@@ -216,7 +216,7 @@ def test_judge_names_the_answer_and_falls_back_to_best_in_set():
 
 
 def test_aggregator_comparison_names_the_winner_on_the_test_side():
-    from racer.evaluation.certified import aggregator_accuracies
+    from racer.evaluation.certified_trials import aggregator_accuracies
 
     # One strong model (training accuracy 0.9) against two weak ones (0.6) that agree
     # on a wrong answer: the accuracy-weighted vote follows the weak pair, log-odds the

@@ -26,7 +26,7 @@ from racer.artifact import load_artifact, save_artifact
 from racer.cli import app as cli
 from racer.data.load import load_dataset
 from racer.estimator import RACER
-from racer.log_export import _connect, export_audited
+from racer.owndata.dataset_export import _connect, export_audited
 from racer.routers import make_router
 from racer.serve.app import app_from_config
 from racer.serve.audit import AuditDraws, call_probabilities

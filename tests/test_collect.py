@@ -20,8 +20,8 @@ from data_fakes import CountingApp, arc_test, derived_references, write_queries
 from typer.testing import CliRunner
 
 from racer.cli import app
-from racer.collect import Journal, Query, collect
 from racer.data.load import load_dataset
+from racer.owndata.collect import Journal, Query, collect
 from racer.serve.replay import ReplayBook, create_replay_app
 from racer.serve.runner import ServerThread
 
@@ -202,7 +202,7 @@ def test_budget_stops_before_it_is_exceeded_and_resumes(arc, replays, tmp_path):
     assert 0 < len(rows) < 220 and spent <= 0.5
     assert "Stopped by the budget" in result.output and not out.exists()
     invoke("collect", "--config", config, "--queries", queries, "--out", out, "--no-progress")
-    data = __import__("racer.collect", fromlist=["read_rows"]).read_rows(out)
+    data = __import__("racer.owndata.collect", fromlist=["read_rows"]).read_rows(out)
     assert len(data) == 220 and len({(r["query_id"], r["model"]) for r in data}) == 220
     assert not journal.exists()
 

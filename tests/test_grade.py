@@ -19,7 +19,7 @@ from racer.aggregate import extract_answer
 from racer.cli import app
 from racer.data.generic import MissingLabelsWarning
 from racer.data.load import load_dataset
-from racer.grade import (
+from racer.owndata.grade import (
     JUDGE_PROMPT_VERSION,
     agreement,
     cohen_kappa,

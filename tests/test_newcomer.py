@@ -135,7 +135,7 @@ def test_kind_from_values_tenths_versus_probabilities():
 
 
 def test_cli_kind_and_pass_threshold_change_the_labels(shared_data, tmp_path):
-    from racer.cli import _data_options
+    from racer.cli.common import data_options as _data_options
 
     copy = tmp_path / "tasks.json"
     shutil.copy(shared_data / "routerdc" / "mbpp.json", copy)

@@ -10,7 +10,7 @@ from scipy.stats import binom
 
 from racer.bounds import binomial_ucb
 from racer.data.routerbench import load_routerbench
-from racer.evaluation.certified import CertifiedSettings, certified_records
+from racer.evaluation.certified_trials import CertifiedSettings, certified_records
 from racer.evaluation.report import monte_carlo_limit
 from racer.policies import Cascade, Single, certify, training_front
 
@@ -182,7 +182,7 @@ def _record(**changes):
 
 
 def test_the_report_opens_with_one_plain_sentence_per_alpha_and_the_uncorrected_choice():
-    from racer.evaluation.certified import opening_sentences
+    from racer.evaluation.certified_report import opening_sentences
 
     lines = opening_sentences(
         {

@@ -14,14 +14,10 @@ import pytest
 
 from racer.data.routerbench import load_routerbench
 from racer.data.routerdc import load_routerdc
-from racer.evaluation.certified import (
-    CertifiedSettings,
-    certified_records,
-    cross_fitted_scores,
-    plan_family,
-    policy_data,
-)
+from racer.evaluation.certified import plan_family, policy_data
+from racer.evaluation.certified_trials import CertifiedSettings, certified_records
 from racer.evaluation.report import monte_carlo_limit
+from racer.evaluation.scoring import cross_fitted_scores
 
 TRIALS = 100
 

@@ -39,7 +39,7 @@ def test_serve_refuses_to_start_without_gateway_keys(tmp_path, monkeypatch):
 
 def test_the_command_line_does_not_need_the_serve_extra():
     code = (
-        "import sys, racer.cli, racer.serve.cli\n"
+        "import sys, racer.cli, racer.cli.serve\n"
         "assert not {'fastapi', 'uvicorn', 'httpx'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

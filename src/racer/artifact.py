@@ -246,7 +246,7 @@ def save_artifact(
     >>> save_artifact("artifacts/mmlu", router, racer, calibration=cal)  # doctest: +SKIP
     >>> load_artifact("artifacts/mmlu").predict_sets(["What is 2 + 2?"])  # doctest: +SKIP
     """
-    from racer import __version__
+    from racer.version import __version__
 
     _check_pair(router, racer, abstention)
     directory = Path(directory)

@@ -1,6 +1,6 @@
 """Batch routing and replay of logged traffic, in this process or on Ray.
 
-``racer route`` and ``racer replay`` (:mod:`racer.cli_batch`) are thin layers over
+``racer route`` and ``racer replay`` (:mod:`racer.cli.batch`) are thin layers over
 :func:`route_files` and :func:`replay`; :mod:`racer.batch.routing` documents the output
 columns, the same for every engine.
 """

@@ -15,8 +15,9 @@ Examples
 """
 
 from racer.evaluation.run import Evaluation, EvaluationSettings, evaluate_pool, make_pool
+from racer.evaluation.scoring import router_scores
 from racer.evaluation.synthetic import make_synthetic_benchmark
-from racer.evaluation.task import evaluate_task, router_scores, write_task_report
+from racer.evaluation.task import evaluate_task, write_task_report
 from racer.evaluation.trials import TrialPlan
 
 __all__ = [

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from racer.evaluation.certified_report import opening_sentences
 from racer.evaluation.run import Evaluation
 
 DEFAULT_RACER = "RACER binomial threshold"
@@ -41,12 +42,12 @@ def monte_carlo_limit(delta: float, n_trials: int) -> float:
     return delta + 3.0 * math.sqrt(delta * (1.0 - delta) / n_trials)
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe values: NaN and infinities become null, numpy scalars plain numbers."""
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -57,7 +58,7 @@ def _clean(value: Any) -> Any:
 def results_document(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> dict:
     """The content of ``results.json``."""
     plan = evaluation.plan
-    return _clean(
+    return json_safe(
         {
             "task": evaluation.task,
             "models": list(evaluation.model_names),
@@ -345,13 +346,6 @@ def _models_section(evaluation: Evaluation) -> list[str]:
     return ["## Candidate models (test splits)", "", *_table(["model", "accuracy", "cost"], rows)]
 
 
-def _certified_opening(extra_results: dict[str, Any] | None) -> list[str]:
-    """The certified answer-level policy's sentences, one per alpha (issue 9's section)."""
-    from racer.evaluation.certified import opening_sentences
-
-    return opening_sentences(extra_results)
-
-
 def write_report(
     evaluation: Evaluation,
     out_dir: Path,
@@ -398,7 +392,7 @@ def write_report(
     lines = [
         f"# RACER evaluation: {evaluation.task}",
         "",
-        *_certified_opening(extra_results),
+        *opening_sentences(extra_results),
         *(header or []),
         f"Pool: {plan.n_pool} test queries ({evaluation.n_dropped} left out for unknown labels); "
         f"{plan.n_trials} trials with {plan.n_cal} calibration and {plan.n_test} test queries; "

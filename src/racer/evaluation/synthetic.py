@@ -215,7 +215,7 @@ def answer_level_story(
     whose agreement is evidence of being right can save money.
     """
     from racer.data.split import train_test_split
-    from racer.evaluation.certified import CertifiedSettings, certified_records
+    from racer.evaluation.certified_trials import CertifiedSettings, certified_records
 
     records = []
     for offset, story in enumerate(STORIES):

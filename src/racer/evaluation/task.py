@@ -19,35 +19,6 @@ from racer.evaluation.report import write_report
 from racer.evaluation.run import Evaluation, EvaluationSettings, evaluate_pool, make_pool
 
 
-def router_scores(
-    router: str,
-    train: RoutingDataset,
-    test: RoutingDataset,
-    **params: Any,
-) -> np.ndarray:
-    """Fit the base router ``router`` on ``train`` and score ``test``'s queries.
-
-    Parameters
-    ----------
-    router : str
-        A name in :data:`racer.routers.ROUTER_NAMES`.
-    train, test : RoutingDataset
-        Training data and the data to score (same models, in the same order).
-    **params
-        Passed to :func:`racer.routers.make_router`.
-
-    Returns
-    -------
-    numpy.ndarray, shape (test.n_queries, M)
-    """
-    from racer.routers import make_router
-
-    fitted = make_router(router, **params).fit(
-        list(train.queries), train.labels, model_names=list(train.model_names)
-    )
-    return fitted.predict_proba(list(test.queries))
-
-
 def align_models(train: RoutingDataset, test: RoutingDataset) -> RoutingDataset:
     """``test`` with the training data's model columns, in the training order."""
     if set(train.model_names) != set(test.model_names):
@@ -162,7 +133,7 @@ def write_task_report(
 ) -> dict[str, Any]:
     """Write figures, ``results.json`` and ``report.md``; optionally search the cheapest
     RACER configuration matching ``match_model``; ``certified`` (from
-    :func:`racer.evaluation.certified.records_for_evaluation`) goes into ``results.json``
+    :func:`racer.evaluation.certified_trials.records_for_evaluation`) goes into ``results.json``
     and opens the report.
 
     Without matplotlib (the optional extra ``plots``) the report is written without

@@ -1,7 +1,8 @@
-"""Command-line entry points of the gateway: ``racer serve`` and ``racer replay-server``.
+"""``racer serve`` and ``racer replay-server``: the gateway and recorded backends.
 
-Importing this module needs only Typer: the server libraries (the ``serve`` extra)
-are imported when a command runs, so ``racer`` works without them.
+Parsing and printing only; the work is in :mod:`racer.serve`. Importing this module
+needs only Typer: the server libraries (the ``serve`` extra) are imported when a
+command runs, so ``racer`` works without them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-SERVE_EXTRA_HINT = 'The gateway needs the serve extra: pip install "racer-routing[serve]".'
+from racer.cli.common import fail, user_errors
 
 
 def port_in_use_error(host: str, port: int) -> str | None:
@@ -35,20 +36,12 @@ def port_in_use_error(host: str, port: int) -> str | None:
     return None
 
 
-def _fail(message: str) -> None:
-    typer.echo(message if message.startswith("Error:") else f"Error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _require_serve_extra() -> None:
-    try:
+    with user_errors(missing_extra="serve"):
         import fastapi  # noqa: F401
         import httpx  # noqa: F401
         import uvicorn  # noqa: F401
         import yaml  # noqa: F401
-    except ImportError as error:
-        typer.echo(f"{SERVE_EXTRA_HINT} ({error})", err=True)
-        raise typer.Exit(2) from None
 
 
 def serve(
@@ -81,8 +74,7 @@ def serve(
     try:
         gateway_config = load_config(config)
     except ConfigError as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(error))
     server = gateway_config.server
     options = {
         "host": host or server.host,
@@ -90,11 +82,11 @@ def serve(
         "log_level": log_level,
         "timeout_keep_alive": server.read_timeout_s,
         "h11_max_incomplete_event_size": server.max_header_bytes,
-        "http": _http_protocol(),
+        "http": http_protocol(),
     }
     busy = port_in_use_error(options["host"], options["port"])
     if busy:
-        _fail(busy)
+        fail(busy)
     if workers > 1:
         _serve_workers(config, gateway_config, workers, options)
         return
@@ -104,12 +96,11 @@ def serve(
         app = app_from_config(gateway_config)
         install_sighup(app, config)  # hook (issue 12): SIGHUP reloads the artifacts
     except (ConfigError, RuntimeError) as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(error))
     uvicorn.run(app, **options)
 
 
-def _http_protocol() -> str:
+def http_protocol() -> str:
     """uvicorn's httptools protocol with the read deadline and head limit, else h11.
 
     An import string (not the class), so that worker processes import it themselves.
@@ -133,12 +124,10 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
     from racer.serve.reload import SHARED_RELOAD_ENV
 
     if gateway_config.decision_log.url == "sqlite:///:memory:":
-        typer.echo(
-            "Error: --workers needs a shared decision log; set decision_log.url to a "
-            "sqlite:/// file or a postgresql:// URL in the configuration.",
-            err=True,
+        fail(
+            "--workers needs a shared decision log; set decision_log.url to a "
+            "sqlite:/// file or a postgresql:// URL in the configuration."
         )
-        raise typer.Exit(2)
     metrics_dir = tempfile.mkdtemp(prefix="racer-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
     os.environ[CONFIG_ENV] = str(path.resolve())
@@ -178,7 +167,7 @@ def replay_server(
         dataset = load_dataset(data)
     except (ValueError, OSError) as error:
         text = str(error)
-        _fail(text if str(data) in text else f"--data {data}: {text}")
+        fail(text if str(data) in text else f"--data {data}: {text}")
     try:
         if model:
             dataset = dataset.select_models(model)
@@ -199,11 +188,11 @@ def replay_server(
     apps = [create_replay_app(book, m, **options) for m in fixed]
     ports = [port + i if port else 0 for i in range(len(apps))]  # --port 0: free ports
     for busy in filter(None, (port_in_use_error(host, p) for p in ports)):
-        _fail(busy)
+        fail(busy)
     try:
         servers = ServerThread(apps, host, ports, log_level="info")
     except OSError as error:  # taken between the check and the bind
-        _fail(port_in_use_error(host, ports[0]) or f"cannot listen on {host}: {error.strerror}")
+        fail(port_in_use_error(host, ports[0]) or f"cannot listen on {host}: {error.strerror}")
     servers.start()
     typer.echo(f"Replaying {dataset.n_queries} queries of {data}. Backends for gateway.yaml:")
     typer.echo("backends:")
@@ -218,9 +207,3 @@ def replay_server(
         pass
     finally:
         servers.stop()
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``serve`` and ``replay-server`` to the main ``racer`` Typer app."""
-    app.command("serve")(serve)
-    app.command("replay-server")(replay_server)

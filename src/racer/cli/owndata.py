@@ -1,65 +1,43 @@
-"""Command-line entry points that make calibration data from your own models and traffic.
+"""``racer collect``, ``racer grade`` and ``racer dataset``: calibration data from your own
+models and traffic.
 
 ``racer collect`` (every model's response to every query), ``racer grade`` (0/1 labels
 from references or an LLM judge) and ``racer dataset`` (the audited sample of a
-gateway's decision log). They are registered on the main app by :func:`register`.
+gateway's decision log). Parsing and printing only; the work is in :mod:`racer.owndata`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-_ERR = Console(stderr=True)
-
-
-class _UserError(Exception):
-    """A mistake the user can fix; reported as one ``Error:`` line, exit code 2."""
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except ImportError as error:
-        typer.echo(
-            f'Error: this command needs the serve extra: pip install "racer-routing[serve]" '
-            f"({error}).",
-            err=True,
-        )
-        raise typer.Exit(2) from None
-    except (_UserError, ValueError, FileNotFoundError, RuntimeError) as error:
-        first = str(error).strip().splitlines() or [type(error).__name__]
-        typer.echo(f"Error: {' '.join(line.strip() for line in first)}", err=True)
-        raise typer.Exit(2) from None
+from racer.cli.common import UserError, console, user_errors
 
 
 def _config_backends(config_path: Path, models: list[str] | None) -> dict[str, Any]:
-    from racer.collect import load_backend_configs
+    from racer.owndata.collect import load_backend_configs
     from racer.serve.backends import Backend
     from racer.serve.config import ConfigError
 
     try:
         configs = load_backend_configs(config_path)
     except ConfigError as error:
-        raise _UserError(f"--config {config_path}: {error}") from None
+        raise UserError(f"--config {config_path}: {error}") from None
     names = [b.name for b in configs]
     if models:
         unknown = [m for m in models if m not in names]
         if unknown:
-            raise _UserError(f"--models {unknown} are not backends of {config_path} ({names}).")
+            raise UserError(f"--models {unknown} are not backends of {config_path} ({names}).")
         configs = [b for b in configs if b.name in models]
     try:
         return {b.name: Backend(b) for b in configs}
     except ConfigError as error:
-        raise _UserError(str(error)) from None
+        raise UserError(str(error)) from None
 
 
 def _progress(total: int, done: int, show: bool) -> Any:
@@ -81,7 +59,7 @@ def _progress(total: int, done: int, show: bool) -> Any:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=_ERR,
+        console=console,
         disable=not show,
     )
 
@@ -115,7 +93,7 @@ def collect(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Send every query to every backend; write one row per (query, model), resumably."""
-    from racer.collect import (
+    from racer.owndata.collect import (
         Budget,
         Journal,
         collect,
@@ -126,9 +104,9 @@ def collect(
         write_parquet,
     )
 
-    with _user_errors():
+    with user_errors(missing_extra="serve"):
         if budget_usd is not None and budget_usd <= 0:
-            raise _UserError(f"--budget-usd must be > 0, got {budget_usd}.")
+            raise UserError(f"--budget-usd must be > 0, got {budget_usd}.")
         asked = read_queries(queries)
         journal_file = journal_path(out)
         seeded = out.suffix.lower() == ".parquet" and out.exists() and not journal_file.exists()
@@ -216,8 +194,8 @@ def grade(
     ] = None,
 ) -> None:
     """Label each response 0/1 by exact rules against references, or by an LLM judge."""
-    from racer.collect import read_rows
-    from racer.grade import (
+    from racer.owndata.collect import read_rows
+    from racer.owndata.grade import (
         agreement,
         grade_references,
         judge_rows,
@@ -225,15 +203,15 @@ def grade(
         write_rows,
     )
 
-    with _user_errors():
+    with user_errors(missing_extra="serve"):
         if references is None and judge is None:
-            raise _UserError("Give --references FILE, --judge MODEL, or both.")
+            raise UserError("Give --references FILE, --judge MODEL, or both.")
         if label_from not in ("references", "judge"):
-            raise _UserError(f"--label-from must be references or judge, got {label_from!r}.")
+            raise UserError(f"--label-from must be references or judge, got {label_from!r}.")
         if judge is not None and config is None:
-            raise _UserError("--judge needs --config, the gateway YAML file naming that backend.")
+            raise UserError("--judge needs --config, the gateway YAML file naming that backend.")
         if not data.is_file():
-            raise _UserError(f"--data {data}: no such file.")
+            raise UserError(f"--data {data}: no such file.")
         rows = read_rows(data)
         if references is not None:
             refs = read_references(references)
@@ -256,13 +234,13 @@ def grade(
         for row in rows:
             row["label"] = row.get("label_references" if source == "references" else "label_judge")
         write_rows(rows, out)
-    console = Console()
+    printer = Console()
     labelled = sum(row["label"] is not None for row in rows)
-    console.print(f"Graded {labelled} of {len(rows)} responses ({source}) -> {out}")
+    printer.print(f"Graded {labelled} of {len(rows)} responses ({source}) -> {out}")
     if judge is not None:
         failed = sum(row.get("label_judge") is None for row in rows)
         if failed:
-            console.print(
+            printer.print(
                 f"{failed} responses have no verdict yet (judge failed or unparsable); "
                 "run the same command again to judge only those."
             )
@@ -271,7 +249,7 @@ def grade(
             [row.get("label_references") for row in rows],
             [row.get("label_judge") for row in rows],
         )
-        console.print(
+        printer.print(
             f"Agreement of references and judge on {result['n']} responses: "
             f"{result['agreement']:.3f}, Cohen's kappa {result['kappa']:.3f}; confusion "
             f"[[ref 0 & judge 0, ref 0 & judge 1], [ref 1 & judge 0, ref 1 & judge 1]] = "
@@ -295,13 +273,13 @@ def dataset(
     ] = None,
 ) -> None:
     """Export the audited decisions of a gateway's log as a dataset (one row per model)."""
-    from racer.grade import write_rows
-    from racer.log_export import export_audited, parse_since
+    from racer.owndata.dataset_export import export_audited, parse_since
+    from racer.owndata.grade import write_rows
 
-    with _user_errors():
+    with user_errors(missing_extra="serve"):
         rows = export_audited(from_log, since=parse_since(since), route=route, grades=grades)
         if not rows:
-            raise _UserError(
+            raise UserError(
                 f"--from-log {from_log}: no audited decisions"
                 + (f" since {since}" if since else "")
                 + ". Set audit_rate on a route and serve some traffic first."
@@ -313,10 +291,3 @@ def dataset(
         f"Exported {decisions} audited decisions ({len(rows)} responses, {labelled} labelled) "
         f"-> {out}"
     )
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``collect``, ``grade`` and ``dataset`` to the main ``racer`` Typer app."""
-    app.command("collect")(collect)
-    app.command("grade")(grade)
-    app.command("dataset")(dataset)

@@ -73,7 +73,7 @@ def _has_audit_tables(connection: Any) -> bool:
 def _grades(path: Path | None) -> dict[tuple[str, str], Any]:
     if path is None:
         return {}
-    from racer.collect import read_rows
+    from racer.owndata.collect import read_rows
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--grades {path}: no such file.")

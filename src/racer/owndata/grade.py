@@ -365,7 +365,7 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        from racer.collect import write_parquet
+        from racer.owndata.collect import write_parquet
 
         write_parquet(rows, path)
         return

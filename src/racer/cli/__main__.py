@@ -1,0 +1,5 @@
+"""``python -m racer.cli``: the same as the ``racer`` command."""
+
+from racer.cli import app
+
+app()

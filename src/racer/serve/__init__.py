@@ -15,9 +15,11 @@ job each:
 - :mod:`racer.serve.reload`: swapping a route's artifact while serving;
 - :mod:`racer.serve.replay`: recorded responses served as OpenAI-compatible models;
 - :mod:`racer.serve.runner`: servers on loopback ports in a background thread;
-- :mod:`racer.serve.cli`: ``racer serve`` and ``racer replay-server``.
+- :mod:`racer.serve.protocol`: uvicorn's HTTP protocol with read limits.
 
-The names below are imported on first use, so that importing :mod:`racer.serve.cli`
+``racer serve`` and ``racer replay-server`` live in :mod:`racer.cli.serve`.
+
+The names below are imported on first use, so that importing the command line
 does not need the server libraries.
 """
 

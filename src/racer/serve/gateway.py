@@ -312,7 +312,7 @@ class Gateway:
             config,
             routes,
             {b.name: Backend(b) for b in config.backends},
-            DecisionLog(config.decision_log.url, config.decision_log.store_prompts),
+            DecisionLog.from_config(config.decision_log),
         )
 
     def sync_monitors(self) -> None:

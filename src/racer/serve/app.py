@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from racer.serve.config import GatewayConfig
 from racer.serve.gateway import Gateway, GatewayError, truncate
+from racer.serve.log_outage import install_log_outage
 from racer.serve.metrics import CONTENT_TYPE_LATEST
 from racer.serve.reload import install_admin
 from racer.serve.schemas import (
@@ -385,6 +386,7 @@ def create_app(
         return get_swagger_ui_html(openapi_url="/openapi.json", title="RACER gateway")
 
     install_admin(app, gateway)  # hook (issue 12): POST /admin/reload
+    install_log_outage(app, gateway.decision_log, gateway.metrics.registry)  # GET /readyz
     return app
 
 

@@ -275,7 +275,8 @@ class DecisionLog:
         """Whole seconds until the next reconnection attempt (at least 1)."""
         return max(1, math.ceil(self._next_attempt - time.monotonic()))
 
-    def _unavailable(self) -> DecisionLogUnavailable:
+    def outage(self) -> DecisionLogUnavailable:
+        """The error to raise (or answer with) while the log is down."""
         down_for = time.monotonic() - (self._down_since or time.monotonic())
         return DecisionLogUnavailable(
             f"The decision log is unavailable (down for {down_for:.1f} s, reconnecting); "
@@ -346,14 +347,14 @@ class DecisionLog:
 
     def _in_transaction(self, job: Callable[[], T]) -> T:
         if self._connection is None:
-            raise self._unavailable()
+            raise self.outage()
         try:
             result = job()
             self._connection.commit()
         except Exception as error:
             if self._postgres and connection_lost(self._connection):
                 self._go_down(error)
-                raise self._unavailable() from None
+                raise self.outage() from None
             self._connection.rollback()
             raise
         self._last_success = time.monotonic()
@@ -451,7 +452,7 @@ class DecisionLog:
             if self.observer is not None:
                 self.observer.not_logged(refused)
             if refused:
-                raise self._unavailable()
+                raise self.outage()
         return written
 
     def record_nowait(self, decision: DecisionRecord) -> None:

@@ -6,8 +6,14 @@ closed; restored, it accepts again on the same port.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import pytest
 
 
 class CuttableProxy:
@@ -83,3 +89,27 @@ def pump(source: socket.socket, sink: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+@contextmanager
+def proxied_postgres() -> Iterator[tuple[str, CuttableProxy]]:
+    """RACER_TEST_POSTGRES_URL through a :class:`CuttableProxy`, on fresh tables.
+
+    Skips the test when RACER_TEST_POSTGRES_URL is unset (CI sets it).
+    """
+    url = os.environ.get("RACER_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set RACER_TEST_POSTGRES_URL (and install psycopg) to test PostgreSQL")
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "DROP TABLE IF EXISTS feedback, decisions, decision_audit, audit_responses, "
+            "route_reloads"
+        )
+    parts = urlsplit(url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    try:
+        yield parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl(), proxy
+    finally:
+        proxy.close()

@@ -4,17 +4,15 @@ refusals and unlogged answers are counted; a PostgreSQL log reconnects by itself
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from concurrent.futures import Future
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
-from tcp_proxy import CuttableProxy
+from tcp_proxy import proxied_postgres
 
 from racer.serve.decision_log import DecisionLog, DecisionLogUnavailable, DecisionRecord
 from racer.serve.log_outage import install_log_outage
@@ -104,19 +102,10 @@ def decision(decision_id: str) -> DecisionRecord:
 
 
 @pytest.fixture
-def proxied_postgres():
-    """RACER_TEST_POSTGRES_URL through a proxy that the test can cut, on a fresh schema."""
-    url = os.environ.get("RACER_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set RACER_TEST_POSTGRES_URL (and install psycopg) to test PostgreSQL")
-    psycopg = pytest.importorskip("psycopg")
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("DROP TABLE IF EXISTS feedback, decisions")
-    parts = urlsplit(url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    netloc = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    yield parts._replace(netloc=f"{netloc}127.0.0.1:{proxy.port}").geturl(), proxy
-    proxy.close()
+def postgres():
+    """A fresh PostgreSQL log behind a proxy the test can cut, and the proxy."""
+    with proxied_postgres() as (url, proxy):
+        yield url, proxy
 
 
 def until(condition, timeout_s: float = 10.0) -> float:
@@ -128,8 +117,8 @@ def until(condition, timeout_s: float = 10.0) -> float:
 
 
 @pytest.mark.parametrize("on_failure", ["serve", "refuse"])
-def test_a_postgres_log_reconnects_after_an_outage(proxied_postgres, on_failure):
-    url, proxy = proxied_postgres
+def test_a_postgres_log_reconnects_after_an_outage(postgres, on_failure):
+    url, proxy = postgres
     log = DecisionLog(url, on_failure=on_failure)
     events: list[tuple[str, bool]] = []
 

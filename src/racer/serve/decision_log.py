@@ -261,8 +261,8 @@ class DecisionLog:
         except psycopg.Error as error:
             raise DecisionLogUnavailable(
                 f"cannot connect to the decision log at {redact_url(self.url)}: "
-                f"{_one_line(error)}. Check that the database is running and reachable, "
-                "and decision_log.url in the configuration."
+                f"{_one_line(error)} (check that the database is running and reachable "
+                "and decision_log.url in the configuration)"
             ) from None
         return connection, psycopg.IntegrityError, "%s"
 

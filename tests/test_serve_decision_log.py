@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import hashlib
 import os
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from racer.serve.config import DecisionLogConfig
 from racer.serve.decision_log import DecisionLog, DecisionRecord, FeedbackRecord
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -180,3 +184,50 @@ def test_a_kill_after_an_outside_read_keeps_every_committed_decision(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     subprocess.run([sys.executable, "-c", writer, str(path), script], check=True, env=env)
     assert outside_count(path) == 30
+
+
+def at(decision_id: str, created: float) -> DecisionRecord:
+    return dataclasses.replace(decision(decision_id), created=created)
+
+
+def stored_ids(log: DecisionLog) -> list[str]:
+    rows = log.submit_job(
+        lambda connection, _: connection.execute(
+            "SELECT id FROM decisions ORDER BY created"
+        ).fetchall()
+    ).result()
+    return [row[0] for row in rows]
+
+
+def test_retention_keeps_the_newest_rows_and_every_decision_with_feedback(log_url):
+    log = DecisionLog(log_url, max_rows=3, prune_batch_rows=4)
+    for i in range(10):
+        log.record_nowait(at(f"d{i}", 1000.0 + i))
+    asyncio.run(log.add_feedback(FeedbackRecord("d1", 2000.0, True, None, 0.0)))
+    # six past retention (d0, d2 .. d6), four a batch; d1 has feedback: kept
+    assert [log.prune(), log.prune(), log.prune()] == [4, 2, 0]
+    assert stored_ids(log) == ["d1", "d7", "d8", "d9"]
+    assert [loss for *_, loss in log.feedback_losses()] == [0.0]
+    log.close()
+
+
+def test_retention_days_deletes_older_decisions_after_writes(tmp_path):
+    log = DecisionLog(f"sqlite:///{tmp_path / 'log.sqlite3'}", retention_days=2, prune_every_s=0)
+    now = time.time()
+    for i, age_days in enumerate([5, 3, 1, 0]):
+        log.record_nowait(at(f"d{i}", now - age_days * 86_400))
+
+    async def one_more() -> bool:
+        return await log.record(at("new", now))
+
+    assert asyncio.run(one_more())  # the pass after this write applies retention
+    assert stored_ids(log) == ["d2", "d3", "new"]
+    log.close()
+
+
+def test_retention_settings_are_validated():
+    with pytest.raises(ValidationError, match="greater than 0"):
+        DecisionLogConfig(retention_days=0)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        DecisionLogConfig(max_rows=0)
+    assert DecisionLogConfig().store_prompts == "hash"  # prompts are not kept by default

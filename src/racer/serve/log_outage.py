@@ -48,6 +48,7 @@ class LogOutageMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
         self.up = Gauge(
             "racer_decision_log_up",
             "1 while the decision log is reachable, 0 during an outage.",
@@ -150,8 +151,9 @@ class LogOutageGuard:
 
 def install_log_outage(app: FastAPI, log: DecisionLog, registry: CollectorRegistry) -> None:
     """Add ``GET /readyz``, the 503 guard and the log's metrics to the gateway's app."""
-    metrics = LogOutageMetrics(registry)
-    log.observer = metrics
+    metrics = log.observer  # a second app over the same gateway shares its metrics
+    if not isinstance(metrics, LogOutageMetrics) or metrics.registry is not registry:
+        metrics = log.observer = LogOutageMetrics(registry)
     metrics.availability(log.available)
 
     async def readyz() -> JSONResponse:

@@ -116,8 +116,8 @@ def export_audited(
     try:
         if not _has_audit_tables(connection):
             return []
-        conditions = ["a.audited = 1", "d.query IS NOT NULL", "d.query NOT LIKE 'sha256:%'"]
-        params: list[Any] = []
+        conditions = ["a.audited = 1", "d.query IS NOT NULL", f"d.query NOT LIKE {mark}"]
+        params: list[Any] = ["sha256:%"]  # store_prompts: hash
         if since is not None:
             conditions.append(f"d.created >= {mark}")
             params.append(since)

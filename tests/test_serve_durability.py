@@ -365,15 +365,15 @@ def test_the_latency_metric_measures_what_a_separate_client_sees(deployment):
     assert 0.8 * client_mean <= metric_mean <= client_mean
 
 
-@pytest.mark.parametrize("on_log_failure", ["serve", "refuse"])
-def test_a_postgres_outage_under_load_loses_no_logged_decision(deployment, on_log_failure):
+@pytest.mark.parametrize(("on_log_failure", "workers"), [("serve", 1), ("refuse", 2)])
+def test_a_postgres_outage_under_load_loses_no_logged_decision(deployment, on_log_failure, workers):
     """The database goes away for 2 s under load (a restart, as its clients see it)."""
     folder, queries = deployment
     with proxied_postgres() as (url, proxy):
         settings = yaml.safe_load((folder / "gateway.yaml").read_text(encoding="utf-8"))
         settings["decision_log"] = {"url": url, "on_log_failure": on_log_failure}
         (folder / "pg.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
-        process = start_gateway(folder, port := free_port(), config="pg.yaml")
+        process = start_gateway(folder, port := free_port(), workers, "pg.yaml")
         base, admin = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {ADMIN_KEY}"}
         try:
             load = Load(port, queries)
@@ -397,8 +397,7 @@ def test_a_postgres_outage_under_load_loses_no_logged_decision(deployment, on_lo
             load.wait_for(20)
             load.stop()
         finally:
-            process.kill()
-            process.wait(10)
+            kill_9(process)
         import psycopg
 
         with psycopg.connect(os.environ["RACER_TEST_POSTGRES_URL"]) as connection:
@@ -411,7 +410,8 @@ def test_a_postgres_outage_under_load_loses_no_logged_decision(deployment, on_lo
     unlogged = [a for a in answered if not a[2]]
     refused = [a for a in load.answers if a[0] == 503]
     print(
-        f"{on_log_failure}: {len(answered)} answered, {len(unlogged)} unlogged, "
+        f"{on_log_failure}, {workers} worker(s): {len(answered)} answered, "
+        f"{len(unlogged)} unlogged, "
         f"{len(refused)} refused, reconnected {back - cut:.1f} s after the cut"
     )
     assert logged <= stored  # no answer says logged: true without being in the log

@@ -15,7 +15,7 @@ are created readable by their owner only (0600), and never opened outside SQLite
 
 Outages: when the PostgreSQL connection is lost (a server restart, a network cut),
 the log reconnects in the background with exponential backoff (0.1 s doubling to
-2 s). Meanwhile it is *unavailable*: reads raise :class:`DecisionLogUnavailable`, and a
+1 s). Meanwhile it is *unavailable*: reads raise :class:`DecisionLogUnavailable`, and a
 decision is either answered with ``logged: false`` and counted (``on_failure="serve"``)
 or refused (``"refuse"``: :meth:`DecisionLog.record` raises, the gateway answers 503
 with ``Retry-After``). :mod:`racer.serve.log_outage` turns this into HTTP.
@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from racer.serve.decision_log_postgres import (
     connect_postgres,
@@ -49,12 +49,15 @@ from racer.serve.decision_log_postgres import (
 from racer.serve.decision_log_retention import delete_before, retention_cutoff
 from racer.serve.decision_log_sqlite import connect_sqlite
 
+if TYPE_CHECKING:
+    from racer.serve.config import DecisionLogConfig
+
 logger = logging.getLogger("racer.serve")
 T = TypeVar("T")
 
 ON_FAILURE = ("serve", "refuse")
 RECONNECT_FIRST_S = 0.1
-RECONNECT_MAX_S = 2.0
+RECONNECT_MAX_S = 1.0
 FRESH_S = 1.0  # a successful database call this recent answers a readiness probe
 
 _SCHEMA = """
@@ -233,7 +236,7 @@ class DecisionLog:
             raise
 
     @classmethod
-    def from_config(cls, config: Any) -> DecisionLog:
+    def from_config(cls, config: DecisionLogConfig) -> DecisionLog:
         """The log a ``decision_log`` configuration section describes."""
         return cls(
             config.url,
@@ -277,10 +280,13 @@ class DecisionLog:
 
     def outage(self) -> DecisionLogUnavailable:
         """The error to raise (or answer with) while the log is down."""
-        down_for = time.monotonic() - (self._down_since or time.monotonic())
+        if self._down_since is None:  # connected, but this write failed (disk full, say)
+            return DecisionLogUnavailable(
+                "The decision log could not store this decision; retry later."
+            )
         return DecisionLogUnavailable(
-            f"The decision log is unavailable (down for {down_for:.1f} s, reconnecting); "
-            "retry later.",
+            f"The decision log is unavailable (down for "
+            f"{time.monotonic() - self._down_since:.1f} s, reconnecting); retry later.",
             self.retry_after_s(),
         )
 

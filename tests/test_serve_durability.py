@@ -388,6 +388,7 @@ def test_a_postgres_outage_under_load_loses_no_logged_decision(deployment, on_lo
                 f"{base}/v1/feedback", json={"id": some_id, "correct": True}, headers=admin
             )
             metrics = httpx.get(f"{base}/metrics", headers=admin)
+            health = httpx.get(f"{base}/healthz", headers=admin)
             time.sleep(max(0.0, cut + 2 - time.monotonic()))
             proxy.restore()
             while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
@@ -403,7 +404,7 @@ def test_a_postgres_outage_under_load_loses_no_logged_decision(deployment, on_lo
         with psycopg.connect(os.environ["RACER_TEST_POSTGRES_URL"]) as connection:
             stored = {row[0] for row in connection.execute("SELECT id FROM decisions")}
     assert ready.status_code == 503 and int(ready.headers["retry-after"]) >= 1
-    assert feedback.status_code == 503 and metrics.status_code == 200
+    assert feedback.status_code == 503 and metrics.status_code == health.status_code == 200
     assert "racer_decision_log_up 0.0" in metrics.text
     answered = [a for a in load.answers if a[0] == 200]
     logged = {decision_id for _, decision_id, was_logged, _ in answered if was_logged}

@@ -83,7 +83,7 @@ def write_config(folder: Path, urls: dict[str, str], artifact: Path, log_url: st
         "backends": [{"name": m, "base_url": f"{u}/v1"} for m, u in urls.items()],
         "routes": [{"name": ROUTE, "artifact": str(artifact), "audit_rate": RATE, "audit_seed": 7}],
         "auth": {"api_keys": [KEY], "admin_keys": [ADMIN], "admin_keys_env": None},
-        "decision_log": {"url": log_url},
+        "decision_log": {"url": log_url, "store_prompts": True},  # the export needs text
     }
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))

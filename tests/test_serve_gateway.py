@@ -23,7 +23,7 @@ from serve_fakes import (
 )
 
 from racer.serve.config import ConfigError
-from racer.serve.decision_log import DecisionRecord
+from racer.serve.decision_log import DecisionRecord, prompt_digest
 from racer.serve.feedback import misrouting_loss
 from racer.serve.gateway import Gateway
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest
@@ -201,7 +201,8 @@ async def test_every_decision_is_logged_and_feedback_feeds_the_monitor(caplog):
             ids.append((await client.post("/v1/chat/completions", json=chat("q"))).json()["id"])
         assert gateway.decision_log.count() == 12
         stored = await gateway.decision_log.find(ids[0])
-        assert stored.invoked == [A, B] and stored.query == "q" and not stored.abstained
+        assert stored.invoked == [A, B] and not stored.abstained
+        assert stored.query == prompt_digest("q")  # the default: prompts are hashed
         first = await client.post("/v1/feedback", json={"id": ids[0], "correct": True})
         assert first.status_code == 200 and first.json()["loss"] == 0.0
         again = await client.post("/v1/feedback", json={"id": ids[0], "correct": False})

@@ -128,6 +128,12 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
             "--workers needs a shared decision log; set decision_log.url to a "
             "sqlite:/// file or a postgresql:// URL in the configuration."
         )
+    from racer.serve.decision_log import DecisionLog
+
+    try:  # one clear line, not a traceback per worker, when the log cannot be reached
+        DecisionLog.from_config(gateway_config.decision_log).close()
+    except RuntimeError as error:
+        fail(str(error))
     metrics_dir = tempfile.mkdtemp(prefix="racer-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
     os.environ[CONFIG_ENV] = str(path.resolve())

@@ -108,14 +108,16 @@ def export_audited(
     -------
     list of dict
         Rows ordered by decision time then model; decisions logged without their
-        query text (``store_prompts: false``) cannot be used and are left out.
+        query text (``store_prompts: false`` or ``hash``, the default) cannot be used
+        and are left out.
     """
     graded = _grades(Path(grades) if grades is not None else None)
     connection, mark = _connect(url)
     try:
         if not _has_audit_tables(connection):
             return []
-        conditions, params = ["a.audited = 1", "d.query IS NOT NULL"], []
+        conditions = ["a.audited = 1", "d.query IS NOT NULL", f"d.query NOT LIKE {mark}"]
+        params: list[Any] = ["sha256:%"]  # store_prompts: hash
         if since is not None:
             conditions.append(f"d.created >= {mark}")
             params.append(since)

@@ -30,6 +30,7 @@ from racer.serve.auth import BearerKeys, Caller, optional_admin
 from racer.serve.config import GatewayConfig
 from racer.serve.errors import GatewayError, truncate
 from racer.serve.gateway import Gateway
+from racer.serve.log_outage import install_log_outage
 from racer.serve.metrics import CONTENT_TYPE_LATEST
 from racer.serve.middleware import BodySizeLimit, ClientLatency
 from racer.serve.schemas import (
@@ -217,6 +218,7 @@ def create_app(
         return get_swagger_ui_html(openapi_url="/openapi.json", title="RACER gateway")
 
     install_admin(app, gateway)  # hook (issue 12): POST /admin/reload
+    install_log_outage(app, gateway.decision_log, gateway.metrics.registry)  # GET /readyz
     return app
 
 

@@ -276,22 +276,36 @@ class ServerConfig(_Strict):
 
 
 class DecisionLogConfig(_Strict):
-    """Where routing decisions and feedback are written.
+    """Where routing decisions and feedback are written, and for how long.
 
     Parameters
     ----------
     url : str, default "sqlite:///racer-decisions.sqlite3"
         ``sqlite:///PATH`` (relative to the configuration file), ``sqlite:///:memory:``,
         or ``postgresql://user@host/db`` (needs the optional ``psycopg`` driver).
-    store_prompts : bool or "hash", default True
-        Keep the routed query text (needed to recalibrate from the log later);
-        ``"hash"`` stores its SHA-256 instead, ``false`` nothing.
+    store_prompts : bool or "hash", default "hash"
+        What is kept of the routed query: its SHA-256 (``"hash"``), nothing (``false``),
+        or the text (``true``: needed to recalibrate from the log later with
+        ``racer dataset --from-log``).
+    on_log_failure : {"serve", "refuse"}, default "serve"
+        While the log cannot be written (a PostgreSQL restart): answer with
+        ``logged: false`` and count it in ``racer_decisions_unlogged_total``
+        (``serve``), or answer 503 with ``Retry-After`` (``refuse``). Either way
+        ``/readyz`` answers 503 until the log is back.
+    retention_days : float, optional
+        Delete decisions older than this many days (checked every minute).
+    max_rows : int, optional
+        Keep only this many decisions, the newest. Decisions with feedback are kept
+        either way (the risk monitors are rebuilt from them).
 
     SQLite files are created readable by their owner only (mode 0600).
     """
 
     url: str = "sqlite:///racer-decisions.sqlite3"
-    store_prompts: bool | Literal["hash"] = True
+    store_prompts: bool | Literal["hash"] = "hash"
+    on_log_failure: Literal["serve", "refuse"] = "serve"
+    retention_days: float | None = Field(None, gt=0)
+    max_rows: int | None = Field(None, ge=1)
 
     @field_validator("url")
     @classmethod

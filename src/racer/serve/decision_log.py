@@ -1,9 +1,9 @@
 """The decision log: every routing decision and every piece of feedback, in a database.
 
-SQLite through the standard library by default; a ``postgresql://`` URL uses the
-optional ``psycopg`` driver (``pip install "psycopg[binary]"``). All database work
-runs on one worker thread, in submission order, so the event loop never waits on a
-disk write.
+SQLite through the standard library by default (:mod:`racer.serve.decision_log_sqlite`);
+a ``postgresql://`` URL uses the optional ``psycopg`` driver
+(:mod:`racer.serve.decision_log_postgres`). All database work runs on one worker
+thread, in submission order, so the event loop never waits on a disk write.
 
 Durability: :meth:`DecisionLog.record` returns only once the decision is committed,
 and the gateway awaits it before the answer leaves, so a decision whose answer
@@ -11,7 +11,18 @@ reached a client survives a ``kill -9`` of the gateway. Decisions that arrive wh
 a commit is under way are written together in the next one (group commit), which
 keeps the cost per request low under load. SQLite runs in WAL mode with
 ``synchronous=FULL`` (a commit is on disk, surviving a power loss too); its files
-are created readable by their owner only (0600).
+are created readable by their owner only (0600), and never opened outside SQLite.
+
+Outages: when the PostgreSQL connection is lost (a server restart, a network cut),
+the log reconnects in the background with exponential backoff (0.1 s doubling to
+1 s). Meanwhile it is *unavailable*: reads raise :class:`DecisionLogUnavailable`, and a
+decision is either answered with ``logged: false`` and counted (``on_failure="serve"``)
+or refused (``"refuse"``: :meth:`DecisionLog.record` raises, the gateway answers 503
+with ``Retry-After``). :mod:`racer.serve.log_outage` turns this into HTTP.
+
+Retention: with ``retention_days`` and / or ``max_rows``, decisions past retention
+(and without feedback) are deleted on the log's thread at most every ``prune_every_s``
+seconds, in batches of ``prune_batch_rows``.
 """
 
 from __future__ import annotations
@@ -20,17 +31,34 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from racer.serve.decision_log_postgres import (
+    connect_postgres,
+    connection_lost,
+    import_driver,
+    redact_url,
+)
+from racer.serve.decision_log_retention import delete_before, retention_cutoff
+from racer.serve.decision_log_sqlite import connect_sqlite
+
+if TYPE_CHECKING:
+    from racer.serve.config import DecisionLogConfig
 
 logger = logging.getLogger("racer.serve")
 T = TypeVar("T")
+
+ON_FAILURE = ("serve", "refuse")
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 1.0
+FRESH_S = 1.0  # a successful database call this recent answers a readiness probe
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -57,7 +85,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     correct INTEGER,
     models_correct TEXT,
     loss DOUBLE PRECISION NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS decisions_created ON decisions (created)
 """
 
 
@@ -104,52 +133,35 @@ _INSERT_DECISION = (
 )
 
 
-def _private_files(path: str) -> None:
-    """Create the database file (and chmod its WAL companions) readable by the owner only."""
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    for name in (path, f"{path}-wal", f"{path}-shm"):
-        if os.path.exists(name):
-            os.chmod(name, 0o600)
-
-
 def prompt_digest(text: str) -> str:
     """What is stored of a prompt with ``store_prompts: hash``."""
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
-def _connect(url: str) -> tuple[Any, Any, str]:
-    """Open ``url``; return the connection, its IntegrityError class and its placeholder."""
-    if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ":memory:"
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            _private_files(path)
-        connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(_SCHEMA.format(serial="INTEGER"))
-        present = {row[1] for row in connection.execute("PRAGMA table_info(decisions)")}
-        for column, kind in _ADDED_COLUMNS.items():
-            if column not in present:
-                connection.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
-        connection.commit()
-        if path != ":memory:":
-            _private_files(path)
-        return connection, sqlite3.IntegrityError, "?"
-    try:
-        import psycopg
-    except ImportError:
-        raise RuntimeError(
-            "decision_log.url is a PostgreSQL URL but the driver is not installed; "
-            'install it with: pip install "psycopg[binary]" (or use a sqlite:/// URL).'
-        ) from None
-    connection = psycopg.connect(url)
-    for statement in _SCHEMA.format(serial="BIGSERIAL").split(";"):
-        connection.execute(statement)
-    for column, kind in _ADDED_COLUMNS.items():
-        connection.execute(f"ALTER TABLE decisions ADD COLUMN IF NOT EXISTS {column} {kind}")
-    connection.commit()
-    return connection, psycopg.IntegrityError, "%s"
+class DecisionLogUnavailable(RuntimeError):
+    """The decision log cannot be reached; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class LogObserver(Protocol):
+    """What is told of the log's outages (the gateway's metrics)."""
+
+    def availability(self, up: bool) -> None:
+        """The log became reachable (True) or unreachable (False)."""
+
+    def not_logged(self, refused: bool) -> None:
+        """A decision could not be logged: it was refused, or answered unlogged."""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _schema(serial: str) -> list[str]:
+    return [s for s in _SCHEMA.format(serial=serial).split(";") if s.strip()]
 
 
 class DecisionLog:
@@ -159,8 +171,25 @@ class DecisionLog:
     ----------
     url : str
         ``sqlite:///PATH``, ``sqlite:///:memory:`` or ``postgresql://...``.
-    store_prompts : bool or "hash", default True
-        Whether the query text is kept (``"hash"``: its SHA-256 only).
+    store_prompts : bool or "hash", default "hash"
+        What is kept of the query text: its SHA-256 (``"hash"``), the text (True) or
+        nothing (False).
+    on_failure : {"serve", "refuse"}, default "serve"
+        What :meth:`record` does with a decision it cannot write: return False (the
+        answer says ``logged: false``) or raise :class:`DecisionLogUnavailable`.
+    retention_days : float, optional
+        Delete decisions older than this (those with feedback are kept).
+    max_rows : int, optional
+        Keep at most this many decisions, the newest (those with feedback are kept).
+    prune_every_s : float, default 60
+        How often retention is applied, after a write.
+    prune_batch_rows : int, default 10000
+        At most this many decisions deleted per pass (a longer backlog takes more).
+
+    Raises
+    ------
+    DecisionLogUnavailable
+        When the database cannot be opened; the message names the URL (no password).
 
     Examples
     --------
@@ -168,20 +197,154 @@ class DecisionLog:
     >>> log.close()
     """
 
-    def __init__(self, url: str, store_prompts: bool | str = True):
+    def __init__(
+        self,
+        url: str,
+        store_prompts: bool | str = "hash",
+        on_failure: Literal["serve", "refuse"] = "serve",
+        retention_days: float | None = None,
+        max_rows: int | None = None,
+        prune_every_s: float = 60.0,
+        prune_batch_rows: int = 10_000,
+    ):
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}.")
+        self.url = url
         self.store_prompts = store_prompts
+        self.on_failure = on_failure
+        self.retention_days = retention_days
+        self.max_rows = max_rows
+        self.prune_every_s = prune_every_s
+        self.prune_batch_rows = prune_batch_rows
+        self.observer: LogObserver | None = None
+        self._postgres = not url.startswith("sqlite://")
         self._lock = threading.Lock()
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[bool] | None]] = []
         self._write_queued = False
+        self._closing = threading.Event()
+        self._down_since: float | None = None
+        self._next_attempt = 0.0
+        self._last_success = 0.0
+        self._next_prune = time.monotonic() + prune_every_s
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="racer-log")
         try:
             self._connection, self._integrity_error, self._mark = self._worker.submit(
-                _connect, url
+                self._open
             ).result()
         except BaseException:
             self._worker.shutdown(wait=False)
             raise
 
+    @classmethod
+    def from_config(cls, config: DecisionLogConfig) -> DecisionLog:
+        """The log a ``decision_log`` configuration section describes."""
+        return cls(
+            config.url,
+            config.store_prompts,
+            config.on_log_failure,
+            config.retention_days,
+            config.max_rows,
+        )
+
+    # -- connections and outages --------------------------------------------------------
+    def _open(self) -> tuple[Any, Any, str]:
+        """Open the database; return the connection, its IntegrityError and placeholder."""
+        if not self._postgres:
+            path = self.url.removeprefix("sqlite:///") if self.url.startswith("sqlite:///") else ""
+            try:
+                connection = connect_sqlite(path or ":memory:", _schema("INTEGER"), _ADDED_COLUMNS)
+            except (sqlite3.Error, OSError) as error:
+                raise DecisionLogUnavailable(
+                    f"cannot open the decision log {self.url}: {_one_line(error)}"
+                ) from None
+            return connection, sqlite3.IntegrityError, "?"
+        psycopg = import_driver()
+        try:
+            connection = connect_postgres(self.url, _schema("BIGSERIAL"), _ADDED_COLUMNS)
+        except psycopg.Error as error:
+            raise DecisionLogUnavailable(
+                f"cannot connect to the decision log at {redact_url(self.url)}: "
+                f"{_one_line(error)} (check that the database is running and reachable "
+                "and decision_log.url in the configuration)"
+            ) from None
+        return connection, psycopg.IntegrityError, "%s"
+
+    @property
+    def available(self) -> bool:
+        """Whether the database is connected (False during an outage)."""
+        return self._connection is not None
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the next reconnection attempt (at least 1)."""
+        return max(1, math.ceil(self._next_attempt - time.monotonic()))
+
+    def outage(self) -> DecisionLogUnavailable:
+        """The error to raise (or answer with) while the log is down."""
+        if self._down_since is None:  # connected, but this write failed (disk full, say)
+            return DecisionLogUnavailable(
+                "The decision log could not store this decision; retry later."
+            )
+        return DecisionLogUnavailable(
+            f"The decision log is unavailable (down for "
+            f"{time.monotonic() - self._down_since:.1f} s, reconnecting); retry later.",
+            self.retry_after_s(),
+        )
+
+    def _go_down(self, error: BaseException) -> None:
+        """On the worker: drop the lost connection and reconnect in the background."""
+        connection, self._connection = self._connection, None
+        try:
+            connection.close()
+        except Exception:  # already broken: nothing to release
+            pass
+        self._down_since = time.monotonic()
+        self._next_attempt = self._down_since + RECONNECT_FIRST_S
+        meanwhile = (
+            "chat completions are refused (503)"
+            if self.on_failure == "refuse"
+            else "answers are served with logged: false"
+        )
+        logger.error(
+            "decision log lost its connection to %s (%s); reconnecting with backoff, "
+            "meanwhile %s (on_log_failure: %s)",
+            redact_url(self.url),
+            _one_line(error),
+            meanwhile,
+            self.on_failure,
+        )
+        if self.observer is not None:
+            self.observer.availability(False)
+        threading.Thread(target=self._reconnect, name="racer-log-reconnect", daemon=True).start()
+
+    def _reconnect(self) -> None:
+        """Try to reopen the database, waiting longer after each failure."""
+        delay = RECONNECT_FIRST_S
+        while not self._closing.wait(max(self._next_attempt - time.monotonic(), 0.0)):
+            try:
+                opened = self._open()
+            except (DecisionLogUnavailable, RuntimeError):
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                self._next_attempt = time.monotonic() + delay
+                continue
+            try:
+                self._worker.submit(self._reconnected, opened)
+            except RuntimeError:  # closed meanwhile
+                opened[0].close()
+            return
+
+    def _reconnected(self, opened: tuple[Any, Any, str]) -> None:
+        if self._closing.is_set():
+            opened[0].close()
+            return
+        self._connection = opened[0]
+        down_for = time.monotonic() - (self._down_since or time.monotonic())
+        self._down_since = None
+        self._last_success = time.monotonic()
+        logger.warning("decision log reconnected after %.1f s", down_for)
+        if self.observer is not None:
+            self.observer.availability(True)
+
+    # -- transactions on the worker thread ----------------------------------------------
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self._mark)
 
@@ -189,12 +352,18 @@ class DecisionLog:
         return self._worker.submit(self._in_transaction, job)
 
     def _in_transaction(self, job: Callable[[], T]) -> T:
+        if self._connection is None:
+            raise self.outage()
         try:
             result = job()
-        except BaseException:
+            self._connection.commit()
+        except Exception as error:
+            if self._postgres and connection_lost(self._connection):
+                self._go_down(error)
+                raise self.outage() from None
             self._connection.rollback()
             raise
-        self._connection.commit()
+        self._last_success = time.monotonic()
         return result
 
     def _write_pending(self) -> None:
@@ -211,12 +380,42 @@ class DecisionLog:
                 )
             )
             written = True
+        except DecisionLogUnavailable:  # the outage was logged once, when it began
+            written = False
         except Exception as error:  # reported to every waiter: their answers say "not logged"
             logger.error("decision log write failed: %s", error)
             written = False
         for _, future in waiting:
             if future is not None:
                 future.get_loop().call_soon_threadsafe(_resolve, future, written)
+        if written and time.monotonic() >= self._next_prune:
+            self._prune_quietly()
+
+    def _prune_batch(self) -> int:
+        cutoff = retention_cutoff(
+            self._connection, self._mark, time.time(), self.retention_days, self.max_rows
+        )
+        if cutoff is None:
+            return 0
+        return delete_before(self._connection, self._mark, cutoff, self.prune_batch_rows)
+
+    def _prune_quietly(self) -> None:
+        """On the worker: one retention pass; the next one sooner if a backlog remains."""
+        if self.retention_days is None and self.max_rows is None:
+            self._next_prune = math.inf
+            return
+        try:
+            deleted = self._in_transaction(self._prune_batch)
+        except Exception as error:  # retention is housekeeping: never fail a request
+            logger.error("decision log retention failed: %s", error)
+            deleted = 0
+        backlog = deleted >= self.prune_batch_rows
+        self._next_prune = time.monotonic() + (0.0 if backlog else self.prune_every_s)
+
+    def prune(self) -> int:
+        """Apply retention now (one batch, after queued writes); return decisions deleted."""
+        self._worker.submit(self._write_pending)
+        return self._submit(self._prune_batch).result()
 
     def _row(self, decision: DecisionRecord) -> tuple[Any, ...]:
         row = dict(vars(decision))  # shallow: asdict's deep copy costs ~0.4 ms a request
@@ -239,14 +438,28 @@ class DecisionLog:
         if queue:
             self._worker.submit(self._write_pending)
 
+    # -- the public calls ---------------------------------------------------------------
     async def record(self, decision: DecisionRecord) -> bool:
-        """Write ``decision``; return once it is committed (True) or the write failed (False).
+        """Write ``decision``; return once it is committed (True) or the write failed.
 
-        A failed write is logged, never raised: the answer then says it was not logged.
+        A failed write is logged, never raised with ``on_failure="serve"`` (False: the
+        answer then says it was not logged); with ``"refuse"`` it raises.
+
+        Raises
+        ------
+        DecisionLogUnavailable
+            With ``on_failure="refuse"``, when the decision could not be written.
         """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._enqueue(self._row(decision), future)
-        return await asyncio.shield(future)
+        written = await asyncio.shield(future)
+        if not written:
+            refused = self.on_failure == "refuse"
+            if self.observer is not None:
+                self.observer.not_logged(refused)
+            if refused:
+                raise self.outage()
+        return written
 
     def record_nowait(self, decision: DecisionRecord) -> None:
         """Queue ``decision`` for writing without waiting (scripts, tests)."""
@@ -254,6 +467,22 @@ class DecisionLog:
 
     async def _run(self, job: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._submit(job))
+
+    def probe(self) -> Future[bool]:
+        """Whether the database answers (a recent success counts; else ``SELECT 1``)."""
+        answered: Future[bool] = Future()
+        if self._connection is None or time.monotonic() - self._last_success < FRESH_S:
+            answered.set_result(self._connection is not None)
+            return answered
+
+        def select_one() -> bool:
+            try:
+                self._in_transaction(lambda: self._connection.execute("SELECT 1").fetchone())
+            except Exception:
+                return False
+            return True
+
+        return self._worker.submit(select_one)
 
     async def find(self, decision_id: str) -> DecisionRecord | None:
         """The stored decision ``decision_id``, or None."""
@@ -307,7 +536,11 @@ class DecisionLog:
         return await self._run(read)
 
     def feedback_losses(self, after: int = 0) -> list[tuple[int, str, float]]:
-        """Every (seq, route, loss) of the feedback stored after ``seq``, oldest first."""
+        """Every (seq, route, loss) of the feedback stored after ``seq``, oldest first.
+
+        While the log is unavailable: an empty list (the monitors keep their state and
+        catch up from ``after`` once it is back; ``/readyz`` reports the outage).
+        """
 
         def read() -> list[tuple[int, str, float]]:
             rows = self._connection.execute(
@@ -319,7 +552,10 @@ class DecisionLog:
             ).fetchall()
             return [(int(seq), str(route), float(loss)) for seq, route, loss in rows]
 
-        return self._submit(read).result()
+        try:
+            return self._submit(read).result()
+        except DecisionLogUnavailable:
+            return []
 
     def count(self, table: str = "decisions") -> int:
         """Number of rows in ``table`` ("decisions" or "feedback"), after queued writes."""
@@ -339,8 +575,13 @@ class DecisionLog:
     def close(self) -> None:
         """Finish the queued writes and close the database."""
         self._worker.submit(self._write_pending)
-        self._worker.submit(self._connection.close).result()
+        self._closing.set()
+        self._worker.submit(self._close_connection).result()
         self._worker.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
 
 
 def _resolve(future: asyncio.Future[bool], written: bool) -> None:

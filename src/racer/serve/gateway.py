@@ -98,7 +98,7 @@ class Gateway:
             config,
             routes,
             {b.name: Backend(b) for b in config.backends},
-            DecisionLog(config.decision_log.url, config.decision_log.store_prompts),
+            DecisionLog.from_config(config.decision_log),
         )
 
     def keep_running(self, task: asyncio.Task[Any]) -> None:

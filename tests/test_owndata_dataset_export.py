@@ -1,0 +1,42 @@
+"""racer dataset --from-log: only decisions whose prompt text was kept are exported."""
+
+from __future__ import annotations
+
+import asyncio
+
+from racer.owndata.dataset_export import export_audited
+from racer.serve.audit import AUDIT_SCHEMA
+from racer.serve.decision_log import DecisionLog, DecisionRecord
+
+
+def audited_decision(log: DecisionLog, decision_id: str) -> None:
+    record = DecisionRecord(decision_id, 1.0, "r", "what is 2+2?", ["m"], {}, None, False,
+                            "m", {}, None, 1.0)  # fmt: skip
+    asyncio.run(log.record(record))
+
+    def audit(connection, mark: str) -> None:
+        for statement in AUDIT_SCHEMA:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO decision_audit VALUES (?, 'r', 1.0, 'a1', 1, '{}')".replace("?", mark),
+            (decision_id,),
+        )
+        connection.execute(
+            "INSERT INTO audit_responses (decision_id, model, response, background) "
+            "VALUES (?, 'm', '4', 0)".replace("?", mark),
+            (decision_id,),
+        )
+
+    log.submit_job(audit).result()
+
+
+def test_hashed_prompts_are_not_exported_as_queries(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    hashed = DecisionLog(url)  # the default: store_prompts "hash"
+    audited_decision(hashed, "hashed")
+    hashed.close()
+    text = DecisionLog(url, store_prompts=True)
+    audited_decision(text, "kept")
+    text.close()
+    rows = export_audited(url)
+    assert [(row["query_id"], row["query"]) for row in rows] == [("kept", "what is 2+2?")]

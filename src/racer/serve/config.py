@@ -71,7 +71,9 @@ class BackendConfig(_Strict):
     timeout_s : float, default 60
         Deadline of one attempt, from sending the request to the last byte of the
         answer (not a per-read timeout: an upstream that drips bytes is cut off at
-        the deadline too). A timed-out attempt is not retried.
+        the deadline too). A timed-out attempt is not retried. A relayed stream is
+        bounded by it up to its first chunk; after that, ``timeout_s`` is the longest
+        wait between two chunks, so a healthy long stream is never cut.
     connect_timeout_s : float, default 5
         Time allowed to open a connection.
     retries : int, default 2

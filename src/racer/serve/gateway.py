@@ -19,7 +19,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from racer.serve.answering import AnsweringStrategy, Services, strategies
@@ -34,7 +34,7 @@ from racer.serve.metrics import GatewayMetrics
 from racer.serve.records import DecisionRecorder
 from racer.serve.route import Route, load_route
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest, completion_body
-from racer.serve.streaming import answer_events
+from racer.serve.streaming import AnswerStream, answer_events
 
 logger = logging.getLogger("racer.serve")
 
@@ -213,7 +213,9 @@ class Gateway:
             answer.message,
             answer.racer["usage"],
             answer.racer,
-            finish_reason=answer.finish_reason,
+            answer.finish_reason,
+            answer.all_choices(),
+            answer.system_fingerprint,
         )
 
     async def stream(
@@ -221,7 +223,7 @@ class Gateway:
         request: ChatCompletionRequest,
         started: float | None = None,
         owner: str | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AnswerStream:
         """Answer a chat completion as server-sent events (``stream`` true).
 
         The answer is made as for :meth:`complete`; only its sending differs. Everything
@@ -230,7 +232,8 @@ class Gateway:
         relayed as the upstream streams it; its first chunk is read here, so that an
         upstream that fails before it (or answers without an event stream) fails over
         like a failed call. A stream that breaks later ends with an OpenAI-style error
-        event and no ``[DONE]``.
+        event and no ``[DONE]``. The stream's ``headers`` (:mod:`racer.serve.headers`) are
+        sent before its first event.
         """
         decision = await self.decide(request, started, owner, stream=True)
         answer = await self.strategy(decision.route).answer(decision)

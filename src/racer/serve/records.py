@@ -15,20 +15,24 @@ from typing import Any
 
 from racer.serve.audit import Auditor
 from racer.serve.backends import BackendCall
-from racer.serve.decision import Answer, Decision, message_of
+from racer.serve.decision import Answer, Decision, answer_of
 from racer.serve.decision_log import DecisionLog, DecisionRecord
 from racer.serve.errors import GatewayError
+from racer.serve.headers import answer_headers
 from racer.serve.metrics import GatewayMetrics
+from racer.serve.usage import answer_usage
 
 
 def racer_object(
     decision: Decision, calls: Sequence[BackendCall], chosen: str | None
 ) -> dict[str, Any]:
-    """The ``racer`` object of a decision: set, scores, calibration, calls, cost, usage."""
+    """The ``racer`` object of a decision: set, scores, calibration, calls, cost, usage.
+
+    ``usage`` is what the answer reports (see :mod:`racer.serve.usage`).
+    """
     route = decision.route
     costs = [c.cost_usd for c in calls if c.cost_usd is not None]
-    prompt_tokens = sum(c.prompt_tokens or 0 for c in calls)
-    completion_tokens = sum(c.completion_tokens or 0 for c in calls)
+    usage, usage_fields = answer_usage(calls)
     return {
         "id": decision.id,
         "route": route.name,
@@ -44,11 +48,8 @@ def racer_object(
         "backends": {c.backend: c.summary() for c in calls},
         "completion": decision.completion,
         "cost_usd": sum(costs) if costs else None,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage,
+        **usage_fields,
     }
 
 
@@ -149,10 +150,13 @@ class DecisionRecorder:
         Raises
         ------
         GatewayError
-            When ``chosen`` is None (no call answered): logged as failed first.
+            When ``chosen`` is None (no call answered): logged as failed first; it
+            carries the decision's ``x-racer-*`` headers.
         """
         if chosen is None:
-            await self.finish(decision, calls, None, "failed", extra)
-            raise upstream_failure(decision, calls)
+            racer = await self.finish(decision, calls, None, "failed", extra)
+            failure = upstream_failure(decision, calls)
+            failure.headers = {**(failure.headers or {}), **answer_headers(racer)}
+            raise failure
         racer = await self.finish(decision, calls, chosen.backend, "answered", extra)
-        return Answer(message_of(chosen), chosen.finish_reason or "stop", racer)
+        return answer_of(chosen, racer)

@@ -5,8 +5,12 @@ An answer is made once; streaming is only how it is sent. A finished
 (:func:`answer_events`). A one-model set may instead be a :class:`Relay`: the upstream's
 own stream, opened and read up to its first chunk before the response starts (so a
 failure there still fails over like a failed call), then passed through re-labelled
-with the gateway's id. A relay that breaks later ends with an OpenAI-style error event
-and no ``[DONE]``; its decision is logged when it ends, either way.
+with the gateway's id (``n`` choices, ``logprobs`` and ``system_fingerprint`` as the
+upstream sent them; its usage, details included, in the final ``racer`` chunk). Once
+it has started, the backend's ``timeout_s`` bounds the wait for each next chunk, not
+the whole stream: a healthy long stream is never cut. A relay that breaks later ends
+with an OpenAI-style error event and no ``[DONE]``; its decision is logged when it
+ends, either way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
 from racer.serve.decision import Answer, Decision
+from racer.serve.headers import answer_headers, relay_headers
 from racer.serve.records import DecisionRecorder
 from racer.serve.schemas import chunk_body, error_event, message_events, sse
 
@@ -131,6 +136,7 @@ class Relay:
         """The upstream's chunks re-labelled with the gateway's id, then ``racer`` and [DONE]."""
         decision, backend, upstream = self.decision, self.backend, self.upstream
         prompt_tokens = completion_tokens = None
+        usage_chunk: dict[str, Any] | None = None
         error = None
         finished = False
         ok: bool | None = None
@@ -140,6 +146,8 @@ class Relay:
             for chunk in self.first:
                 yield chunk
             async for line in upstream.lines():
+                # timeout_s bounds the wait for each chunk, not the whole healthy stream
+                upstream.deadline = time.perf_counter() + backend.config.timeout_s
                 chunk = parse_event(line)
                 if chunk == "[DONE]":
                     finished = True
@@ -155,6 +163,7 @@ class Relay:
                     raise UpstreamError(f"upstream error event: {text}"[:300], retryable=False)
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):
+                    usage_chunk = {"usage": usage}
                     prompt_tokens = usage.get("prompt_tokens")
                     completion_tokens = usage.get("completion_tokens")
                 if not chunk.get("choices"):
@@ -187,6 +196,7 @@ class Relay:
                 completion_tokens,
                 backend.cost(prompt_tokens, completion_tokens),
                 error,
+                upstream=usage_chunk,
             )
             racer = await self.records.finish(
                 decision, [call], backend.name, "failed" if error else "answered"
@@ -198,12 +208,41 @@ class Relay:
         yield sse("[DONE]")
 
 
-def answer_events(decision: Decision, answer: Answer | Relay) -> AsyncIterator[bytes]:
-    """The server-sent events of an answer: relayed as it streams, or its finished message."""
+class AnswerStream:
+    """An answer's server-sent events (iterate it) and the headers sent before them."""
+
+    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str]):
+        self.events = events
+        self.headers = headers
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.events
+
+
+def answer_events(decision: Decision, answer: Answer | Relay) -> AnswerStream:
+    """The server-sent events of an answer: relayed as it streams, or its finished message.
+
+    Their headers (:mod:`racer.serve.headers`) say what is known before the first byte.
+    """
+    route = decision.route
     if isinstance(answer, Relay):
-        return answer.events()
-    route = decision.route.name
-    final = chunk_body(decision.id, decision.created, route, None, racer=answer.racer)
-    return message_events(
-        decision.id, decision.created, route, answer.message, answer.finish_reason, final
+        calibration = route.calibration
+        certificate = {
+            "alpha": calibration.alpha,
+            "delta": calibration.delta,
+            "abstention": route.mode,
+        }
+        headers = relay_headers(decision.id, route.name, answer.backend.name, certificate)
+        return AnswerStream(answer.events(), headers)
+    final = chunk_body(decision.id, decision.created, route.name, None, racer=answer.racer)
+    events = message_events(
+        decision.id,
+        decision.created,
+        route.name,
+        answer.message,
+        answer.finish_reason,
+        final,
+        answer.all_choices(),
+        answer.system_fingerprint,
     )
+    return AnswerStream(events, answer_headers(answer.racer))

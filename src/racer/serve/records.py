@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from racer.serve.audit import Auditor
@@ -92,12 +92,22 @@ class DecisionRecorder:
         The gateway's counters.
     audit : Auditor
         The audit draw, called with every finished decision.
+    charge : callable, optional
+        Takes the key fingerprint and the dollars of every finished decision (the
+        spend caps of :mod:`racer.serve.limits`).
     """
 
-    def __init__(self, decision_log: DecisionLog, metrics: GatewayMetrics, audit: Auditor):
+    def __init__(
+        self,
+        decision_log: DecisionLog,
+        metrics: GatewayMetrics,
+        audit: Auditor,
+        charge: Callable[[str | None, float | None], None] | None = None,
+    ):
         self.decision_log = decision_log
         self.metrics = metrics
         self.audit = audit
+        self.charge = charge
 
     async def finish(
         self,
@@ -116,6 +126,8 @@ class DecisionRecorder:
         latency_s = time.perf_counter() - decision.started
         racer["latency_ms"] = round(latency_s * 1000, 3)
         self.metrics.observe_request(decision.route.name, outcome, len(decision.invoked), calls)
+        if self.charge is not None:
+            self.charge(decision.owner, racer["cost_usd"])
         racer["logged"] = await self.decision_log.record(
             DecisionRecord(
                 id=decision.id,

@@ -16,11 +16,13 @@
   certified=C`` for a certified policy.
 
 Headers leave before the first byte of the body. A finished answer (JSON, or a stream
-made from a finished answer: multi-model sets, policies, abstentions) knows
-everything then. A one-model stream is relayed as the upstream streams it, so its
-headers say what is known when it starts (route, model, decision ``set of 1:
-relayed``, certificate) and ``x-racer-cost-usd: pending``: its cost is in the final
-chunk's ``racer.cost_usd``, sent just before ``[DONE]``.
+made from a finished answer: multi-model sets, policies that compared answers,
+abstentions) knows everything then. A relayed stream (a one-model set; a policy's
+single model or the fallback it escalated to) is sent as the upstream streams it, so
+its headers say what is known when it starts (route, models called so far, decision
+``set of 1: relayed`` or ``policy: STOP (relayed)``, certificate) and
+``x-racer-cost-usd: pending``: its cost is in the final chunk's ``racer.cost_usd``,
+sent just before ``[DONE]``.
 
 Values are ASCII (anything else becomes ``?``) and at most 512 characters.
 """
@@ -95,19 +97,24 @@ def answer_headers(racer: Mapping[str, Any]) -> dict[str, str]:
 
 
 def relay_headers(
-    decision_id: str, route: str, model: str, certificate: Mapping[str, Any]
+    decision_id: str,
+    route: str,
+    models: list[str],
+    decided: str,
+    guarantee: Mapping[str, Any],
 ) -> dict[str, str]:
-    """The headers of a relayed one-model stream, sent before its first byte.
+    """The headers of a relayed stream, sent before its first byte.
 
-    ``certificate`` holds the route's ``alpha``, ``delta`` and ``abstention``; the cost
-    is ``pending`` (it comes in the final chunk's ``racer.cost_usd``).
+    ``models`` are the models called so far, the relayed one last; ``guarantee`` is a
+    ``racer``-like mapping for :func:`certificate_text`; the cost is ``pending`` (it
+    comes in the final chunk's ``racer.cost_usd``).
     """
     headers = {
         "x-racer-id": decision_id,
         "x-racer-route": route,
-        "x-racer-models": model,
-        "x-racer-decision": "set of 1: relayed",
+        "x-racer-models": ",".join(models),
+        "x-racer-decision": decided,
         "x-racer-cost-usd": "pending",
-        "x-racer-certificate": certificate_text(certificate),
+        "x-racer-certificate": certificate_text(guarantee),
     }
     return {name: header_value(value) for name, value in headers.items()}

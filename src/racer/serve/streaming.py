@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
@@ -92,6 +92,12 @@ class Relay:
         The chunks already read (up to the first one with choices).
     records : DecisionRecorder
         Logs the decision when the stream ends.
+    earlier : sequence of BackendCall, default ()
+        The calls made before this one for the same answer (a cascade's lower tiers),
+        logged with it.
+    extra : callable, optional
+        Given every call (``earlier`` and the relayed one) when the stream ends, the
+        fields it adds to the ``racer`` object (a policy's report and its cost).
     """
 
     def __init__(
@@ -101,16 +107,25 @@ class Relay:
         upstream: UpstreamStream,
         first: list[dict[str, Any]],
         records: DecisionRecorder,
+        earlier: Sequence[BackendCall] = (),
+        extra: Callable[[list[BackendCall]], dict[str, Any]] | None = None,
     ):
         self.decision = decision
         self.backend = backend
         self.upstream = upstream
         self.first = first
         self.records = records
+        self.earlier = list(earlier)
+        self.extra = extra
 
     @classmethod
     async def open(
-        cls, decision: Decision, backend: Backend, records: DecisionRecorder
+        cls,
+        decision: Decision,
+        backend: Backend,
+        records: DecisionRecorder,
+        earlier: Sequence[BackendCall] = (),
+        extra: Callable[[list[BackendCall]], dict[str, Any]] | None = None,
     ) -> Relay | BackendCall:
         """Open ``backend``'s stream within the deadline; the failed call if it cannot."""
         opened = time.perf_counter()
@@ -130,7 +145,23 @@ class Relay:
                 status=getattr(error, "status", None),
                 retry_after_s=getattr(error, "retry_after_s", None),
             )
-        return cls(decision, backend, upstream, first, records)
+        return cls(decision, backend, upstream, first, records, earlier, extra)
+
+    def headers(self) -> dict[str, str]:
+        """The ``x-racer-*`` headers known before the first byte (the cost is pending)."""
+        route = self.decision.route
+        models = [*(c.backend for c in self.earlier), self.backend.name]
+        if route.policy is None:
+            decided = "set of 1: relayed"
+            guarantee = {
+                "alpha": route.calibration.alpha,
+                "delta": route.calibration.delta,
+                "abstention": route.mode,
+            }
+        else:
+            decided = f"policy: {self.decision.completion.get('reason', '')} (relayed)"
+            guarantee = {"policy": {"certificate": route.policy.certificate}}
+        return relay_headers(self.decision.id, route.name, models, decided, guarantee)
 
     async def events(self) -> AsyncIterator[bytes]:
         """The upstream's chunks re-labelled with the gateway's id, then ``racer`` and [DONE]."""
@@ -198,8 +229,13 @@ class Relay:
                 error,
                 upstream=usage_chunk,
             )
+            calls = [*self.earlier, call]
             racer = await self.records.finish(
-                decision, [call], backend.name, "failed" if error else "answered"
+                decision,
+                calls,
+                backend.name,
+                "failed" if error else "answered",
+                None if self.extra is None else self.extra(calls),
             )
         if error is not None:
             yield sse(error_event(f"The upstream stream failed: {error}", racer))
@@ -226,14 +262,7 @@ def answer_events(decision: Decision, answer: Answer | Relay) -> AnswerStream:
     """
     route = decision.route
     if isinstance(answer, Relay):
-        calibration = route.calibration
-        certificate = {
-            "alpha": calibration.alpha,
-            "delta": calibration.delta,
-            "abstention": route.mode,
-        }
-        headers = relay_headers(decision.id, route.name, answer.backend.name, certificate)
-        return AnswerStream(answer.events(), headers)
+        return AnswerStream(answer.events(), answer.headers())
     final = chunk_body(decision.id, decision.created, route.name, None, racer=answer.racer)
     events = message_events(
         decision.id,

@@ -2,7 +2,8 @@
 
 An answer is made once; streaming is only how it is sent. A finished
 :class:`~racer.serve.decision.Answer` is sent as the events of its message
-(:func:`answer_events`). A one-model set may instead be a :class:`Relay`: the upstream's
+(:func:`answer_events`). A one-model set (or the call a certified policy serves whatever
+it says) may instead be a :class:`Relay`: the upstream's
 own stream, opened and read up to its first chunk before the response starts (so a
 failure there still fails over like a failed call), then passed through re-labelled
 with the gateway's id (``n`` choices, ``logprobs`` and ``system_fingerprint`` as the

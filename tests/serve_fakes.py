@@ -185,6 +185,7 @@ def build_gateway(
     log_url: str = "sqlite:///:memory:",
     max_request_bytes: int = 1_000_000,
     calibration: FixedThreshold | None = None,
+    limits: Mapping[str, Any] | None = None,
 ) -> tuple[Gateway, Any]:
     """A gateway over fake upstreams (one per model of ``MODELS``) and its FastAPI app."""
     config = parse_config(
@@ -203,6 +204,7 @@ def build_gateway(
             "routes": [{"name": "racer", "artifact": "unused", **(route or {})}],
             "auth": {"api_keys": [KEY], "admin_keys": [ADMIN_KEY]},
             "decision_log": {"url": log_url},
+            "limits": dict(limits or {}),
         }
     )
     backends = {

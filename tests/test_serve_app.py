@@ -73,7 +73,7 @@ async def test_bodies_over_the_limit_get_413_declared_or_streamed():
         ({"model": "racer"}, "messages: Field required"),
         ({"model": "racer", "messages": []}, "messages"),
         ({"model": "racer", "messages": [{"role": "system", "content": "hi"}]}, "role 'user'"),
-        ({**chat("q"), "n": 3}, "n:"),
+        ({**chat("q"), "n": 129}, "n:"),
         ({"model": "racer", "messages": [{"role": "wizard", "content": "q"}]}, "role"),
         ({"model": "racer", "messages": "hello"}, "messages"),
         ([1, 2, 3], "Invalid request"),

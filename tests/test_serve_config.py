@@ -85,3 +85,17 @@ def test_gateway_keys_come_from_the_file_and_the_environment(monkeypatch):
         parse_config(MINIMAL).auth.resolve_keys()
     open_config = parse_config({**MINIMAL, "auth": {"allow_unauthenticated": True}})
     assert open_config.auth.resolve_keys() == frozenset()
+
+
+def test_a_shadow_is_a_route_of_its_own_with_a_free_name(tmp_path):
+    routes = [{"name": "racer", "artifact": "a", "shadow": {"artifact": "candidate"}}]
+    config = parse_config({**MINIMAL, "routes": routes}, base_dir=tmp_path)
+    shadow = config.routes[0].shadow_route
+    assert (shadow.name, shadow.artifact, shadow.shadow) == (
+        "racer.shadow",
+        tmp_path / "candidate",
+        None,
+    )
+    clash = [*routes, {"name": "racer.shadow", "artifact": "b"}]
+    with pytest.raises(ConfigError, match=r"shadow names must differ.*'racer.shadow'"):
+        parse_config({**MINIMAL, "routes": clash})

@@ -287,7 +287,7 @@ async def test_a_stream_broken_upstream_or_left_by_the_client_is_still_logged():
         assert "stream interrupted (JSONDecodeError" in events[-1]["racer"]["backends"][A]["error"]
 
         request = ChatCompletionRequest.model_validate(chat("q", stream=True))
-        stream = await gateway.stream(request)
+        stream = (await gateway.stream(request)).events
         await anext(stream)
         await stream.aclose()
         assert gateway.decision_log.count() == 2

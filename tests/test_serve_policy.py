@@ -319,6 +319,8 @@ def test_judge_route_uses_the_verdict_and_falls_back_to_best_in_set(fakes):
         and report["stopped"] == f"judge {JUDGE} chose alpha-small"
     )
     assert report["called"] == ["gamma-large", "beta-medium", "alpha-small"]  # best-scored first
+    assert plain.headers["x-racer-models"] == f"gamma-large,beta-medium,alpha-small,{JUDGE}"
+    assert plain.headers["x-racer-decision"] == f"policy: judge {JUDGE} chose alpha-small"
     assert body["racer"]["cost_usd"] == pytest.approx(members_cost + MEMBER_COST[JUDGE])
     assert report["judge"]["ok"] and report["certificate"]["objective"] == "error"
     for answer, judge_ok in ((undecided, True), (broken, False)):
@@ -453,3 +455,59 @@ def test_a_policy_route_is_refused_at_load_when_it_cannot_be_served(arc, tmp_pat
         save_artifact(tmp_path / name, artifact.router, artifact.racer, policy=state)
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_route(RouteConfig(name=name, artifact=tmp_path / name), 0.05)
+
+
+# --- a streamed cascade relays its final tier -------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_streamed_cascade_relays_its_final_tier_once_it_is_chosen():
+    from serve_fakes import answering
+
+    config = parse_config(
+        {
+            "backend_defaults": {"retries": 0, "input_cost_per_token": 0.001},
+            "backends": [{"name": m, "base_url": f"http://{m}.invalid/v1"} for m in MODELS],
+            "routes": [{"name": "racer", "artifact": "unused"}],
+            "auth": {"api_keys": [KEY]},
+            "decision_log": {"url": "sqlite:///:memory:"},
+        }
+    )
+    # one cheap tier that can never agree enough: every request escalates to gamma-large
+    policy = Cascade(chain=(0,), threshold=100.0, fallback=2, weights=(1.0,))
+    certificate = {"objective": "error", "alpha": 0.2, "delta": 0.1, "n": 300, "certified": True}
+    state = {"certificate": {"policy": policy.state(), **certificate, "only_fallback": False}}
+    route = Route(
+        config.routes[0],
+        TableRouter({}, [0.6, 0.7, 0.9]),
+        FixedThreshold(),
+        MODELS,
+        RiskMonitor(0.1, 0.05),
+        policy=served_policy(state | {"reference": MODELS[2], "answer_kind": None}, MODELS),
+    )
+    backends = {
+        b.name: Backend(b, transport=httpx.MockTransport(answering(b.name)))
+        for b in config.backends
+    }
+    gateway = Gateway(config, {"racer": route}, backends, DecisionLog(config.decision_log.url))
+    app = create_app(gateway, frozenset({KEY}))
+    ask = {"model": "racer", "messages": [{"role": "user", "content": "q"}], "stream": True}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=AUTH
+        ) as client:
+            response = await client.post("/v1/chat/completions", json=ask)
+    finally:
+        await gateway.aclose()
+    events = [json.loads(line[6:]) for line in response.text.split("\n\n") if line[6:7] == "{"]
+    pieces = [e["choices"][0]["delta"].get("content") for e in events if e["choices"]]
+    assert pieces[:2] == ["ga", "mma-large"]  # the upstream's own chunks, relayed
+    assert response.headers["x-racer-models"] == "alpha-small,gamma-large"
+    assert response.headers["x-racer-decision"] == "policy: escalated to reference (relayed)"
+    assert response.headers["x-racer-cost-usd"] == "pending"
+    racer = events[-1]["racer"]
+    assert racer["policy"]["called"] == ["alpha-small", "gamma-large"]
+    assert racer["policy"]["served"] == "gamma-large"
+    # alpha-small's 10 prompt tokens (called whole) + gamma-large's 3 (its usage chunk)
+    assert racer["cost_usd"] == pytest.approx(0.013)
+    assert racer["usage_summed"] is True

@@ -30,6 +30,7 @@ from racer.serve.auth import BearerKeys, Caller, optional_admin
 from racer.serve.config import GatewayConfig
 from racer.serve.errors import GatewayError, truncate
 from racer.serve.gateway import Gateway
+from racer.serve.headers import answer_headers
 from racer.serve.log_outage import install_log_outage
 from racer.serve.metrics import CONTENT_TYPE_LATEST
 from racer.serve.middleware import BodySizeLimit, ClientLatency
@@ -152,8 +153,9 @@ def create_app(
             http.scope.setdefault("state", {})["racer_route"] = request.model
         if request.stream:
             events = await gateway.stream(request, started, caller.owner)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return JSONResponse(await gateway.complete(request, started, caller.owner))
+            return StreamingResponse(events, media_type="text/event-stream", headers=events.headers)
+        body = await gateway.complete(request, started, caller.owner)
+        return JSONResponse(body, headers=answer_headers(body["racer"]))
 
     started = int(time.time())
     model_cards = {

@@ -57,6 +57,10 @@ class BackendCall:
         The upstream's ``Retry-After`` of a rate-limited call.
     abandoned : bool
         The set's answer was final before this member answered (see ``completion``).
+    upstream : dict or None
+        The upstream's whole JSON answer (every choice with its ``logprobs``, ``usage``
+        with its details, ``system_fingerprint``); for a relayed stream, its usage
+        chunk; None for a failed call.
     """
 
     backend: str
@@ -72,6 +76,7 @@ class BackendCall:
     status: int | None = None
     retry_after_s: float | None = None
     abandoned: bool = False
+    upstream: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -428,6 +433,7 @@ class Backend:
             self.cost(prompt_tokens, completion_tokens, _usage_cost(body)),
             message=message,
             finish_reason=choice.get("finish_reason"),
+            upstream=body,
         )
 
     async def open_stream(self, request: dict[str, Any]) -> UpstreamStream:

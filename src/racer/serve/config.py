@@ -24,6 +24,12 @@ A minimal ``gateway.yaml``::
         aggregator: vote
     auth:
       api_keys_env: RACER_GATEWAY_KEYS        # comma-separated bearer tokens
+    limits:                                   # per key, counted per process
+      default: {requests_per_minute: 600, max_usd_per_day: 20}
+      keys:
+        - key_env: TEAM_A_KEY                 # or fingerprint: (the log's owner)
+          requests_per_minute: 60
+          max_usd_per_day: 5
     decision_log:
       url: sqlite:///decisions.sqlite3
 """
@@ -71,7 +77,9 @@ class BackendConfig(_Strict):
     timeout_s : float, default 60
         Deadline of one attempt, from sending the request to the last byte of the
         answer (not a per-read timeout: an upstream that drips bytes is cut off at
-        the deadline too). A timed-out attempt is not retried.
+        the deadline too). A timed-out attempt is not retried. A relayed stream is
+        bounded by it up to its first chunk; after that, ``timeout_s`` is the longest
+        wait between two chunks, so a healthy long stream is never cut.
     connect_timeout_s : float, default 5
         Time allowed to open a connection.
     retries : int, default 2
@@ -122,6 +130,28 @@ class BackendConfig(_Strict):
     def upstream_model(self) -> str:
         """The model id sent in upstream requests."""
         return self.model or self.name
+
+
+class ShadowConfig(_Strict):
+    """A candidate artifact that decides on a route's live traffic without serving.
+
+    Parameters
+    ----------
+    artifact : pathlib.Path
+        The candidate's artifact directory (relative to the configuration file).
+    name : str, optional
+        The route name its decisions are logged under; default ``ROUTE.shadow``.
+
+    For every request of its route the shadow scores the query and forms its
+    calibrated set, after the answer and off the request's path; it calls no backend.
+    Its decision is logged with id ``ID+shadow`` (``ID`` the served decision's), its
+    set in ``invoked``, ``chosen`` empty and no cost. A shadow artifact with a
+    certified policy logs its calibrated set (a policy's calls depend on answers a
+    shadow does not get). Compare with :func:`racer.serve.shadow_report.compare_shadow`.
+    """
+
+    artifact: Path
+    name: str | None = Field(None, min_length=1)
 
 
 class RouteConfig(_Strict):
@@ -182,6 +212,9 @@ class RouteConfig(_Strict):
         The backend that judges a certified parallel policy with the ``judge``
         aggregator (:mod:`racer.serve.answering.certified_policy`), instead of the policy's own
         judge model.
+    shadow : ShadowConfig, optional
+        A candidate artifact that decides on this route's traffic without serving
+        (its decisions logged for comparison); reloaded with the route.
     """
 
     name: str = Field(min_length=1)
@@ -199,6 +232,22 @@ class RouteConfig(_Strict):
     audit_rate: float = Field(0.0, ge=0, le=1)
     audit_seed: int = 0
     judge: str | None = None
+    shadow: ShadowConfig | None = None
+
+    @property
+    def shadow_route(self) -> RouteConfig | None:
+        """The shadow as a route of its own (its name and artifact), or None."""
+        if self.shadow is None:
+            return None
+        name = self.shadow.name or f"{self.name}.shadow"
+        return self.model_copy(
+            update={
+                "name": name,
+                "artifact": self.shadow.artifact,
+                "shadow": None,
+                "abstention": None,
+            }
+        )
 
 
 class AuthConfig(_Strict):
@@ -317,6 +366,66 @@ class DecisionLogConfig(_Strict):
         return value
 
 
+class Limit(_Strict):
+    """How much one gateway key may ask: requests per minute and dollars per day.
+
+    Parameters
+    ----------
+    requests_per_minute : int, optional
+        Requests accepted in any 60-second window; more get 429 with ``Retry-After``
+        (the seconds until the window has room). Unset: no rate limit.
+    max_usd_per_day : float, optional
+        Dollars of upstream calls (the ``racer.cost_usd`` of its answers, failed ones
+        included) per UTC day. Once reached, requests get 429 with ``Retry-After`` (the
+        seconds to UTC midnight); the request that crosses the cap is still answered,
+        since a cost is known only once the calls are made. Unset: no cap.
+    """
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    max_usd_per_day: float | None = Field(None, gt=0)
+
+
+class KeyLimit(Limit):
+    """The limits of one key, named by the variable that holds it or by its fingerprint.
+
+    Parameters
+    ----------
+    key_env : str, optional
+        An environment variable holding the key (read at start-up, never logged).
+    fingerprint : str, optional
+        The key's fingerprint, as the decision log's ``owner`` column shows it.
+    """
+
+    key_env: str | None = None
+    fingerprint: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+
+    @model_validator(mode="after")
+    def _one_name(self) -> KeyLimit:
+        if (self.key_env is None) == (self.fingerprint is None):
+            raise ValueError("give exactly one of key_env and fingerprint")
+        return self
+
+
+class LimitsConfig(_Strict):
+    """Per-key rate limits and spend caps, counted in each gateway process.
+
+    Parameters
+    ----------
+    default : Limit
+        The limits of every key not listed in ``keys`` (and of unauthenticated callers,
+        counted together). Default: none.
+    keys : list of KeyLimit
+        Keys with their own limits (an unset field: no limit for that key).
+
+    The counters live in the process's memory: each instance, and each worker of
+    ``racer serve --workers N``, counts on its own, so N processes accept up to N
+    times the configured rate and spend; a restart resets them.
+    """
+
+    default: Limit = Field(default_factory=Limit)
+    keys: list[KeyLimit] = Field(default_factory=list)
+
+
 class MonitorConfig(_Strict):
     """The anytime-valid check of the realised misrouting rate against alpha.
 
@@ -334,6 +443,7 @@ class GatewayConfig(_Strict):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     backend_defaults: dict[str, Any] = Field(default_factory=dict)
     backends: list[BackendConfig] = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
@@ -374,6 +484,13 @@ class GatewayConfig(_Strict):
                     f"route {route.name!r}: judge {route.judge!r} is not a configured backend "
                     f"({sorted(known)})"
                 )
+        shadows = [r.shadow_route.name for r in self.routes if r.shadow_route is not None]
+        taken = sorted(set(shadows) & {r.name for r in self.routes})
+        if taken or len(set(shadows)) < len(shadows):
+            raise ValueError(
+                f"shadow names must differ from every route's and each other's; repeated: "
+                f"{taken or sorted({n for n in shadows if shadows.count(n) > 1})}"
+            )
         return self
 
 
@@ -399,7 +516,14 @@ def parse_config(data: Any, base_dir: Path | str = ".") -> GatewayConfig:
         raise ConfigError("Invalid gateway configuration:\n" + "\n".join(lines)) from None
     base = Path(base_dir)
     routes = [
-        r.model_copy(update={"artifact": _relative_to(r.artifact, base)}) for r in config.routes
+        r.model_copy(
+            update={
+                "artifact": _relative_to(r.artifact, base),
+                "shadow": r.shadow
+                and r.shadow.model_copy(update={"artifact": _relative_to(r.shadow.artifact, base)}),
+            }
+        )
+        for r in config.routes
     ]
     log = config.decision_log
     if log.url.startswith("sqlite:///") and log.url != "sqlite:///:memory:":

@@ -82,11 +82,40 @@ class Decision:
 
 @dataclass(frozen=True)
 class Answer:
-    """What a routed request answers: the assistant message and the ``racer`` object."""
+    """What a routed request answers: the assistant message and the ``racer`` object.
+
+    Attributes
+    ----------
+    message : dict
+        The assistant message of the first choice.
+    finish_reason : str
+        Its ``finish_reason``.
+    racer : dict
+        The decision's ``racer`` object (logged).
+    choices : tuple of dict
+        Every choice as OpenAI sends it (``index``, ``message``, ``finish_reason``,
+        ``logprobs``): the answering upstream's own choices (``n`` of them when the
+        request asked for ``n``). Empty: the one ``message`` is the only choice.
+    system_fingerprint : str, optional
+        The answering upstream's ``system_fingerprint``.
+    """
 
     message: dict[str, Any]
     finish_reason: str
     racer: dict[str, Any]
+    choices: tuple[dict[str, Any], ...] = ()
+    system_fingerprint: str | None = None
+
+    def all_choices(self) -> list[dict[str, Any]]:
+        """Every choice of the answer, in ``index`` order."""
+        if self.choices:
+            return list(self.choices)
+        return [single_choice(self.message, self.finish_reason)]
+
+
+def single_choice(message: dict[str, Any], finish_reason: str, index: int = 0) -> dict[str, Any]:
+    """One OpenAI choice holding ``message`` (no log probabilities)."""
+    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": None}
 
 
 def message_of(call: BackendCall) -> dict[str, Any]:
@@ -94,3 +123,38 @@ def message_of(call: BackendCall) -> dict[str, Any]:
     if call.message is not None:
         return {"role": "assistant", **call.message}
     return {"role": "assistant", "content": call.text or ""}
+
+
+def upstream_choices(call: BackendCall) -> tuple[dict[str, Any], ...]:
+    """Every choice ``call``'s upstream answered (empty when it sent no usable list).
+
+    Each keeps the upstream's fields (``logprobs`` included); its message gets the
+    ``assistant`` role and a missing ``finish_reason`` becomes ``"stop"``.
+    """
+    choices = (call.upstream or {}).get("choices")
+    if not isinstance(choices, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
+    ):
+        return ()
+    return tuple(
+        {
+            **choice,
+            "index": choice.get("index", position),
+            "message": {"role": "assistant", **choice["message"]},
+            "finish_reason": choice.get("finish_reason") or "stop",
+            "logprobs": choice.get("logprobs"),
+        }
+        for position, choice in enumerate(choices)
+    )
+
+
+def answer_of(call: BackendCall, racer: dict[str, Any]) -> Answer:
+    """The answer ``call`` makes: its message, every choice, its ``system_fingerprint``."""
+    fingerprint = (call.upstream or {}).get("system_fingerprint")
+    return Answer(
+        message_of(call),
+        call.finish_reason or "stop",
+        racer,
+        upstream_choices(call),
+        fingerprint if isinstance(fingerprint, str) else None,
+    )

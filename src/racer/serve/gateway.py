@@ -7,6 +7,10 @@ orchestrates each request in one order:
           -> the route's way of answering (:mod:`racer.serve.answering`)
           -> JSON body, or server-sent events (:mod:`racer.serve.streaming`)
 
+Before routing, the caller's key must be within its limits (:mod:`racer.serve.limits`);
+once answered, the route's shadow, if any, decides on the same query
+(:mod:`racer.serve.shadow`).
+
 Calling backends (:mod:`racer.serve.fanout`) and logging, counting and auditing each
 decision (:mod:`racer.serve.records`) are shared services the ways of answering call.
 The gateway also takes feedback and keeps the routes' risk monitors in step with it.
@@ -19,7 +23,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from racer.serve.answering import AnsweringStrategy, Services, strategies
@@ -30,11 +34,13 @@ from racer.serve.decision import Answer, Decision
 from racer.serve.decision_log import DecisionLog, FeedbackRecord
 from racer.serve.errors import GatewayError, truncate
 from racer.serve.feedback import feedback_loss
+from racer.serve.limits import KeyLimits
 from racer.serve.metrics import GatewayMetrics
 from racer.serve.records import DecisionRecorder
 from racer.serve.route import Route, load_route
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest, completion_body
-from racer.serve.streaming import answer_events
+from racer.serve.shadow import ShadowDecisions
+from racer.serve.streaming import AnswerStream, answer_events
 
 logger = logging.getLogger("racer.serve")
 
@@ -87,7 +93,9 @@ class Gateway:
         self._sync_lock = threading.Lock()
         self.sync_monitors()
         self.audit = Auditor(self.backends, decision_log)  # hook (issue 12)
-        self.records = DecisionRecorder(decision_log, self.metrics, self.audit)
+        self.limits = KeyLimits(config.limits)
+        self.shadows = ShadowDecisions(decision_log)
+        self.records = DecisionRecorder(decision_log, self.metrics, self.audit, self.limits.charge)
         self.strategies = strategies(Services(self.backends, self.records, self.keep_running))
 
     @classmethod
@@ -127,6 +135,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.audit.drain()  # hook (issue 12): finish audited requests first
+        await self.shadows.drain()
         await asyncio.gather(*(b.aclose() for b in self.backends.values()))
         self.decision_log.close()
 
@@ -200,11 +209,16 @@ class Gateway:
         Raises
         ------
         GatewayError
-            404 for an unknown route, 429 when every backend was rate-limited, 502 when
+            404 for an unknown route, 429 when the key is over its limits
+            (:mod:`racer.serve.limits`) or every backend was rate-limited, 502 when
             every backend failed, 504 when none answered within the deadline.
         """
+        self.limits.admit(owner)
         decision = await self.decide(request, started, owner)
-        answer = await self.strategy(decision.route).answer(decision)
+        try:
+            answer = await self.strategy(decision.route).answer(decision)
+        finally:
+            self.shadows.observe(decision)
         assert isinstance(answer, Answer), "only a streamed request is relayed"
         return completion_body(
             decision.id,
@@ -213,7 +227,9 @@ class Gateway:
             answer.message,
             answer.racer["usage"],
             answer.racer,
-            finish_reason=answer.finish_reason,
+            answer.finish_reason,
+            answer.all_choices(),
+            answer.system_fingerprint,
         )
 
     async def stream(
@@ -221,7 +237,7 @@ class Gateway:
         request: ChatCompletionRequest,
         started: float | None = None,
         owner: str | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AnswerStream:
         """Answer a chat completion as server-sent events (``stream`` true).
 
         The answer is made as for :meth:`complete`; only its sending differs. Everything
@@ -230,10 +246,15 @@ class Gateway:
         relayed as the upstream streams it; its first chunk is read here, so that an
         upstream that fails before it (or answers without an event stream) fails over
         like a failed call. A stream that breaks later ends with an OpenAI-style error
-        event and no ``[DONE]``.
+        event and no ``[DONE]``. The stream's ``headers`` (:mod:`racer.serve.headers`) are
+        sent before its first event.
         """
+        self.limits.admit(owner)
         decision = await self.decide(request, started, owner, stream=True)
-        answer = await self.strategy(decision.route).answer(decision)
+        try:
+            answer = await self.strategy(decision.route).answer(decision)
+        finally:
+            self.shadows.observe(decision)
         return answer_events(decision, answer)
 
     async def feedback(

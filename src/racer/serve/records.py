@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from racer.serve.audit import Auditor
 from racer.serve.backends import BackendCall
-from racer.serve.decision import Answer, Decision, message_of
+from racer.serve.decision import Answer, Decision, answer_of
 from racer.serve.decision_log import DecisionLog, DecisionRecord
 from racer.serve.errors import GatewayError
+from racer.serve.headers import answer_headers
 from racer.serve.metrics import GatewayMetrics
+from racer.serve.usage import answer_usage
 
 
 def racer_object(
     decision: Decision, calls: Sequence[BackendCall], chosen: str | None
 ) -> dict[str, Any]:
-    """The ``racer`` object of a decision: set, scores, calibration, calls, cost, usage."""
+    """The ``racer`` object of a decision: set, scores, calibration, calls, cost, usage.
+
+    ``usage`` is what the answer reports (see :mod:`racer.serve.usage`).
+    """
     route = decision.route
     costs = [c.cost_usd for c in calls if c.cost_usd is not None]
-    prompt_tokens = sum(c.prompt_tokens or 0 for c in calls)
-    completion_tokens = sum(c.completion_tokens or 0 for c in calls)
+    usage, usage_fields = answer_usage(calls)
     return {
         "id": decision.id,
         "route": route.name,
@@ -44,11 +48,8 @@ def racer_object(
         "backends": {c.backend: c.summary() for c in calls},
         "completion": decision.completion,
         "cost_usd": sum(costs) if costs else None,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage,
+        **usage_fields,
     }
 
 
@@ -91,12 +92,22 @@ class DecisionRecorder:
         The gateway's counters.
     audit : Auditor
         The audit draw, called with every finished decision.
+    charge : callable, optional
+        Takes the key fingerprint and the dollars of every finished decision (the
+        spend caps of :mod:`racer.serve.limits`).
     """
 
-    def __init__(self, decision_log: DecisionLog, metrics: GatewayMetrics, audit: Auditor):
+    def __init__(
+        self,
+        decision_log: DecisionLog,
+        metrics: GatewayMetrics,
+        audit: Auditor,
+        charge: Callable[[str | None, float | None], None] | None = None,
+    ):
         self.decision_log = decision_log
         self.metrics = metrics
         self.audit = audit
+        self.charge = charge
 
     async def finish(
         self,
@@ -115,6 +126,8 @@ class DecisionRecorder:
         latency_s = time.perf_counter() - decision.started
         racer["latency_ms"] = round(latency_s * 1000, 3)
         self.metrics.observe_request(decision.route.name, outcome, len(decision.invoked), calls)
+        if self.charge is not None:
+            self.charge(decision.owner, racer["cost_usd"])
         racer["logged"] = await self.decision_log.record(
             DecisionRecord(
                 id=decision.id,
@@ -149,10 +162,13 @@ class DecisionRecorder:
         Raises
         ------
         GatewayError
-            When ``chosen`` is None (no call answered): logged as failed first.
+            When ``chosen`` is None (no call answered): logged as failed first; it
+            carries the decision's ``x-racer-*`` headers.
         """
         if chosen is None:
-            await self.finish(decision, calls, None, "failed", extra)
-            raise upstream_failure(decision, calls)
+            racer = await self.finish(decision, calls, None, "failed", extra)
+            failure = upstream_failure(decision, calls)
+            failure.headers = {**(failure.headers or {}), **answer_headers(racer)}
+            raise failure
         racer = await self.finish(decision, calls, chosen.backend, "answered", extra)
-        return Answer(message_of(chosen), chosen.finish_reason or "stop", racer)
+        return answer_of(chosen, racer)

@@ -66,6 +66,9 @@ class Route:
         Which artifact serves the route (logged with each decision).
     policy : ServedPolicy, optional
         The certified answer-level policy that answers instead of the calibrated set.
+    shadow : Route, optional
+        A candidate that decides on this route's traffic without serving
+        (:mod:`racer.serve.shadow`).
     """
 
     config: RouteConfig
@@ -76,6 +79,7 @@ class Route:
     abstention: AbstainScorer | None = None
     artifact_id: str | None = None  # hook (issue 12): the decision log records it
     policy: ServedPolicy | None = None  # hook (issue 9): a certified policy answers
+    shadow: Route | None = None
 
     @property
     def name(self) -> str:
@@ -165,4 +169,5 @@ def load_route(config: RouteConfig, monitor_delta: float) -> Route:
         artifact.abstention,
         artifact_id_of(artifact.metadata),  # hook (issue 12)
         policy,
+        None if config.shadow_route is None else load_route(config.shadow_route, monitor_delta),
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 STREAM_PIECE_CHARS = 64
+MAX_CHOICES = 128  # OpenAI's own limit on n
 
 
 class ContentPart(BaseModel):
@@ -47,7 +48,12 @@ class ChatCompletionRequest(BaseModel):
         min_length=1, description="At least one message must have role 'user'."
     )
     stream: StrictBool = False
-    n: int = Field(1, ge=1, le=1, description="Only one choice is supported.")
+    n: int = Field(
+        1,
+        ge=1,
+        le=MAX_CHOICES,
+        description="Choices to return; each called model is asked for n (see the README).",
+    )
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -91,7 +97,7 @@ class ChatCompletionRequest(BaseModel):
 
     def upstream_body(self) -> dict[str, Any]:
         """The body forwarded to each backend (``model`` and ``stream`` are set per call)."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude={"n"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
 
 
 class FeedbackRequest(BaseModel):
@@ -141,27 +147,27 @@ def completion_body(
     usage: dict[str, int],
     racer: dict[str, Any] | None = None,
     finish_reason: str = "stop",
+    choices: Sequence[dict[str, Any]] = (),
+    system_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion``, with the ``racer`` object added when one is given.
 
-    ``text`` is the answer's text, or a whole assistant message (tool calls and all).
+    ``text`` is the answer's text, or a whole assistant message (tool calls and all);
+    ``choices``, when given, are every choice as OpenAI sends them (``n`` of them, with
+    their ``logprobs``) and replace the one choice ``text`` makes.
     """
     message = text if isinstance(text, dict) else {"role": "assistant", "content": text}
+    one = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
     body: dict[str, Any] = {
         "id": answer_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason,
-                "logprobs": None,
-            }
-        ],
+        "choices": list(choices) or [one],
         "usage": usage,
     }
+    if system_fingerprint is not None:
+        body["system_fingerprint"] = system_fingerprint
     if racer is not None:
         body["racer"] = racer
     return body
@@ -174,6 +180,9 @@ def chunk_body(
     delta: dict[str, Any] | None,
     finish_reason: str | None = None,
     racer: dict[str, Any] | None = None,
+    index: int = 0,
+    logprobs: dict[str, Any] | None = None,
+    system_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion.chunk``; ``delta=None`` gives the final chunk with no choices."""
     body: dict[str, Any] = {
@@ -183,8 +192,12 @@ def chunk_body(
         "model": route,
         "choices": []
         if delta is None
-        else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        else [
+            {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+        ],
     }
+    if system_fingerprint is not None:
+        body["system_fingerprint"] = system_fingerprint
     if racer is not None:
         body["racer"] = racer
         body["usage"] = racer["usage"]
@@ -215,19 +228,32 @@ async def text_events(
     yield sse("[DONE]")
 
 
-async def message_events(
+def choice_chunks(
     answer_id: str,
     created: int,
     model: str,
-    message: dict[str, Any],
-    finish_reason: str,
-    final_chunk: dict[str, Any] | None = None,
-) -> AsyncIterator[bytes]:
-    """A whole assistant message as a chunk stream: text pieces, then its tool calls
-    (one delta, each call with its ``index``), then ``finish_reason``, ``final_chunk``."""
-    yield sse(chunk_body(answer_id, created, model, {"role": "assistant", "content": ""}))
+    choice: dict[str, Any],
+    system_fingerprint: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One choice (``index``, ``message``, ``finish_reason``, ``logprobs``) as chunks.
+
+    Its text pieces, then its tool calls (one delta, each call with its ``index``),
+    then its ``finish_reason``. Its ``logprobs`` ride on the first chunk after the role.
+    """
+    index, message = choice.get("index", 0), choice["message"]
+    logprobs = choice.get("logprobs")
+
+    def chunk(
+        delta: dict[str, Any], finish: str | None = None, probs: Any = None
+    ) -> dict[str, Any]:
+        return chunk_body(
+            answer_id, created, model, delta, finish, None, index, probs, system_fingerprint
+        )
+
+    yield chunk({"role": "assistant", "content": ""})
     for piece in text_pieces(message.get("content") or ""):
-        yield sse(chunk_body(answer_id, created, model, {"content": piece}))
+        yield chunk({"content": piece}, probs=logprobs)
+        logprobs = None
     extra = {k: v for k, v in message.items() if k not in ("role", "content") and v is not None}
     if isinstance(extra.get("tool_calls"), list):
         extra["tool_calls"] = [
@@ -235,8 +261,28 @@ async def message_events(
             for i, call in enumerate(extra["tool_calls"])
         ]
     if extra:
-        yield sse(chunk_body(answer_id, created, model, extra))
-    yield sse(chunk_body(answer_id, created, model, {}, finish_reason))
+        yield chunk(extra, probs=logprobs)
+        logprobs = None
+    yield chunk({}, choice.get("finish_reason") or "stop", logprobs)
+
+
+async def message_events(
+    answer_id: str,
+    created: int,
+    model: str,
+    message: dict[str, Any],
+    finish_reason: str,
+    final_chunk: dict[str, Any] | None = None,
+    choices: Sequence[dict[str, Any]] = (),
+    system_fingerprint: str | None = None,
+) -> AsyncIterator[bytes]:
+    """A whole answer as a chunk stream: each choice (:func:`choice_chunks`), one after
+    the other, then ``final_chunk`` and [DONE]. ``choices`` (every choice, as in
+    :func:`completion_body`) replace the one choice ``message`` makes."""
+    one = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+    for choice in choices or [one]:
+        for chunk in choice_chunks(answer_id, created, model, choice, system_fingerprint):
+            yield sse(chunk)
     if final_chunk is not None:
         yield sse(final_chunk)
     yield sse("[DONE]")

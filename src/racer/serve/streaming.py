@@ -2,11 +2,16 @@
 
 An answer is made once; streaming is only how it is sent. A finished
 :class:`~racer.serve.decision.Answer` is sent as the events of its message
-(:func:`answer_events`). A one-model set may instead be a :class:`Relay`: the upstream's
+(:func:`answer_events`). A one-model set (or the call a certified policy serves whatever
+it says) may instead be a :class:`Relay`: the upstream's
 own stream, opened and read up to its first chunk before the response starts (so a
 failure there still fails over like a failed call), then passed through re-labelled
-with the gateway's id. A relay that breaks later ends with an OpenAI-style error event
-and no ``[DONE]``; its decision is logged when it ends, either way.
+with the gateway's id (``n`` choices, ``logprobs`` and ``system_fingerprint`` as the
+upstream sent them; its usage, details included, in the final ``racer`` chunk). Once
+it has started, the backend's ``timeout_s`` bounds the wait for each next chunk, not
+the whole stream: a healthy long stream is never cut. A relay that breaks later ends
+with an OpenAI-style error event and no ``[DONE]``; its decision is logged when it
+ends, either way.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
 from racer.serve.decision import Answer, Decision
+from racer.serve.headers import answer_headers, relay_headers
 from racer.serve.records import DecisionRecorder
 from racer.serve.schemas import chunk_body, error_event, message_events, sse
 
@@ -87,6 +93,12 @@ class Relay:
         The chunks already read (up to the first one with choices).
     records : DecisionRecorder
         Logs the decision when the stream ends.
+    earlier : sequence of BackendCall, default ()
+        The calls made before this one for the same answer (a cascade's lower tiers),
+        logged with it.
+    extra : callable, optional
+        Given every call (``earlier`` and the relayed one) when the stream ends, the
+        fields it adds to the ``racer`` object (a policy's report and its cost).
     """
 
     def __init__(
@@ -96,16 +108,25 @@ class Relay:
         upstream: UpstreamStream,
         first: list[dict[str, Any]],
         records: DecisionRecorder,
+        earlier: Sequence[BackendCall] = (),
+        extra: Callable[[list[BackendCall]], dict[str, Any]] | None = None,
     ):
         self.decision = decision
         self.backend = backend
         self.upstream = upstream
         self.first = first
         self.records = records
+        self.earlier = list(earlier)
+        self.extra = extra
 
     @classmethod
     async def open(
-        cls, decision: Decision, backend: Backend, records: DecisionRecorder
+        cls,
+        decision: Decision,
+        backend: Backend,
+        records: DecisionRecorder,
+        earlier: Sequence[BackendCall] = (),
+        extra: Callable[[list[BackendCall]], dict[str, Any]] | None = None,
     ) -> Relay | BackendCall:
         """Open ``backend``'s stream within the deadline; the failed call if it cannot."""
         opened = time.perf_counter()
@@ -125,12 +146,29 @@ class Relay:
                 status=getattr(error, "status", None),
                 retry_after_s=getattr(error, "retry_after_s", None),
             )
-        return cls(decision, backend, upstream, first, records)
+        return cls(decision, backend, upstream, first, records, earlier, extra)
+
+    def headers(self) -> dict[str, str]:
+        """The ``x-racer-*`` headers known before the first byte (the cost is pending)."""
+        route = self.decision.route
+        models = [*(c.backend for c in self.earlier), self.backend.name]
+        if route.policy is None:
+            decided = "set of 1: relayed"
+            guarantee = {
+                "alpha": route.calibration.alpha,
+                "delta": route.calibration.delta,
+                "abstention": route.mode,
+            }
+        else:
+            decided = f"policy: {self.decision.completion.get('reason', '')} (relayed)"
+            guarantee = {"policy": {"certificate": route.policy.certificate}}
+        return relay_headers(self.decision.id, route.name, models, decided, guarantee)
 
     async def events(self) -> AsyncIterator[bytes]:
         """The upstream's chunks re-labelled with the gateway's id, then ``racer`` and [DONE]."""
         decision, backend, upstream = self.decision, self.backend, self.upstream
         prompt_tokens = completion_tokens = None
+        usage_chunk: dict[str, Any] | None = None
         error = None
         finished = False
         ok: bool | None = None
@@ -140,6 +178,8 @@ class Relay:
             for chunk in self.first:
                 yield chunk
             async for line in upstream.lines():
+                # timeout_s bounds the wait for each chunk, not the whole healthy stream
+                upstream.deadline = time.perf_counter() + backend.config.timeout_s
                 chunk = parse_event(line)
                 if chunk == "[DONE]":
                     finished = True
@@ -155,6 +195,7 @@ class Relay:
                     raise UpstreamError(f"upstream error event: {text}"[:300], retryable=False)
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):
+                    usage_chunk = {"usage": usage}
                     prompt_tokens = usage.get("prompt_tokens")
                     completion_tokens = usage.get("completion_tokens")
                 if not chunk.get("choices"):
@@ -187,9 +228,15 @@ class Relay:
                 completion_tokens,
                 backend.cost(prompt_tokens, completion_tokens),
                 error,
+                upstream=usage_chunk,
             )
+            calls = [*self.earlier, call]
             racer = await self.records.finish(
-                decision, [call], backend.name, "failed" if error else "answered"
+                decision,
+                calls,
+                backend.name,
+                "failed" if error else "answered",
+                None if self.extra is None else self.extra(calls),
             )
         if error is not None:
             yield sse(error_event(f"The upstream stream failed: {error}", racer))
@@ -198,12 +245,34 @@ class Relay:
         yield sse("[DONE]")
 
 
-def answer_events(decision: Decision, answer: Answer | Relay) -> AsyncIterator[bytes]:
-    """The server-sent events of an answer: relayed as it streams, or its finished message."""
+class AnswerStream:
+    """An answer's server-sent events (iterate it) and the headers sent before them."""
+
+    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str]):
+        self.events = events
+        self.headers = headers
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.events
+
+
+def answer_events(decision: Decision, answer: Answer | Relay) -> AnswerStream:
+    """The server-sent events of an answer: relayed as it streams, or its finished message.
+
+    Their headers (:mod:`racer.serve.headers`) say what is known before the first byte.
+    """
+    route = decision.route
     if isinstance(answer, Relay):
-        return answer.events()
-    route = decision.route.name
-    final = chunk_body(decision.id, decision.created, route, None, racer=answer.racer)
-    return message_events(
-        decision.id, decision.created, route, answer.message, answer.finish_reason, final
+        return AnswerStream(answer.events(), answer.headers())
+    final = chunk_body(decision.id, decision.created, route.name, None, racer=answer.racer)
+    events = message_events(
+        decision.id,
+        decision.created,
+        route.name,
+        answer.message,
+        answer.finish_reason,
+        final,
+        answer.all_choices(),
+        answer.system_fingerprint,
     )
+    return AnswerStream(events, answer_headers(answer.racer))

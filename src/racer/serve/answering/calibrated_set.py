@@ -21,7 +21,7 @@ import numpy as np
 from racer.aggregate import choose_response, extract_answer
 from racer.serve.answering.base import Services
 from racer.serve.backends import BackendCall
-from racer.serve.decision import Answer, Decision
+from racer.serve.decision import Answer, Decision, single_choice
 from racer.serve.fanout import call_fallbacks, fan_out
 from racer.serve.streaming import Relay
 
@@ -86,7 +86,13 @@ class CalibratedSet:
         if not decision.invoked:
             racer = await services.records.finish(decision, [], None, "abstained")
             message = {"role": "assistant", "content": decision.route.config.abstention_message}
-            return Answer(message, "stop", racer)
+            copies = int(decision.body.get("n", 1))
+            return Answer(
+                message,
+                "stop",
+                racer,
+                tuple(single_choice(message, "stop", i) for i in range(copies)),
+            )
         if decision.stream and len(decision.invoked) == 1:
             backend = services.backends[decision.invoked[0]]
             opened = await Relay.open(decision, backend, services.records)

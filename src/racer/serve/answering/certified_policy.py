@@ -19,6 +19,12 @@ extracted by :func:`racer.aggregate.answer_codes` with the policy's answer kind,
 not called yet counted as "no response"). A cascade stops exactly when ``simulate``
 would have stopped with those answers, and serves the answer ``simulate`` serves. When
 every call failed, the route's fallbacks are tried.
+
+Streaming: a call whose answer is served whatever it says (a single model; the
+fallback a cascade or a set escalates to, once it is chosen) is relayed as the
+upstream streams it, so time to first token is that tier's, after the lower tiers
+answered. Every other answer depends on comparing answers (a cascade's stop rule, a
+set's aggregation, a judge), so it is sent once it is chosen, as a finished answer.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from racer.serve.answering.base import Services
 from racer.serve.backends import Backend, BackendCall
 from racer.serve.decision import Answer, Decision
 from racer.serve.fanout import call_each, call_fallbacks
+from racer.serve.records import DecisionRecorder
 from racer.serve.served_policy import ServedPolicy
+from racer.serve.streaming import Relay
 
 
 def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
@@ -57,12 +65,24 @@ def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None
 
 
 class PolicyRun:
-    """One request answered by a certified policy: the calls, in order, and why it stopped."""
+    """One request answered by a certified policy: the calls, in order, and why it stopped.
 
-    def __init__(self, backends: Mapping[str, Backend], decision: Decision, served: ServedPolicy):
+    With ``records`` (a streamed request), the call whose answer is served whatever it
+    says (a single model, the fallback a cascade or a set escalates to) is relayed as
+    it streams (:class:`~racer.serve.streaming.Relay`) instead of called.
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        decision: Decision,
+        served: ServedPolicy,
+        records: DecisionRecorder | None = None,
+    ):
         self.backends = backends
         self.decision = decision
         self.served = served
+        self.records = records
         self.names = decision.route.model_names
         self.calls: list[BackendCall] = []
         self.texts: list[str | None] = [None] * len(self.names)
@@ -85,18 +105,38 @@ class PolicyRun:
         name = self.names[column]
         return next((c for c in self.calls if c.backend == name and c.ok), None)
 
-    async def run(self) -> BackendCall | None:
+    async def _last_tier(self, column: int) -> BackendCall | Relay | None:
+        """Call the model whose answer is served as it comes: relayed when streaming."""
+        name = self.names[column]
+        if self.records is None:
+            await self._call([name])
+            return self._call_of(column)
+        self.decision.invoked = list(dict.fromkeys([*(c.backend for c in self.calls), name]))
+        self.decision.completion = {"rule": "policy", "reason": self.stopped}
+        opened = await Relay.open(
+            self.decision, self.backends[name], self.records, self.calls, self._relayed
+        )
+        if isinstance(opened, Relay):
+            return opened
+        self.calls.append(opened)
+        return None
+
+    def _relayed(self, calls: list[BackendCall]) -> dict[str, Any]:
+        """The ``racer`` fields of a relayed answer, once its stream has ended."""
+        self.calls = list(calls)
+        return {"policy": self.report(calls[-1].backend), "cost_usd": self.cost()}
+
+    async def run(self) -> BackendCall | Relay | None:
         """Serve the policy; the call whose answer is returned (None: every call failed)."""
         policy = self.served.policy
         if isinstance(policy, Single):
-            await self._call([self.names[policy.model]])
             self.stopped = "single model"
-            return self._call_of(policy.model)
+            return await self._last_tier(policy.model)
         if isinstance(policy, Cascade):
             return await self._cascade(policy)
         return await self._parallel(policy)
 
-    async def _cascade(self, policy: Cascade) -> BackendCall | None:
+    async def _cascade(self, policy: Cascade) -> BackendCall | Relay | None:
         asked = np.zeros(len(self.names), dtype=bool)
         for column in policy.chain:
             await self._call([self.names[column]])
@@ -107,11 +147,10 @@ class PolicyRun:
                 _, margin = weighted_vote(asked[None, :], policy.tier_weights(data), data.codes)
                 self.stopped = f"agreement margin {float(margin[0]):.3g} >= {policy.threshold:g}"
                 return self._call_of(int(outcome.served[0]))
-        await self._call([self.names[policy.fallback]])
         self.stopped = f"escalated to {self._fallback_role(policy.fallback)}"
-        return self._call_of(policy.fallback) or self._best_so_far(asked)
+        return await self._last_tier(policy.fallback) or self._best_so_far(asked)
 
-    async def _parallel(self, policy: ParallelSets) -> BackendCall | None:
+    async def _parallel(self, policy: ParallelSets) -> BackendCall | Relay | None:
         members = policy.sets(self.decision.scores[None, :])[0]
         order = np.argsort(-self.decision.scores, kind="stable")
         await self._call([self.names[k] for k in order if members[k]])
@@ -131,9 +170,8 @@ class PolicyRun:
         if chosen is not None:
             return self._call_of(chosen)
         reason = "empty set" if not members.any() else "no answer in the set"
-        await self._call([self.names[policy.fallback]])
         self.stopped = f"{reason}: escalated to {self._fallback_role(policy.fallback)}"
-        return self._call_of(policy.fallback)
+        return await self._last_tier(policy.fallback)
 
     async def _judge(self) -> int | None:
         """Let the judge pick among the set's answers; best-in-set on failure."""
@@ -190,7 +228,7 @@ class PolicyRun:
             "certificate": self.served.certificate,
         }
         if self.judge_call is not None:
-            report["judge"] = self.judge_call.summary()
+            report["judge"] = {"backend": self.judge_call.backend, **self.judge_call.summary()}
         return report
 
     def cost(self) -> float | None:
@@ -206,7 +244,7 @@ class CertifiedPolicy:
     def __init__(self, services: Services):
         self.services = services
 
-    async def answer(self, decision: Decision) -> Answer:
+    async def answer(self, decision: Decision) -> Answer | Relay:
         """Answer ``decision`` with its route's certified policy (see the module docstring).
 
         Raises
@@ -217,8 +255,11 @@ class CertifiedPolicy:
         served = decision.route.policy
         assert served is not None, "a certified-policy answer needs a route with a policy"
         backends = self.services.backends
-        run = PolicyRun(backends, decision, served)
+        records = self.services.records if decision.stream else None
+        run = PolicyRun(backends, decision, served, records)
         chosen = await run.run()
+        if isinstance(chosen, Relay):
+            return chosen
         if chosen is None:
             chosen = await call_fallbacks(backends, decision, run.calls)
         decision.invoked = list(dict.fromkeys(c.backend for c in run.calls))

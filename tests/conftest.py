@@ -1,8 +1,9 @@
-"""Shared fixtures: the real routing data beside the checkout."""
+"""Shared fixtures: the real routing data beside the checkout, and a clean working folder."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,36 @@ settings.load_profile("racer")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RACER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: default outputs (``racer-out/``) land there,
+    and what an earlier ``racer demo`` left in the checkout cannot change a result."""
+    monkeypatch.chdir(tmp_path)
+
+
+class _NoPyarrow:
+    """An import hook under which ``import pyarrow`` fails as on an install without it."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] == "pyarrow":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@pytest.fixture
+def without_pyarrow(monkeypatch):
+    """pyarrow made unimportable, with racer's batch modules imported afresh without it
+    (all restored after the test). A hook, not ``sys.modules["pyarrow"] = None``, which
+    scikit-learn would take for a loaded pyarrow."""
+    if "racer.batch" in sys.modules:  # the package attribute is rebound by the fresh import
+        monkeypatch.setattr(sys.modules["racer"], "batch", sys.modules["racer.batch"])
+    loaded = [n for n in sys.modules if n.split(".")[0] == "pyarrow" or n.startswith("racer.batch")]
+    for name in loaded:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_NoPyarrow(), *sys.meta_path])
 
 
 @pytest.fixture(scope="session")

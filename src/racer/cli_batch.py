@@ -245,7 +245,6 @@ def replay(
     aggregator) for this artifact's fixed policy on the given data.
     """
     with _user_errors():
-        _check_pyarrow()
         from racer.batch.engines import replay as run_replay
         from racer.batch.replay import replay_data
 

@@ -71,22 +71,30 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="module")
+def _read_only(*arrays):
+    """The arrays, made read-only: a session fixture shared by several modules."""
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+@pytest.fixture(scope="session")
 def routerdc_pool(shared_data):
-    """RouterDC MMLU test pool scored by the independent router trained on its train file."""
+    """RouterDC MMLU test pool scored by the independent router trained on its train file
+    (trained once per session; read-only arrays)."""
     from real_data import logistic_scores
 
     from racer.data import load_dataset
 
     train = load_dataset(shared_data / "routerdc" / "mmlu_train.json")
     test = load_dataset(shared_data / "routerdc" / "mmlu_test.json")
-    return logistic_scores(train, test), test.labels
+    return _read_only(logistic_scores(train, test), test.labels.copy())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def routerbench_pool(shared_data):
     """RouterBench ARC-Challenge test pool (queries with a missing label dropped), scored
-    by the independent router trained on its train file."""
+    by the independent router trained on its train file (once per session; read-only)."""
     from real_data import logistic_scores
 
     from racer.data import load_dataset
@@ -96,4 +104,4 @@ def routerbench_pool(shared_data):
                              missing="drop_queries")
         test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv",
                             missing="drop_queries")
-    return logistic_scores(train, test), test.labels
+    return _read_only(logistic_scores(train, test), test.labels.copy())

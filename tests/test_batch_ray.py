@@ -7,13 +7,14 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from batch_helpers import synthetic_artifact, synthetic_queries, write_parquet
+from conftest import import_or_skip
 from typer.testing import CliRunner
 
 from racer.batch import RouteSettings, replay, replay_data, route_files
 from racer.cli import app
 from racer.evaluation.synthetic import make_synthetic_benchmark
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (the test extra has it)")
+ray = import_or_skip("ray", "ray")
 
 
 @pytest.fixture(scope="module")

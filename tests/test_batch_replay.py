@@ -69,7 +69,8 @@ def test_replay_gives_the_evaluation_figures_of_the_artifact(arc):
     assert summary["certificate"]["n_calibration"] == artifact.racer.n_calibration_
 
 
-def test_replay_command_prints_and_writes_the_figures(arc, shared_data, tmp_path):
+def test_replay_command_prints_and_writes_the_figures(arc, shared_data, tmp_path, without_pyarrow):
+    # a CSV needs no pyarrow (the parquet extra)
     directory, _ = arc
     data = shared_data / "routerbench" / "arc_challenge_test.csv"
     out = tmp_path / "replay.json"

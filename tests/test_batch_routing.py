@@ -189,3 +189,21 @@ def test_cli_route_parquet_and_plain_text_still_routes_line_by_line(artifact, qu
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["query"] for line in lines] == queries[:3]
+
+
+def test_plain_text_routes_without_pyarrow_and_jsonl_says_how_to_add_it(
+    artifact, queries, tmp_path, without_pyarrow
+):
+    text = "\n".join(queries[:3])
+    result = runner.invoke(app, ["route", "--artifact", str(artifact)], input=text)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["query"] for line in lines] == queries[:3]
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"query": queries[0]}) + "\n")
+    args = ["route", "--artifact", str(artifact), "--input", str(source)]
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 2
+    assert 'needs pyarrow: pip install "racer-routing[parquet]"' in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.jsonl").exists()

@@ -55,6 +55,7 @@ def test_predict_before_fit_raises_not_fitted():
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 1000), family=st.sampled_from(["threshold", "cumulative", "cost"]),
        abstention=st.booleans(), alpha=st.sampled_from([0.1, 0.2, 0.3]))
+@pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserWarning")
 def test_predict_on_calibration_data_reproduces_reported_risk(seed, family, abstention, alpha):
     scores, labels = make_data(n=300, m=3, seed=seed)
     router = RACER(alpha=alpha, family=family, abstention=abstention, costs=[1.0, 2.0, 5.0])
@@ -83,6 +84,7 @@ def test_abstention_happens_when_scores_are_low():
     assert router.predict(low, include_abstain=True)[0, 0]
 
 
+@pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserWarning")
 def test_graded_labels_use_wsr_by_default_and_refuse_binary_bounds():
     scores, labels = make_data(n=800)
     graded = labels * np.round(np.random.default_rng(1).uniform(size=labels.shape), 1)
@@ -203,6 +205,7 @@ def test_given_abstain_scores_are_required_and_used():
     assert aug[:, 0].any()
 
 
+@pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserWarning")
 def test_state_round_trip_gives_identical_sets():
     scores, labels = make_data()
     router = RACER(alpha=0.15, family="cost", costs=[1, 2, 3, 10]).fit(scores, labels)

@@ -156,7 +156,8 @@ def test_flag_rate_is_reported_and_a_mostly_flagged_route_is_warned_about(shared
     record = _record(document, "RACER binomial threshold", 0.05)
     # recompute the flag rate of the first split trial independently
     cal, rows = _split(document, 0)
-    router = RACER(alpha=0.05, delta=0.1).fit(scores[cal], test.labels[cal])
+    with pytest.warns(UserWarning, match="The abstain flag is raised"):
+        router = RACER(alpha=0.05, delta=0.1).fit(scores[cal], test.labels[cal])
     decision = router.predict(scores[rows], include_abstain=True)
     first_trial = np.mean(decision[:, 0] & decision[:, 1:].any(axis=1))
     assert evaluation.per_trial[("RACER binomial threshold", 0.05)]["flag_rate"][0] == (

@@ -47,6 +47,7 @@ def test_trial_plan_follows_its_documented_scheme():
 
 @pytest.mark.parametrize("bound", ["binomial", "hb", "hoeffding"])
 @pytest.mark.parametrize("family", ["threshold", "cumulative", "cost"])
+@pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserWarning")
 def test_vectorised_lambdas_equal_the_estimators(synthetic_pool, bound, family):
     data, pool = synthetic_pool
     prices = data.mean_costs()

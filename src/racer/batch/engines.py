@@ -3,7 +3,8 @@
 Both engines route the same work units (:mod:`racer.batch.io`) in the same batches and
 hand the results to the caller in input order, so their outputs are identical. The Ray
 engine ships the artifact's files once through the object store; each actor loads
-(and verifies) it once, then routes one work unit per call.
+(and verifies) it once, then routes one work unit per call. pyarrow is imported where
+tables are built, so that this module imports without it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from racer.artifact import load_artifact
-from racer.batch.io import OrderedWriter, WorkUnit, input_files, read_unit, work_units
+from racer.batch.io import (
+    OrderedWriter,
+    WorkUnit,
+    input_files,
+    read_unit,
+    require_pyarrow,
+    work_units,
+)
 from racer.batch.replay import ReplayData, replay_rows, replay_summary
 from racer.batch.routing import BatchRouter, artifact_bundle, load_bundle
 from racer.evaluation.metrics import OUTCOMES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "ENGINES",
@@ -197,6 +207,8 @@ class _RouteActor:
         self.cache: dict[str, Any] = {}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
         tables = [
             route_unit(self.router, _item_unit(item), self.settings, self.cache)
             for item in batch.to_pylist()
@@ -246,6 +258,7 @@ def route_files(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}; got {engine!r}.")
+    require_pyarrow()
     settings = settings or RouteSettings()
     files, file_format = input_files(inputs)
     units = work_units(files, file_format, settings.unit_rows)
@@ -284,6 +297,8 @@ class _ReplayActor:
         self.data = data
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
         tables = [
             pa.table(replay_rows(self.router, self.data, item["start"], item["stop"]))
             for item in batch.to_pylist()

@@ -1,5 +1,8 @@
 """Inputs and outputs of batch routing: files, folders and URIs read and written with pyarrow.
 
+pyarrow (the ``parquet`` extra) is imported on first use, so that importing this module,
+and plain-text routing, work without it.
+
 The input is cut into *work units*: a slice of at most ``unit_rows`` rows of one
 Parquet row group, or one whole JSONL file. Units, and the batches inside them, start
 at fixed places of the input (a row group or file start, then every ``batch_size``
@@ -13,23 +16,42 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
 
 __all__ = [
     "FORMATS",
+    "PYARROW_HINT",
     "OrderedWriter",
     "WorkUnit",
     "input_files",
     "read_unit",
+    "require_pyarrow",
     "work_units",
 ]
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+PYARROW_HINT = 'pip install "racer-routing[parquet]"'
+
+
+def require_pyarrow() -> None:
+    """Raise an ImportError that says how to install pyarrow when it is missing.
+
+    Raises
+    ------
+    ImportError
+        pyarrow is not installed.
+    """
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            f"Routing Parquet or JSONL files needs pyarrow: {PYARROW_HINT}."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,9 @@ class WorkUnit:
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and the path in it of a local path or a URI (s3://, gs://...)."""
+    require_pyarrow()
+    import pyarrow.fs as pafs
+
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), str(Path(location).resolve())
@@ -86,6 +111,8 @@ def input_files(locations: Sequence[str]) -> tuple[list[str], str]:
     ValueError
         Files of another format, or a mix of Parquet and JSONL.
     """
+    import pyarrow.fs as pafs
+
     files: list[str] = []
     for location in locations:
         filesystem, path = _filesystem(location)
@@ -123,12 +150,14 @@ def work_units(files: Sequence[str], file_format: str, unit_rows: int) -> list[W
     """
     if unit_rows < 1:
         raise ValueError(f"unit_rows must be at least 1; got {unit_rows}.")
-    units = []
+    units: list[WorkUnit] = []
     for uri in files:
         if file_format == "jsonl":
             units.append(WorkUnit(uri, "jsonl"))
             continue
         filesystem, path = _filesystem(uri)
+        import pyarrow.parquet as pq
+
         metadata = pq.ParquetFile(path, filesystem=filesystem).metadata
         for group in range(metadata.num_row_groups):
             rows = metadata.row_group(group).num_rows
@@ -146,6 +175,9 @@ def read_unit(
     consecutive units of one row group read it once.
     """
     filesystem, path = _filesystem(unit.uri)
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
     if unit.format == "jsonl":
         with filesystem.open_input_stream(path) as stream:
             table = pajson.read_json(stream)
@@ -188,6 +220,8 @@ class OrderedWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._stream: Any = None
         if self.format is None:
+            import pyarrow.fs as pafs
+
             found = self.filesystem.get_file_info(
                 pafs.FileSelector(self.path, allow_not_found=True)
             )
@@ -204,10 +238,14 @@ class OrderedWriter:
     def _with_ids(self, table: pa.Table) -> pa.Table:
         if table.column_names[0] == "id":
             return table
+        import pyarrow as pa
+
         ids = pa.array([str(i) for i in range(self.n_rows, self.n_rows + table.num_rows)])
         return table.add_column(0, "id", ids)
 
     def _parquet_writer(self, schema: pa.Schema) -> pq.ParquetWriter:
+        import pyarrow.parquet as pq
+
         if self.format == "parquet":
             if self._parquet is None:
                 self._parquet = pq.ParquetWriter(self.path, schema, filesystem=self.filesystem)

@@ -23,7 +23,8 @@ Output columns, the same for every engine (see ``docs/ray.md``):
 
 Rows keep the input order; a batch is embedded and scored as given, on one BLAS thread
 (matrix products round differently with other thread counts), so equal batches give
-bit-identical rows whatever process runs them.
+bit-identical rows whatever process runs them. Deciding needs no pyarrow; building the
+output table imports it.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ import base64
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from racer import losses
 from racer.artifact import METADATA_FILE, RouterArtifact, load_artifact
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "BatchRouter",
@@ -147,6 +150,8 @@ class BatchRouter:
         return scores, decision, abstain_scores
 
     def _batch_table(self, queries: list[str]) -> pa.Table:
+        import pyarrow as pa
+
         scores, decision, _ = self.decide(queries)
         names = np.array(self.model_names, dtype=object)
         invoked = decision[:, 1:]
@@ -167,6 +172,8 @@ class BatchRouter:
         ``ids`` (one per query, any type, cast to str) become the ``id`` column; without
         them the table has no ``id`` column and the writer numbers the rows.
         """
+        import pyarrow as pa
+
         queries = list(queries)
         parts = [
             self._batch_table(queries[start : start + self.batch_size])
@@ -179,6 +186,8 @@ class BatchRouter:
 
 
 def _empty(model_names: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+
     schema = pa.schema(
         [
             ("models", pa.list_(pa.string())),

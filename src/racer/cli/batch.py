@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from racer.batch.io import require_pyarrow
 from racer.cli.common import UserError, note, user_errors
 
 EngineOption = Annotated[
@@ -37,15 +38,6 @@ def _check_engine(engine: str) -> None:
         raise UserError(f"--engine takes one of {list(ENGINES)}; got {engine!r}.")
     if engine == "ray":
         import_ray()
-
-
-def _check_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise UserError(
-            'Routing Parquet or JSONL files needs pyarrow: pip install "racer-routing[parquet]".'
-        ) from None
 
 
 def _check_artifact(artifact: Path) -> None:
@@ -124,7 +116,7 @@ def route_tables(
 ) -> None:
     """Route Parquet/JSONL tables (:func:`racer.batch.engines.route_files`); note the rate."""
     with user_errors():
-        _check_pyarrow()
+        require_pyarrow()
     from racer.batch.engines import RouteSettings, route_files
 
     settings = RouteSettings(
@@ -195,7 +187,6 @@ def replay(
     aggregator) for this artifact's fixed policy on the given data.
     """
     with user_errors():
-        _check_pyarrow()
         from racer.batch.engines import replay as run_replay
         from racer.batch.replay import replay_data
 

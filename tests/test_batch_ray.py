@@ -10,7 +10,8 @@ from batch_helpers import synthetic_artifact, synthetic_queries, write_parquet
 from conftest import import_or_skip
 from typer.testing import CliRunner
 
-from racer.batch import RouteSettings, replay, replay_data, route_files
+from racer.batch import RouteSettings, replay_data, route_files
+from racer.batch.engines import replay
 from racer.cli import app
 from racer.evaluation.synthetic import make_synthetic_benchmark
 

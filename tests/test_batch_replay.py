@@ -10,7 +10,8 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from racer.artifact import load_artifact, save_artifact
-from racer.batch import replay, replay_data
+from racer.batch import replay_data
+from racer.batch.engines import replay
 from racer.cli import app
 from racer.data.load import load_dataset
 from racer.estimator import RACER

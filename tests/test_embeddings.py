@@ -1,9 +1,6 @@
-"""Query embeddings: TF-IDF default, the on-disk cache, and the optional dense path."""
+"""Query embeddings: the TF-IDF default, the on-disk cache, the progress bar."""
 
 from __future__ import annotations
-
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -12,13 +9,11 @@ from sklearn.exceptions import NotFittedError
 from racer.routers import (
     EMBEDDER_NAMES,
     EmbeddingCache,
-    SentenceTransformerEmbedder,
     TfidfEmbedder,
     default_cache_dir,
-    embeddings,
     make_embedder,
 )
-from racer.routers.embeddings import embedder_from_state, shared_prefix
+from racer.routers.embeddings import base, embedder_from_state, shared_prefix
 
 TEXTS = [
     f"{subject} question number {i}: what is the {kind} of {i}?"
@@ -67,10 +62,16 @@ def test_too_few_texts_for_the_dimension_is_explained():
 
 
 def test_registry_of_embedders():
-    assert EMBEDDER_NAMES == ("tfidf", "sentence-transformers")
+    assert EMBEDDER_NAMES == ("tfidf", "minilm", "hybrid")
     assert isinstance(make_embedder("tfidf", n_components=4), TfidfEmbedder)
     with pytest.raises(ValueError, match="Unknown embedder"):
         make_embedder("word2vec")
+
+
+def test_a_saved_sentence_transformers_embedder_is_refused_with_the_replacement():
+    state = {"name": "sentence-transformers", "params": {"model": "all-MiniLM-L6-v2"}}
+    with pytest.raises(ValueError, match="refit the router with embedder='minilm'"):
+        embedder_from_state(state)
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -104,67 +105,21 @@ def test_cache_is_keyed_by_fitted_state(embedder, tmp_path):
 def test_progress_bar_shows_for_batches_on_a_terminal_only(embedder, monkeypatch):
     advanced = []
 
-    class RecordingProgress(embeddings.Progress):
+    class RecordingProgress(base.Progress):
         def advance(self, task, advance=1):
             advanced.append(advance)
             super().advance(task, advance)
 
-    monkeypatch.setattr(embeddings, "Progress", RecordingProgress)
+    monkeypatch.setattr(base, "Progress", RecordingProgress)
     shown = embedder_from_state(embedder.get_state()).set_params(batch_size=16, progress=True)
-    monkeypatch.setattr(embeddings, "_stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(base, "_stderr_is_terminal", lambda: False)
     assert shown.transform(TEXTS).shape == (180, 16)
     assert advanced == []  # CI logs and pipes get no bar (and no stray blank lines)
-    monkeypatch.setattr(embeddings, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(base, "_stderr_is_terminal", lambda: True)
     assert shown.transform(TEXTS).shape == (180, 16)
     assert len(advanced) == 12 and sum(advanced) == 180  # one step per batch of 16
     shown.set_params(progress=False).transform(TEXTS)
     assert len(advanced) == 12
-
-
-class FakeSentenceTransformer:
-    """Stands in for sentence_transformers.SentenceTransformer (not installed in CI)."""
-
-    loaded_from: list[str] = []
-
-    def __init__(self, location: str, device: str) -> None:
-        self.loaded_from.append(location)
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return 3
-
-    def encode(self, texts, batch_size, show_progress_bar, convert_to_numpy):
-        return np.array([[len(t), 1.0, 0.0] for t in texts])
-
-
-def test_dense_embedder_without_the_extra_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
-    with pytest.raises(ImportError, match=r"racer-routing\[dense\]"):
-        SentenceTransformerEmbedder(cache=False).fit(["q"])
-
-
-def test_dense_embedder_wraps_a_local_model(monkeypatch, tmp_path):
-    module = types.ModuleType("sentence_transformers")
-    module.SentenceTransformer = FakeSentenceTransformer
-    monkeypatch.setitem(sys.modules, "sentence_transformers", module)
-    embedder = SentenceTransformerEmbedder(str(tmp_path), batch_size=2, cache=tmp_path)
-    vectors = embedder.fit([]).transform(["ab", "abcd", "a"])
-    assert FakeSentenceTransformer.loaded_from[-1] == str(tmp_path)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
-    assert vectors[1, 0] > vectors[0, 0]
-    assert list(tmp_path.glob("embeddings/*/*.npz"))
-    rebuilt = embedder_from_state(embedder.get_state())
-    np.testing.assert_array_equal(rebuilt.transform(["ab", "abcd", "a"]), vectors)
-
-
-@pytest.mark.skipif(
-    __import__("importlib").util.find_spec("sentence_transformers") is None,
-    reason="optional extra racer-routing[dense] not installed",
-)
-def test_real_minilm_embeds_english_queries(tmp_path):
-    embedder = SentenceTransformerEmbedder(cache=False, progress=False).fit([])
-    vectors = embedder.transform(["What is 2 + 2?", "Compute two plus two.", "Who was Napoleon?"])
-    assert vectors.shape == (3, 384)
-    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
 
 
 def test_a_preamble_shared_by_every_query_is_not_embedded():

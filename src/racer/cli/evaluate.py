@@ -6,6 +6,7 @@ Parsing and printing only; the work is in :mod:`racer.evaluation`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,12 +147,67 @@ def _summary_rows(evaluation: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _print_policy(policy: dict, limit: float) -> None:
+    """The certified answer-level policy per alpha: the headline when it exists."""
+    with_task = any(row["task"] for row in policy["per_alpha"])
+    table = Table(
+        title=f"Certified answer-level policy: the answer served, over {policy['trials']} "
+        "validity trials on the whole test pool"
+    )
+    columns = [*(["task"] if with_task else []), "alpha", "certified", "accuracy"]
+    columns += ["top-1", "cost share", "violations", "serve"]
+    for column in columns:
+        table.add_column(column, justify="right" if column == "alpha" else "left")
+    for row in policy["per_alpha"]:
+        color = "green" if row["violation_rate"] <= limit else "red"
+        top1 = row["top1_accuracy"]
+        table.add_row(
+            *([row["task"] or ""] if with_task else []),
+            f"{row['alpha']:g}",
+            row["promise"],
+            f"{row['accuracy']:.3f} vs {row['reference_accuracy']:.3f}",
+            "-" if top1 is None else f"{top1:.3f}",
+            f"{100 * row['cost_share']:.0f} %",
+            f"[{color}]{row['violation_rate']:.3f}[/]",
+            "policy" if row["serve"] == "certified policy" else row["reference"],
+        )
+    Console().print(table)
+    served: dict[tuple[str, str], list[str]] = {}
+    for row in policy["per_alpha"]:
+        if row["serve"] == "certified policy":
+            served.setdefault((row["task"] or "", row["policy"]), []).append(f"{row['alpha']:g}")
+    for (task, description), alphas in served.items():
+        where = f"{task}, " if task else ""
+        Console().print(f"  {where}alpha {', '.join(alphas)}: {description}", highlight=False)
+
+
+def _top1_line(rows: list[dict[str, Any]]) -> str:
+    """The sets' served accuracy against the top-1 router, per alpha, in one line."""
+    parts = []
+    for row in rows:
+        if not all(math.isfinite(row[key] or math.nan) for key in ("accuracy", "top1_accuracy")):
+            continue
+        part = f"alpha {row['alpha']:g} {row['accuracy']:.3f} vs {row['top1_accuracy']:.3f}"
+        if row["cannot_beat_top1"]:
+            part += " (cannot beat top-1: best-in-set serves its answer)"
+        parts.append(part)
+    return (
+        "Served accuracy of the sets against the base router's top-1 on the same test queries: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
-    from racer.evaluation.report import format_cost, monte_carlo_limit, verdict
+    from racer.evaluation.report import format_cost, monte_carlo_limit
 
     unit = evaluation.cost_unit
     dollars = unit == "USD"
-    title = f"{evaluation.task}: means over {evaluation.plan.n_trials} trials"
+    found = paths["verdict"]
+    limit = monte_carlo_limit(evaluation.settings.delta, evaluation.plan.n_trials)
+    if found["policy"] is not None:
+        _print_policy(found["policy"], limit)
+    title = f"{evaluation.task}, calibrated sets: means over {evaluation.plan.n_trials} trials"
     if not dollars:
         title += " (cost = set size: model calls per query)"
     table = Table(title=title)
@@ -159,7 +215,6 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
     columns += ["cost (USD)"] if dollars else []
     for column in (*columns, "accuracy"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    limit = monte_carlo_limit(evaluation.settings.delta, evaluation.plan.n_trials)
     never = []
     for r in _summary_rows(evaluation):
         refused = r["infeasible_rate"] >= 1.0
@@ -187,13 +242,15 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
             "test data, a larger --calibration-fraction or a larger --alpha.",
             highlight=False,
         )
-    found = verdict(evaluation)
     total = len(found["per_alpha"])
     Console().print(
-        f"Against the best single model, {found['method']} is more accurate at "
+        f"Against the best single model, the sets of {found['method']} are more accurate at "
         f"{found['more_accurate_at']} of {total} alphas and cheaper at {found['cheaper_at']} "
-        f"of {total}."
+        f"of {total}.",
+        highlight=False,
     )
+    Console().print(_top1_line(found["per_alpha"]), highlight=False)
+    Console().print(f"[bold]Serve the {found['serve']}.[/] {found['why']}", highlight=False)
     match = paths.get("match")
     if match and match["cheapest"]:
         best = match["cheapest"]
@@ -212,7 +269,7 @@ def _finish_evaluation(
     evaluation: Any, paths: dict[str, Any], start: float, as_json: bool
 ) -> None:
     """Print the summary table (or one JSON document with --json) and the time."""
-    from racer.evaluation.report import json_safe, verdict
+    from racer.evaluation.report import json_safe
 
     if as_json:
         document = {
@@ -221,7 +278,7 @@ def _finish_evaluation(
             "results": str(paths["results"]),
             "figures": [str(p) for p in paths["figures"]],
             "figures_note": paths.get("figures_note"),
-            "verdict": verdict(evaluation),
+            "verdict": paths["verdict"],
             "summary": _summary_rows(evaluation),
         }
         typer.echo(json.dumps(json_safe(document)))

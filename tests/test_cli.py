@@ -90,6 +90,13 @@ def test_evaluate_on_routerdc_and_calibrate_then_route(shared_data, tmp_path):
     assert document["cost_unit"] == "model calls"
     record = next(r for r in document["results"] if r["method"] == "all models")
     assert record["mean_set_size"] == pytest.approx(7.0)
+    # Issue 16.4: without responses best-in-set serves the top-1 model of every answered
+    # set, so the sets cannot beat top-1, and the report says so.
+    verdict = document["verdict"]
+    assert verdict["policy"] is None and verdict["serve"] != "certified policy"
+    for row in verdict["per_alpha"]:
+        assert row["cannot_beat_top1"] and row["accuracy"] <= row["top1_accuracy"] + 1e-12
+    assert "It cannot beat top-1" in (out / "report.md").read_text()
 
     artifact = tmp_path / "artifact"
     result = _arc_command(shared_data, "calibrate", "--calibration", artifact, "--alpha", "0.3")

@@ -148,37 +148,45 @@ def _summary_rows(evaluation: Any) -> list[dict[str, Any]]:
 
 
 def _print_policy(policy: dict, limit: float) -> None:
-    """The certified answer-level policy per alpha: the headline when it exists."""
-    with_task = any(row["task"] for row in policy["per_alpha"])
-    table = Table(
-        title=f"Certified answer-level policy: the answer served, over {policy['trials']} "
-        "validity trials on the whole test pool"
-    )
-    columns = [*(["task"] if with_task else []), "alpha", "certified", "accuracy"]
-    columns += ["top-1", "cost share", "violations", "serve"]
-    for column in columns:
-        table.add_column(column, justify="right" if column == "alpha" else "left")
+    """The certified answer-level policy per alpha, one table per task: the headline."""
+    short = {"regret": "<= {:g} pts", "error": "error <= {:g}", "set": "risk <= {:g}"}
+    tasks: dict[str, list[dict]] = {}
     for row in policy["per_alpha"]:
-        color = "green" if row["violation_rate"] <= limit else "red"
-        top1 = row["top1_accuracy"]
-        table.add_row(
-            *([row["task"] or ""] if with_task else []),
-            f"{row['alpha']:g}",
-            row["promise"],
-            f"{row['accuracy']:.3f} vs {row['reference_accuracy']:.3f}",
-            "-" if top1 is None else f"{top1:.3f}",
-            f"{100 * row['cost_share']:.0f} %",
-            f"[{color}]{row['violation_rate']:.3f}[/]",
-            "policy" if row["serve"] == "certified policy" else row["reference"],
+        tasks.setdefault(row["task"] or "", []).append(row)
+    for task, rows in tasks.items():
+        reference = rows[0]["reference"]
+        with_top1 = any(row["top1_accuracy"] is not None for row in rows)
+        table = Table(
+            title=f"{task + ': ' if task else ''}certified answer-level policy, "
+            f"{policy['objective']} against {reference} (the answer served, "
+            f"{policy['trials']} validity trials)"
         )
-    Console().print(table)
-    served: dict[tuple[str, str], list[str]] = {}
-    for row in policy["per_alpha"]:
-        if row["serve"] == "certified policy":
-            served.setdefault((row["task"] or "", row["policy"]), []).append(f"{row['alpha']:g}")
-    for (task, description), alphas in served.items():
-        where = f"{task}, " if task else ""
-        Console().print(f"  {where}alpha {', '.join(alphas)}: {description}", highlight=False)
+        columns = ["alpha", "certified", "accuracy", "reference", *(["top-1"] if with_top1 else [])]
+        for column in (*columns, "cost share", "violations"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            color = "green" if row["violation_rate"] <= limit else "red"
+            bound = 100 * row["alpha"] if policy["objective"] == "regret" else row["alpha"]
+            table.add_row(
+                f"{row['alpha']:g}",
+                short[policy["objective"]].format(bound),
+                f"{row['accuracy']:.3f}",
+                f"{row['reference_accuracy']:.3f}",
+                *([f"{row['top1_accuracy']:.3f}"] if with_top1 else []),
+                f"{100 * row['cost_share']:.0f} %",
+                f"[{color}]{row['violation_rate']:.3f}[/]",
+            )
+        Console().print(table)
+        served: dict[str, list[str]] = {}
+        for row in rows:
+            what = (
+                row["policy"]
+                if row["serve"] == "certified policy"
+                else f"{reference} itself (no saving certified in most trials)"
+            )
+            served.setdefault(what, []).append(f"{row['alpha']:g}")
+        for what, alphas in served.items():
+            Console().print(f"  alpha {', '.join(alphas)}: serve {what}", highlight=False)
 
 
 def _top1_line(rows: list[dict[str, Any]]) -> str:

@@ -411,8 +411,9 @@ def _verdict_section(evaluation: Evaluation, certified: list[dict] | None) -> li
             + _compare(row["cost"], row["best_cost"], "higher", "lower", cost_digits)
             + "."
         )
-    lines += ["", "Served accuracy against the base router's top-1:", ""]
-    lines += top1_sentences(evaluation)
+    honest = top1_sentences(evaluation)
+    if honest:
+        lines += ["", "Served accuracy against the base router's top-1:", "", *honest]
     return lines + [""]
 
 

@@ -62,7 +62,15 @@ def test_demo_writes_report_results_and_figures(tmp_path):
     saved = {r["task"]: r for r in document["certified"] if r["alpha"] == 0.05}
     assert saved["synthetic-cheap-models-agree"]["cost_share"] < 0.6
     assert saved["synthetic-cheap-models-wrong-together"]["refused"] == 1.0
-    for figure in ("risk_vs_alpha.png", "set_size_vs_alpha.png", "accuracy_vs_cost.png"):
+    # The demo leads with the policy: the verdict serves it where it saves, and the
+    # stories (other data than the set-level evaluation) get their own figure.
+    rows = document["verdict"]["policy"]["per_alpha"]
+    assert [r["serve"] == "certified policy" for r in rows] == [
+        saves["cost_share"] < 1 and saves["refused"] < 0.5 for saves in document["certified"]
+    ]
+    assert document["verdict"]["serve"] == "certified policy"
+    figures = ("risk_vs_alpha.png", "set_size_vs_alpha.png", "accuracy_vs_cost.png")
+    for figure in (*figures, "certified_policies.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -361,10 +361,11 @@ def policy_points(certified: list[dict] | None, task: str | None = None) -> Poli
     )
 
 
-def _draw_policy(axis: Any, points: PolicyPoints) -> tuple[list, list]:
-    """The certified policy per alpha, the hindsight frontier and the reference."""
+def _draw_policy(axis: Any, points: PolicyPoints, scale: float = 1.0) -> tuple[list, list]:
+    """The certified policy per alpha, the hindsight frontier and the reference (costs
+    divided by ``scale``); coincident policy points share one label."""
     axis.plot(
-        points.hindsight_costs,
+        points.hindsight_costs / scale,
         points.hindsight_accuracies,
         color="dimgrey",
         ls=":",
@@ -376,7 +377,7 @@ def _draw_policy(axis: Any, points: PolicyPoints) -> tuple[list, list]:
         zorder=5,
     )
     axis.plot(
-        points.costs,
+        points.costs / scale,
         points.accuracies,
         color="black",
         lw=2,
@@ -388,7 +389,7 @@ def _draw_policy(axis: Any, points: PolicyPoints) -> tuple[list, list]:
         zorder=6,
     )
     axis.scatter(
-        [points.reference_cost],
+        [points.reference_cost / scale],
         [points.reference_accuracy],
         s=260,
         facecolors="none",
@@ -397,14 +398,11 @@ def _draw_policy(axis: Any, points: PolicyPoints) -> tuple[list, list]:
         label=f"reference: {points.reference.split('/')[-1]}",
         zorder=6,
     )
-    labels = [
-        (x, y, f"policy a={alpha:g}", "black")
-        for alpha, x, y in zip(points.alphas, points.costs, points.accuracies, strict=True)
-    ]
-    crowded = [
-        *zip(points.costs, points.accuracies, strict=True),
-        (points.reference_cost, points.reference_accuracy),
-    ]
+    alphas: dict[tuple[float, float], list[str]] = {}
+    for alpha, x, y in zip(points.alphas, points.costs / scale, points.accuracies, strict=True):
+        alphas.setdefault((float(x), float(y)), []).append(f"{alpha:g}")
+    labels = [(x, y, f"policy a={', '.join(a)}", "black") for (x, y), a in alphas.items()]
+    crowded = [*alphas, (points.reference_cost / scale, points.reference_accuracy)]
     return labels, crowded
 
 
@@ -566,6 +564,49 @@ def cost_figure(
     return _save(figure, path)
 
 
+def policy_figure(certified: list[dict], path: Path, task: str | None = None) -> Path | None:
+    """One panel per task of ``certified`` records other than ``task`` (the demo's
+    stories): the certified policy per alpha, its reference and the hindsight frontier.
+
+    Returns None when every record is about ``task`` (the accuracy-cost figure draws
+    those).
+    """
+    others = [r["task"] for r in certified if r.get("task") and r["task"] != task]
+    tasks = list(dict.fromkeys(others))
+    if not tasks:
+        return None
+    from matplotlib.ticker import PercentFormatter
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 1, 6.5), squeeze=False)
+    placed = []
+    for axis, name in zip(axes[0], tasks, strict=True):
+        points = policy_points(certified, name)
+        labels, crowded = _draw_policy(axis, points, scale=points.reference_cost / 100)
+        accuracies = [y for _, y in crowded]
+        pad = max(0.2 * (max(accuracies) - min(accuracies)), 0.01)
+        axis.set(
+            title=name,
+            xlabel="mean cost per query, % of the reference's",
+            xlim=(0, 115),
+            ylim=(min(accuracies) - pad, max(accuracies) + pad),
+        )
+        axis.xaxis.set_major_formatter(PercentFormatter())
+        axis.grid(alpha=0.3)
+        placed.append((axis, labels))
+    axes[0][0].set_ylabel("accuracy of the answer served")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.suptitle("Certified answer-level policies against the reference, per task")
+    note = (
+        "Up and left is better. A star inside the ring: nothing cheaper than the reference "
+        "was certified, so the reference itself is served."
+    )
+    _layout(figure, handles, names, note, ncol=3)
+    for axis, labels in placed:
+        place_labels(axis, labels)
+    return _save(figure, path)
+
+
 def _layout(figure: Any, handles: list, labels: list[str], note: str, ncol: int = 3) -> None:
     """Fixed margins with the legend and a note below the axes, never over the data."""
     rows = -(-len(labels) // ncol)
@@ -605,7 +646,8 @@ def write_figures(
     """Draw every figure into ``out_dir``; returns their paths.
 
     ``certified`` records of the evaluation's data put the certified policy on the
-    accuracy-cost figure.
+    accuracy-cost figure; records of other tasks (the demo's stories) get a figure of
+    their own, ``certified_policies.png``.
 
     Raises
     ------
@@ -613,8 +655,10 @@ def write_figures(
         When matplotlib is not installed (the message says how to install it).
     """
     _pyplot()
-    return [
+    figures = [
         risk_figure(evaluation, out_dir / "risk_vs_alpha.png"),
         size_figure(evaluation, out_dir / "set_size_vs_alpha.png"),
         cost_figure(evaluation, out_dir / "accuracy_vs_cost.png", certified),
     ]
+    stories = policy_figure(certified or [], out_dir / "certified_policies.png", evaluation.task)
+    return figures + ([stories] if stories is not None else [])

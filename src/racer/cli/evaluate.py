@@ -186,7 +186,7 @@ def _print_policy(policy: dict, limit: float) -> None:
             )
             served.setdefault(what, []).append(f"{row['alpha']:g}")
         for what, alphas in served.items():
-            Console().print(f"  alpha {', '.join(alphas)}: serve {what}", highlight=False)
+            Console().print(f"  alpha {', '.join(alphas)}: serve: {what}", highlight=False)
 
 
 def _top1_line(rows: list[dict[str, Any]]) -> str:

@@ -114,6 +114,6 @@ def test_evaluate_certifies_graded_pass_fractions_end_to_end(shared_data, tmp_pa
     assert "| uncorrected: accuracy |" in report and "aggregator over all models" in report
     # The certified policy is the console's headline, and results.json's verdict has it.
     output = " ".join(result.output.split())
-    assert output.index("Certified answer-level policy") < output.index("calibrated sets")
+    assert output.index("certified answer-level policy") < output.index("calibrated sets")
     (row,) = json.loads((out / "results.json").read_text())["verdict"]["policy"]["per_alpha"]
     assert (row["accuracy"], row["cost_share"]) == (record["accuracy"], record["cost_share"])

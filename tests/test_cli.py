@@ -104,7 +104,7 @@ def test_evaluate_on_routerdc_and_calibrate_then_route(shared_data, tmp_path):
     assert verdict["policy"] is None and verdict["serve"] != "certified policy"
     for row in verdict["per_alpha"]:
         assert row["cannot_beat_top1"] and row["accuracy"] <= row["top1_accuracy"] + 1e-12
-    assert "It cannot beat top-1" in (out / "report.md").read_text()
+    assert "these sets cannot beat top-1" in (out / "report.md").read_text()
 
     artifact = tmp_path / "artifact"
     result = _arc_command(shared_data, "calibrate", "--calibration", artifact, "--alpha", "0.3")

@@ -344,13 +344,13 @@ def top1_sentences(evaluation: Evaluation) -> list[str]:
     """Served accuracy of the headline RACER method against the top-1 router, per alpha,
     on the same test queries; says so where a set cannot beat top-1."""
     name = headline_racer(evaluation)
-    lines = []
+    lines, bounded = [], []
     for alpha in evaluation.settings.alphas:
         record = evaluation.record(name, alpha)
         if record["infeasible_rate"] >= 1.0:
             continue
         text = (
-            f"alpha = {alpha:g}: {name} serves accuracy {_number(record['accuracy'])} against "
+            f"- alpha = {alpha:g}: {name} serves accuracy {_number(record['accuracy'])} against "
             f"the top-1 router's {_number(record['top1_accuracy'])} on the same test queries "
             f"({_points_difference(record['accuracy_vs_top1'])}), calling "
             f"{_number(record['mean_set_size'], 2)} models per query"
@@ -361,17 +361,21 @@ def top1_sentences(evaluation: Evaluation) -> list[str]:
                 "(a refusal counts as not correct)"
             )
         if cannot_beat_top1(record):
-            text += (
-                ". It cannot beat top-1: with no responses to aggregate, best-in-set serves "
-                "the highest-scored model of the set, and every set it answers with holds the "
-                "top-1 model, so it serves top-1's answer exactly; the other models add cost only"
-            )
+            bounded.append(f"{alpha:g}")
         elif record["aggregator"] == "best":
             text += (
                 f"; the top-1 model is in the set on {_number(record['top1_in_set_rate'])} "
                 "of the queries"
             )
-        lines.append(f"- {text}.")
+        lines.append(text + ".")
+    if bounded:
+        lines += [
+            "",
+            f"At alpha = {', '.join(bounded)} these sets cannot beat top-1: with no responses "
+            "to aggregate, best-in-set serves the highest-scored model of the set, every set "
+            "they answer with holds the top-1 model, so they serve top-1's answer exactly and "
+            "their other models add cost only.",
+        ]
     return lines
 
 

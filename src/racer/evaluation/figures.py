@@ -288,6 +288,7 @@ def place_labels(axis: Any, items: list[tuple[float, float, str, Any]]) -> list[
                 label.remove()
             if score == 0:
                 break
+        assert best is not None  # _OFFSETS is not empty
         score, label, box = best
         offset = label.xyann
         if abs(offset[0]) > 9 or abs(offset[1]) > 14:  # far from its point: draw a leader
@@ -417,7 +418,10 @@ def _draw_cost(
     """
     settings = evaluation.settings
     alphas = settings.alphas
-    all_costs, all_accuracy, labels, crowded = [], [], [], []
+    all_costs: list[float] = []
+    all_accuracy: list[float] = []
+    labels: list[tuple[float, float, str, Any]] = []
+    crowded: list[tuple[float, float]] = []
     if policy is not None:
         labels, crowded = _draw_policy(axis, policy)
         all_costs, all_accuracy = list(policy.costs), list(policy.accuracies)
@@ -459,13 +463,13 @@ def _draw_cost(
             crowded.append((x, y))
     axis.scatter([], [], color="black", marker="s", label="fixed sets of the base router")
     axis.scatter([], [], color="tab:grey", label="single models")
-    all_costs = np.array(all_costs + list(costs))
-    all_accuracy = np.array(all_accuracy + list(accuracy))
-    keep = np.isfinite(all_costs) & np.isfinite(all_accuracy)
-    front = pareto_front(all_costs[keep], all_accuracy[keep])
+    point_costs = np.array(all_costs + list(costs))
+    point_accuracy = np.array(all_accuracy + list(accuracy))
+    keep = np.isfinite(point_costs) & np.isfinite(point_accuracy)
+    front = pareto_front(point_costs[keep], point_accuracy[keep])
     axis.plot(
-        all_costs[keep][front],
-        all_accuracy[keep][front],
+        point_costs[keep][front],
+        point_accuracy[keep][front],
         color="tab:green",
         lw=8,
         alpha=0.3,
@@ -572,16 +576,17 @@ def policy_figure(certified: list[dict], path: Path, task: str | None = None) ->
     those).
     """
     others = [r["task"] for r in certified if r.get("task") and r["task"] != task]
-    tasks = list(dict.fromkeys(others))
-    if not tasks:
+    stories = [(name, policy_points(certified, name)) for name in dict.fromkeys(others)]
+    if not stories:
         return None
     from matplotlib.ticker import PercentFormatter
 
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 1, 6.5), squeeze=False)
+    count = len(stories)
+    figure, axes = plt.subplots(1, count, figsize=(4.6 * count + 1, 6.5), squeeze=False)
     placed = []
-    for axis, name in zip(axes[0], tasks, strict=True):
-        points = policy_points(certified, name)
+    for axis, (name, points) in zip(axes[0], stories, strict=True):
+        assert points is not None  # each name has records
         labels, crowded = _draw_policy(axis, points, scale=points.reference_cost / 100)
         accuracies = [y for _, y in crowded]
         pad = max(0.2 * (max(accuracies) - min(accuracies)), 0.01)

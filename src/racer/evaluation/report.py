@@ -315,7 +315,7 @@ def _recommendation(evaluation: Evaluation, sets: dict, policy: dict | None) -> 
     )
     rows = (policy or {}).get("per_alpha", [])
     saving = [row for row in rows if row["serve"] == "certified policy"]
-    if saving:
+    if policy is not None and saving:
         row = min(saving, key=lambda r: r["alpha"])
         task = f"on {row['task']} " if row["task"] else ""
         return "certified policy", (

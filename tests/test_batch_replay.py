@@ -67,6 +67,11 @@ def test_replay_gives_the_evaluation_figures_of_the_artifact(arc):
     # calibrated on this very split, so the certified bound holds on it
     assert summary["risk"] <= artifact.racer.risk_bound_ <= 0.1
     assert summary["accuracy"] <= summary["any_correct"]
+    # honest accuracy: the router's own top-1 on the same queries, recomputed here
+    top1 = np.argmax(scores, axis=1)
+    assert summary["top1_accuracy"] == pytest.approx(
+        (test.labels[known][np.arange(pool.n), top1] == 1).mean(), abs=1e-12
+    )
     assert summary["certificate"]["n_calibration"] == artifact.racer.n_calibration_
 
 

@@ -62,7 +62,15 @@ def test_demo_writes_report_results_and_figures(tmp_path):
     saved = {r["task"]: r for r in document["certified"] if r["alpha"] == 0.05}
     assert saved["synthetic-cheap-models-agree"]["cost_share"] < 0.6
     assert saved["synthetic-cheap-models-wrong-together"]["refused"] == 1.0
-    for figure in ("risk_vs_alpha.png", "set_size_vs_alpha.png", "accuracy_vs_cost.png"):
+    # The demo leads with the policy: the verdict serves it where it saves, and the
+    # stories (other data than the set-level evaluation) get their own figure.
+    rows = document["verdict"]["policy"]["per_alpha"]
+    assert [r["serve"] == "certified policy" for r in rows] == [
+        saves["cost_share"] < 1 and saves["refused"] < 0.5 for saves in document["certified"]
+    ]
+    assert document["verdict"]["serve"] == "certified policy"
+    figures = ("risk_vs_alpha.png", "set_size_vs_alpha.png", "accuracy_vs_cost.png")
+    for figure in (*figures, "certified_policies.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -90,6 +98,13 @@ def test_evaluate_on_routerdc_and_calibrate_then_route(shared_data, tmp_path):
     assert document["cost_unit"] == "model calls"
     record = next(r for r in document["results"] if r["method"] == "all models")
     assert record["mean_set_size"] == pytest.approx(7.0)
+    # Issue 16.4: without responses best-in-set serves the top-1 model of every answered
+    # set, so the sets cannot beat top-1, and the report says so.
+    verdict = document["verdict"]
+    assert verdict["policy"] is None and verdict["serve"] != "certified policy"
+    for row in verdict["per_alpha"]:
+        assert row["cannot_beat_top1"] and row["accuracy"] <= row["top1_accuracy"] + 1e-12
+    assert "these sets cannot beat top-1" in (out / "report.md").read_text()
 
     artifact = tmp_path / "artifact"
     result = _arc_command(shared_data, "calibrate", "--calibration", artifact, "--alpha", "0.3")

@@ -10,6 +10,8 @@ import pytest
 from racer.aggregate import answer_codes, choose_in_sets, chosen_correct
 from racer.data.load import load_dataset
 from racer.estimator import RACER
+from racer.evaluation.certified_trials import records_for_evaluation
+from racer.evaluation.figures import policy_points
 from racer.evaluation.run import EvaluationSettings
 from racer.evaluation.task import evaluate_task, write_task_report
 
@@ -35,11 +37,16 @@ def _scores(labels: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def routerbench_report(shared_data, tmp_path_factory):
     test = load_dataset(shared_data / "routerbench" / "arc_challenge_test.csv")
+    train = load_dataset(shared_data / "routerbench" / "arc_challenge_train.csv")
     scores = _scores(np.nan_to_num(test.labels))
     settings = EvaluationSettings(alphas=(0.05, 0.1), n_trials=60, bounds=("binomial",))
     evaluation = evaluate_task(test, scores, settings)
+    certified = records_for_evaluation(
+        "regret", REFERENCE, train, test, alphas=settings.alphas, delta=0.1, n_trials=30,
+        calibration_fraction=0.5,
+    )  # fmt: skip
     out = tmp_path_factory.mktemp("report")
-    paths = write_task_report(evaluation, out, match_model=REFERENCE)
+    paths = write_task_report(evaluation, out, match_model=REFERENCE, certified=certified)
     return test, scores, json.loads(paths["results"].read_text()), out
 
 
@@ -122,6 +129,10 @@ def test_report_numbers_recomputed_from_scratch(routerbench_report):
     assert record["mean_cost"] == pytest.approx(cost)
     assert record["accuracy"] == pytest.approx(accuracy)
     assert _record(document, "top-1 router", alpha)["accuracy"] == pytest.approx(np.mean(top1))
+    # Honest accuracy: every record carries the top-1 router's accuracy on the same queries.
+    assert record["infeasible_rate"] == 0.0
+    assert record["top1_accuracy"] == pytest.approx(np.mean(top1))
+    assert record["accuracy_vs_top1"] == pytest.approx(accuracy - np.mean(top1))
     assert _record(document, "all models", alpha)["any_correct_upper_bound"] == pytest.approx(
         np.mean(everything)
     )
@@ -170,3 +181,42 @@ def test_flag_rate_is_reported_and_a_mostly_flagged_route_is_warned_about(shared
     assert f"{no_good:.1%} of the pool's queries have no good model" in warnings[0]
     report = paths["report"].read_text()
     assert warnings[0] in report and "| flag rate |" in report
+
+
+def test_the_certified_policy_is_the_verdict_with_the_numbers_of_its_trials(routerbench_report):
+    test, scores, document, out = routerbench_report
+    policy = document["verdict"]["policy"]
+    known = ~np.isnan(test.labels).any(axis=1)
+    top1 = test.labels[known][np.arange(known.sum()), np.argmax(scores[known], axis=1)].mean()
+    for row, record in zip(policy["per_alpha"], document["certified"], strict=True):
+        for key in ("alpha", "policy", "accuracy", "reference_accuracy", "cost_share",
+                    "mean_cost", "violation_rate", "refused"):  # fmt: skip
+            assert row[key] == record[key], key
+        assert row["top1_accuracy"] == pytest.approx(top1)
+        assert row["serve"] == "certified policy"  # RouterBench ARC: a cascade saves
+    # The policy is what to serve, and the set verdict stays beside it, unchanged.
+    assert document["verdict"]["serve"] == "certified policy"
+    assert document["verdict"]["method"] == "RACER binomial threshold"
+    first = document["certified"][0]
+    assert f"at {100 * first['cost_share']:.0f} % of {REFERENCE}'s cost" in (
+        document["verdict"]["why"]
+    )
+    report = (out / "report.md").read_text()
+    verdict_section = report.split("## Does RACER beat the best single model?")[1].split("## ")[0]
+    assert "In short: serve the certified policy." in verdict_section
+    assert "calling the best single model is the better choice" not in report
+    assert "**Calibrated sets**" in verdict_section and "against the top-1 router's" in report
+
+
+def test_the_cost_figure_draws_the_policy_its_reference_and_the_hindsight_front(
+    routerbench_report,
+):
+    _, _, document, _ = routerbench_report
+    records = document["certified"]
+    points = policy_points(records, "arc_challenge_test")
+    assert points.costs.tolist() == [r["mean_cost"] for r in records]
+    assert points.accuracies.tolist() == [r["accuracy"] for r in records]
+    assert points.hindsight_costs.tolist() == [r["hindsight_best"]["mean_cost"] for r in records]
+    assert (points.reference, points.reference_cost) == (REFERENCE, records[0]["reference_cost"])
+    # another task's records (the demo's stories) are not drawn on this evaluation's plane
+    assert policy_points([{**r, "task": "story"} for r in records], "arc_challenge_test") is None

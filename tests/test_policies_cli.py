@@ -112,3 +112,8 @@ def test_evaluate_certifies_graded_pass_fractions_end_to_end(shared_data, tmp_pa
     assert record["violation_rate"] == 0.0
     report = (out / "report.md").read_text()
     assert "| uncorrected: accuracy |" in report and "aggregator over all models" in report
+    # The certified policy is the console's headline, and results.json's verdict has it.
+    output = " ".join(result.output.split())
+    assert output.index("certified answer-level policy") < output.index("calibrated sets")
+    (row,) = json.loads((out / "results.json").read_text())["verdict"]["policy"]["per_alpha"]
+    assert (row["accuracy"], row["cost_share"]) == (record["accuracy"], record["cost_share"])

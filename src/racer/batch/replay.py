@@ -108,6 +108,7 @@ def replay_summary(
         "mean_set_size": means["set_size"],
         "abstention_rate": means["abstention_rate"],
         "any_correct": means["any_correct"],
+        "top1_accuracy": means["accuracy_top1"],
         "accuracy_best": means["accuracy_best"],
         "accuracy_vote": means["accuracy_vote"] if data.aggregator == "vote" else None,
         "certificate": dict(router.certificate),

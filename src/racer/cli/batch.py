@@ -150,10 +150,11 @@ def _print_replay(summary: dict[str, Any]) -> None:
     rows = [
         ("risk (served loss)", f"{summary['risk']:.4f}"),
         (f"accuracy ({summary['aggregator']})", f"{summary['accuracy']:.4f}"),
+        ("top-1 router accuracy, same queries", f"{summary['top1_accuracy']:.4f}"),
         ("mean cost", format_cost(summary["mean_cost"], summary["cost_unit"])),
         ("mean set size", f"{summary['mean_set_size']:.3f}"),
         ("abstention rate", f"{summary['abstention_rate']:.4f}"),
-        ("any invoked model correct", f"{summary['any_correct']:.4f}"),
+        ("any invoked model correct (upper bound)", f"{summary['any_correct']:.4f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)

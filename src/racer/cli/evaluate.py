@@ -6,6 +6,7 @@ Parsing and printing only; the work is in :mod:`racer.evaluation`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,12 +147,75 @@ def _summary_rows(evaluation: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _print_policy(policy: dict, limit: float) -> None:
+    """The certified answer-level policy per alpha, one table per task: the headline."""
+    short = {"regret": "<= {:g} pts", "error": "error <= {:g}", "set": "risk <= {:g}"}
+    tasks: dict[str, list[dict]] = {}
+    for row in policy["per_alpha"]:
+        tasks.setdefault(row["task"] or "", []).append(row)
+    for task, rows in tasks.items():
+        reference = rows[0]["reference"]
+        with_top1 = any(row["top1_accuracy"] is not None for row in rows)
+        table = Table(
+            title=f"{task + ': ' if task else ''}certified answer-level policy, "
+            f"{policy['objective']} against {reference} (the answer served, "
+            f"{policy['trials']} validity trials)"
+        )
+        columns = ["alpha", "certified", "accuracy", "reference", *(["top-1"] if with_top1 else [])]
+        for column in (*columns, "cost share", "violations"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            color = "green" if row["violation_rate"] <= limit else "red"
+            bound = 100 * row["alpha"] if policy["objective"] == "regret" else row["alpha"]
+            table.add_row(
+                f"{row['alpha']:g}",
+                short[policy["objective"]].format(bound),
+                f"{row['accuracy']:.3f}",
+                f"{row['reference_accuracy']:.3f}",
+                *([f"{row['top1_accuracy']:.3f}"] if with_top1 else []),
+                f"{100 * row['cost_share']:.0f} %",
+                f"[{color}]{row['violation_rate']:.3f}[/]",
+            )
+        Console().print(table)
+        served: dict[str, list[str]] = {}
+        for row in rows:
+            what = (
+                row["policy"]
+                if row["serve"] == "certified policy"
+                else f"{reference} itself (no saving certified in most trials)"
+            )
+            served.setdefault(what, []).append(f"{row['alpha']:g}")
+        for what, alphas in served.items():
+            Console().print(f"  alpha {', '.join(alphas)}: serve: {what}", highlight=False)
+
+
+def _top1_line(rows: list[dict[str, Any]]) -> str:
+    """The sets' served accuracy against the top-1 router, per alpha, in one line."""
+    parts = []
+    for row in rows:
+        if not all(math.isfinite(row[key] or math.nan) for key in ("accuracy", "top1_accuracy")):
+            continue
+        part = f"alpha {row['alpha']:g} {row['accuracy']:.3f} vs {row['top1_accuracy']:.3f}"
+        if row["cannot_beat_top1"]:
+            part += " (cannot beat top-1: best-in-set serves its answer)"
+        parts.append(part)
+    return (
+        "Served accuracy of the sets against the base router's top-1 on the same test queries: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
-    from racer.evaluation.report import format_cost, monte_carlo_limit, verdict
+    from racer.evaluation.report import format_cost, monte_carlo_limit
 
     unit = evaluation.cost_unit
     dollars = unit == "USD"
-    title = f"{evaluation.task}: means over {evaluation.plan.n_trials} trials"
+    found = paths["verdict"]
+    limit = monte_carlo_limit(evaluation.settings.delta, evaluation.plan.n_trials)
+    if found["policy"] is not None:
+        _print_policy(found["policy"], limit)
+    title = f"{evaluation.task}, calibrated sets: means over {evaluation.plan.n_trials} trials"
     if not dollars:
         title += " (cost = set size: model calls per query)"
     table = Table(title=title)
@@ -159,7 +223,6 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
     columns += ["cost (USD)"] if dollars else []
     for column in (*columns, "accuracy"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    limit = monte_carlo_limit(evaluation.settings.delta, evaluation.plan.n_trials)
     never = []
     for r in _summary_rows(evaluation):
         refused = r["infeasible_rate"] >= 1.0
@@ -187,13 +250,15 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
             "test data, a larger --calibration-fraction or a larger --alpha.",
             highlight=False,
         )
-    found = verdict(evaluation)
     total = len(found["per_alpha"])
     Console().print(
-        f"Against the best single model, {found['method']} is more accurate at "
+        f"Against the best single model, the sets of {found['method']} are more accurate at "
         f"{found['more_accurate_at']} of {total} alphas and cheaper at {found['cheaper_at']} "
-        f"of {total}."
+        f"of {total}.",
+        highlight=False,
     )
+    Console().print(_top1_line(found["per_alpha"]), highlight=False)
+    Console().print(f"[bold]Serve the {found['serve']}.[/] {found['why']}", highlight=False)
     match = paths.get("match")
     if match and match["cheapest"]:
         best = match["cheapest"]
@@ -212,7 +277,7 @@ def _finish_evaluation(
     evaluation: Any, paths: dict[str, Any], start: float, as_json: bool
 ) -> None:
     """Print the summary table (or one JSON document with --json) and the time."""
-    from racer.evaluation.report import json_safe, verdict
+    from racer.evaluation.report import json_safe
 
     if as_json:
         document = {
@@ -221,7 +286,7 @@ def _finish_evaluation(
             "results": str(paths["results"]),
             "figures": [str(p) for p in paths["figures"]],
             "figures_note": paths.get("figures_note"),
-            "verdict": verdict(evaluation),
+            "verdict": paths["verdict"],
             "summary": _summary_rows(evaluation),
         }
         typer.echo(json.dumps(json_safe(document)))

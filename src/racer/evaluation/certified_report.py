@@ -4,7 +4,7 @@ comparison with the uncorrected choice, and which aggregator wins (a leaf over t
 
 from __future__ import annotations
 
-__all__ = ["opening_sentences"]
+__all__ = ["opening_sentences", "policy_verdict", "promise", "saves"]
 
 
 def _points(value: float) -> str:
@@ -56,16 +56,84 @@ def _sentence(record: dict) -> str:
             f"{reference} in {100 * record['refused']:.0f} % of trials, so {reference} itself "
             f"is served {measured}."
         )
-    if record["objective"] == "regret":
-        promise = f"at most {_points(record['alpha'])} below {reference}"
-    elif record["objective"] == "error":
-        promise = f"error at most {record['alpha']:g}"
-    else:
-        promise = f"misrouting risk at most {record['alpha']:g}"
     return (
-        f"{task}alpha {record['alpha']:g}: certified {promise} with probability {confidence}, "
-        f"at {100 * record['cost_share']:.0f} % of {reference}'s cost {measured}."
+        f"{task}alpha {record['alpha']:g}: certified {promise(record)} with probability "
+        f"{confidence}, at {100 * record['cost_share']:.0f} % of {reference}'s cost {measured}."
     )
+
+
+def promise(record: dict) -> str:
+    """What a certified record promises about the served answer, in words."""
+    if record["objective"] == "regret":
+        return f"at most {_points(record['alpha'])} below {record['reference']}"
+    if record["objective"] == "error":
+        return f"error at most {record['alpha']:g}"
+    return f"misrouting risk at most {record['alpha']:g}"
+
+
+def saves(record: dict) -> bool:
+    """Whether a certified record saves money: in most trials a policy cheaper than the
+    reference was certified, and its mean cost is below the reference's."""
+    return (
+        record["uncertified"] < 0.5 and record["refused"] < 0.5 and record["cost_share"] < 1.0
+    )
+
+
+def policy_verdict(records: list[dict], top1_accuracy: float | None = None) -> dict | None:
+    """Does the certified answer-level policy save money, per alpha (and task)?
+
+    Parameters
+    ----------
+    records : list of dict
+        The ``certified`` records of :mod:`racer.evaluation.certified_trials`.
+    top1_accuracy : float, optional
+        The base router's top-1 accuracy on the records' pool, put beside the rows of
+        records without a ``task`` (those of the evaluation's own test data).
+
+    Returns
+    -------
+    dict or None
+        None without records; else ``objective``, ``delta``, ``per_alpha`` (per record:
+        ``task``, ``alpha``, ``policy`` (the one chosen most often) and
+        ``policy_share_of_trials``, ``promise``,
+        ``reference``, ``accuracy``, ``reference_accuracy``, ``top1_accuracy``,
+        ``mean_cost``, ``reference_cost``, ``cost_share``, ``violation_rate``,
+        ``refused``, ``uncertified``, ``serve`` ("certified policy" or the reference's
+        name)) and ``saves_at`` (rows that serve the policy), every number copied from
+        the records.
+    """
+    if not records:
+        return None
+    rows = []
+    for record in records:
+        keep = saves(record)
+        rows.append(
+            {
+                "task": record.get("task"),
+                "alpha": record["alpha"],
+                "policy": record["policy"],
+                "policy_share_of_trials": record.get("policy_share_of_trials"),
+                "promise": promise(record),
+                "reference": record["reference"],
+                "accuracy": record["accuracy"],
+                "reference_accuracy": record["reference_accuracy"],
+                "top1_accuracy": top1_accuracy if record.get("task") is None else None,
+                "mean_cost": record["mean_cost"],
+                "reference_cost": record["reference_cost"],
+                "cost_share": record["cost_share"],
+                "violation_rate": record["violation_rate"],
+                "refused": record["refused"],
+                "uncertified": record["uncertified"],
+                "serve": "certified policy" if keep else record["reference"],
+            }
+        )
+    return {
+        "objective": records[0]["objective"],
+        "delta": records[0]["delta"],
+        "trials": records[0]["trials"],
+        "per_alpha": rows,
+        "saves_at": sum(row["serve"] == "certified policy" for row in rows),
+    }
 
 
 def _comparison_table(records: list[dict]) -> list[str]:

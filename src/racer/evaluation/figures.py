@@ -14,6 +14,7 @@ patterns, so none hides another.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,7 @@ def place_labels(axis: Any, items: list[tuple[float, float, str, Any]]) -> list[
                 label.remove()
             if score == 0:
                 break
+        assert best is not None  # _OFFSETS is not empty
         score, label, box = best
         offset = label.xyann
         if abs(offset[0]) > 9 or abs(offset[1]) > 14:  # far from its point: draw a leader
@@ -306,15 +308,123 @@ def place_labels(axis: Any, items: list[tuple[float, float, str, Any]]) -> list[
     return placed
 
 
-def _draw_cost(axis: Any, evaluation: Evaluation) -> tuple[list, list]:
-    """Draw RACER's lines, the fixed sets, the single models and the frontier on ``axis``.
+@dataclass(frozen=True)
+class PolicyPoints:
+    """The certified policy on the accuracy-cost plane, per alpha, with what it is held
+    against: the reference model, and the hindsight frontier (for each alpha the cheapest
+    policy of the family whose risk on the test pool is <= alpha: chosen on the test data,
+    so not certified; NaN where none meets alpha)."""
 
-    Returns the label items ``(x, y, text, color)`` and the ``(x, y)`` points of RACER and
-    the router's fixed sets (the crowded region the zoom panel shows).
+    alphas: np.ndarray
+    costs: np.ndarray
+    accuracies: np.ndarray
+    hindsight_costs: np.ndarray
+    hindsight_accuracies: np.ndarray
+    reference: str
+    reference_cost: float
+    reference_accuracy: float
+    objective: str
+
+
+def policy_points(certified: list[dict] | None, task: str | None = None) -> PolicyPoints | None:
+    """The points the accuracy-cost figure draws for the certified policy.
+
+    Parameters
+    ----------
+    certified : list of dict, optional
+        The ``certified`` records (:func:`racer.evaluation.certified_trials.certified_records`):
+        mean cost and accuracy of the certified policy over the validity trials, on the
+        whole test pool, and the ``hindsight_best`` policy.
+    task : str, optional
+        Only records of this task, or without a task (the evaluation's own data), are
+        drawn: the demo's story tasks are other data than its set-level evaluation.
+
+    Returns
+    -------
+    PolicyPoints or None
+        None when no record is about the evaluation's data.
+    """
+    records = [r for r in certified or [] if r.get("task") in (None, task)]
+    if not records:
+        return None
+    nan = float("nan")
+    hindsight = [r.get("hindsight_best") or {} for r in records]
+    return PolicyPoints(
+        alphas=np.array([r["alpha"] for r in records], dtype=float),
+        costs=np.array([r["mean_cost"] for r in records], dtype=float),
+        accuracies=np.array([r["accuracy"] for r in records], dtype=float),
+        hindsight_costs=np.array([h.get("mean_cost", nan) for h in hindsight], dtype=float),
+        hindsight_accuracies=np.array([h.get("accuracy", nan) for h in hindsight], dtype=float),
+        reference=records[0]["reference"],
+        reference_cost=float(records[0]["reference_cost"]),
+        reference_accuracy=float(records[0]["reference_accuracy"]),
+        objective=records[0]["objective"],
+    )
+
+
+def _draw_policy(axis: Any, points: PolicyPoints, scale: float = 1.0) -> tuple[list, list]:
+    """The certified policy per alpha, the hindsight frontier and the reference (costs
+    divided by ``scale``); coincident policy points share one label."""
+    axis.plot(
+        points.hindsight_costs / scale,
+        points.hindsight_accuracies,
+        color="dimgrey",
+        ls=":",
+        lw=1.4,
+        marker="P",
+        markersize=8,
+        markerfacecolor="none",
+        label="hindsight: cheapest policy meeting alpha on the test pool (not certified)",
+        zorder=5,
+    )
+    axis.plot(
+        points.costs / scale,
+        points.accuracies,
+        color="black",
+        lw=2,
+        marker="*",
+        markersize=17,
+        markerfacecolor="gold",
+        markeredgecolor="black",
+        label=f"certified policy (--objective {points.objective}), per alpha",
+        zorder=6,
+    )
+    axis.scatter(
+        [points.reference_cost / scale],
+        [points.reference_accuracy],
+        s=260,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.8,
+        label=f"reference: {points.reference.split('/')[-1]}",
+        zorder=6,
+    )
+    alphas: dict[tuple[float, float], list[str]] = {}
+    for alpha, x, y in zip(points.alphas, points.costs / scale, points.accuracies, strict=True):
+        alphas.setdefault((float(x), float(y)), []).append(f"{alpha:g}")
+    labels = [(x, y, f"policy a={', '.join(a)}", "black") for (x, y), a in alphas.items()]
+    crowded = [*alphas, (points.reference_cost / scale, points.reference_accuracy)]
+    return labels, crowded
+
+
+def _draw_cost(
+    axis: Any, evaluation: Evaluation, policy: PolicyPoints | None = None
+) -> tuple[list, list]:
+    """Draw RACER's lines, the fixed sets, the single models, the certified policy (when
+    there is one) and the frontier on ``axis``.
+
+    Returns the label items ``(x, y, text, color)`` and the ``(x, y)`` points of RACER,
+    the router's fixed sets and the policy (the crowded region the zoom panel shows).
     """
     settings = evaluation.settings
     alphas = settings.alphas
-    all_costs, all_accuracy, labels, crowded = [], [], [], []
+    all_costs: list[float] = []
+    all_accuracy: list[float] = []
+    labels: list[tuple[float, float, str, Any]] = []
+    crowded: list[tuple[float, float]] = []
+    if policy is not None:
+        labels, crowded = _draw_policy(axis, policy)
+        all_costs, all_accuracy = list(policy.costs), list(policy.accuracies)
     racer = [
         r["method"]
         for r in evaluation.records
@@ -353,13 +463,13 @@ def _draw_cost(axis: Any, evaluation: Evaluation) -> tuple[list, list]:
             crowded.append((x, y))
     axis.scatter([], [], color="black", marker="s", label="fixed sets of the base router")
     axis.scatter([], [], color="tab:grey", label="single models")
-    all_costs = np.array(all_costs + list(costs))
-    all_accuracy = np.array(all_accuracy + list(accuracy))
-    keep = np.isfinite(all_costs) & np.isfinite(all_accuracy)
-    front = pareto_front(all_costs[keep], all_accuracy[keep])
+    point_costs = np.array(all_costs + list(costs))
+    point_accuracy = np.array(all_accuracy + list(accuracy))
+    keep = np.isfinite(point_costs) & np.isfinite(point_accuracy)
+    front = pareto_front(point_costs[keep], point_accuracy[keep])
     axis.plot(
-        all_costs[keep][front],
-        all_accuracy[keep][front],
+        point_costs[keep][front],
+        point_accuracy[keep][front],
         color="tab:green",
         lw=8,
         alpha=0.3,
@@ -394,16 +504,21 @@ def _zoom_box(points: list, log_x: bool) -> tuple[tuple[float, float], tuple[flo
     return x_limits, (ys.min() - pad, ys.max() + pad)
 
 
-def cost_figure(evaluation: Evaluation, path: Path) -> Path:
-    """Accuracy against mean cost: RACER's families across alphas, the baselines, the
-    single models, and the frontier of all of them; on the right, a zoom on the region of
-    RACER and the router's fixed sets, where most points crowd."""
+def cost_figure(
+    evaluation: Evaluation, path: Path, certified: list[dict] | None = None
+) -> Path:
+    """Accuracy against mean cost: the certified policy per alpha with its reference and
+    the hindsight frontier (with ``certified`` records of this data), RACER's families
+    across alphas, the baselines, the single models, and the frontier of all of them; on
+    the right, a zoom on the region of the policy, RACER and the router's fixed sets,
+    where most points crowd."""
     plt = _pyplot()
     alphas = evaluation.settings.alphas
     unit = evaluation.cost_unit
+    policy = policy_points(certified, evaluation.task)
     figure, (whole, zoom) = plt.subplots(1, 2, figsize=(15, 8))
-    labels, crowded = _draw_cost(whole, evaluation)
-    _draw_cost(zoom, evaluation)
+    labels, crowded = _draw_cost(whole, evaluation, policy)
+    _draw_cost(zoom, evaluation, policy)
     whole.margins(0.1)
     xlabel = f"mean cost per query ({unit}" + (", log scale)" if unit == "USD" else ")")
     whole.set(
@@ -411,14 +526,26 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
         ylabel=f"accuracy ({evaluation.aggregator} aggregator; abstention = not correct)",
         title="every method",
     )
-    zoom.set(xlabel=xlabel, title="zoom on RACER and the base router's fixed sets")
+    zoom.set(
+        xlabel=xlabel,
+        title="zoom on "
+        + ("the certified policy, " if policy is not None else "")
+        + "RACER and the base router's fixed sets",
+    )
     figure.suptitle(
-        f"{evaluation.task}: accuracy against cost (RACER at alpha = "
+        f"{evaluation.task}: accuracy against cost ("
+        + (f"certified policy against {policy.reference}; " if policy is not None else "")
+        + "RACER sets at alpha = "
         + ", ".join(f"{a:g}" for a in alphas)
         + ")"
     )
     handles, names = whole.get_legend_handles_labels()
-    note = "Up and left is better. Labels a=... give RACER's target risk alpha."
+    note = "Up and left is better. Labels a=... give the target risk alpha."
+    if policy is not None:
+        note += (
+            " The policy's accuracy is the answer it serves, measured on the whole test pool "
+            "over the validity trials."
+        )
     _layout(figure, handles, names, note, ncol=3)
     figure.subplots_adjust(wspace=0.15)
     if crowded:
@@ -438,6 +565,50 @@ def cost_figure(evaluation: Evaluation, path: Path) -> Path:
         place_labels(whole, [item for item in labels if item not in inside])
     else:
         place_labels(whole, labels)
+    return _save(figure, path)
+
+
+def policy_figure(certified: list[dict], path: Path, task: str | None = None) -> Path | None:
+    """One panel per task of ``certified`` records other than ``task`` (the demo's
+    stories): the certified policy per alpha, its reference and the hindsight frontier.
+
+    Returns None when every record is about ``task`` (the accuracy-cost figure draws
+    those).
+    """
+    others = [r["task"] for r in certified if r.get("task") and r["task"] != task]
+    stories = [(name, policy_points(certified, name)) for name in dict.fromkeys(others)]
+    if not stories:
+        return None
+    from matplotlib.ticker import PercentFormatter
+
+    plt = _pyplot()
+    count = len(stories)
+    figure, axes = plt.subplots(1, count, figsize=(4.6 * count + 1, 6.5), squeeze=False)
+    placed = []
+    for axis, (name, points) in zip(axes[0], stories, strict=True):
+        assert points is not None  # each name has records
+        labels, crowded = _draw_policy(axis, points, scale=points.reference_cost / 100)
+        accuracies = [y for _, y in crowded]
+        pad = max(0.2 * (max(accuracies) - min(accuracies)), 0.01)
+        axis.set(
+            title=name,
+            xlabel="mean cost per query, % of the reference's",
+            xlim=(0, 115),
+            ylim=(min(accuracies) - pad, max(accuracies) + pad),
+        )
+        axis.xaxis.set_major_formatter(PercentFormatter())
+        axis.grid(alpha=0.3)
+        placed.append((axis, labels))
+    axes[0][0].set_ylabel("accuracy of the answer served")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.suptitle("Certified answer-level policies against the reference, per task")
+    note = (
+        "Up and left is better. A star inside the ring: nothing cheaper than the reference "
+        "was certified, so the reference itself is served."
+    )
+    _layout(figure, handles, names, note, ncol=3)
+    for axis, labels in placed:
+        place_labels(axis, labels)
     return _save(figure, path)
 
 
@@ -474,8 +645,14 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
-def write_figures(evaluation: Evaluation, out_dir: Path) -> list[Path]:
+def write_figures(
+    evaluation: Evaluation, out_dir: Path, certified: list[dict] | None = None
+) -> list[Path]:
     """Draw every figure into ``out_dir``; returns their paths.
+
+    ``certified`` records of the evaluation's data put the certified policy on the
+    accuracy-cost figure; records of other tasks (the demo's stories) get a figure of
+    their own, ``certified_policies.png``.
 
     Raises
     ------
@@ -483,8 +660,10 @@ def write_figures(evaluation: Evaluation, out_dir: Path) -> list[Path]:
         When matplotlib is not installed (the message says how to install it).
     """
     _pyplot()
-    return [
+    figures = [
         risk_figure(evaluation, out_dir / "risk_vs_alpha.png"),
         size_figure(evaluation, out_dir / "set_size_vs_alpha.png"),
-        cost_figure(evaluation, out_dir / "accuracy_vs_cost.png"),
+        cost_figure(evaluation, out_dir / "accuracy_vs_cost.png", certified),
     ]
+    stories = policy_figure(certified or [], out_dir / "certified_policies.png", evaluation.task)
+    return figures + ([stories] if stories is not None else [])

@@ -22,6 +22,8 @@ OUTCOMES = (
     "accuracy_vote",
     "accuracy_best",
     "any_correct",
+    "accuracy_top1",
+    "top1_in_set",
 )
 
 
@@ -73,8 +75,12 @@ def outcomes(augmented_sets: np.ndarray, losses: np.ndarray, pool: Pool) -> dict
     dict of str to numpy.ndarray, each shape (N,)
         One entry per name in :data:`OUTCOMES`. Accuracies count an abstention as
         not correct; ``any_correct`` is the upper bound of every aggregator.
+        ``accuracy_top1`` is the base router's top-1 model on the same query (what the
+        set's accuracy is compared with) and ``top1_in_set`` whether that model was
+        invoked: best-in-set then serves exactly its answer.
     """
     invoked = augmented_sets[:, 1:]
+    top1 = top1_models(pool.scores)
     best = choose_in_sets(invoked, pool.scores, None, "best")
     # With no extracted answer at all, the vote falls back to the best-scored response.
     has_answers = bool((pool.answer_codes >= 0).any())
@@ -89,7 +95,23 @@ def outcomes(augmented_sets: np.ndarray, losses: np.ndarray, pool: Pool) -> dict
         "accuracy_vote": chosen_correct(vote, pool.labels).astype(float),
         "accuracy_best": chosen_correct(best, pool.labels).astype(float),
         "any_correct": any_correct(invoked, pool.labels).astype(float),
+        "accuracy_top1": chosen_correct(top1, pool.labels).astype(float),
+        "top1_in_set": invoked[np.arange(invoked.shape[0]), top1].astype(float),
     }
+
+
+def top1_models(scores: np.ndarray) -> np.ndarray:
+    """The base router's top-1 model per query: the highest score, the first on ties.
+
+    It is the model best-in-set picks whenever it is in the set, so a set served
+    best-in-set that always holds it answers exactly as the top-1 router does.
+    """
+    return np.argmax(np.asarray(scores, dtype=float), axis=1)
+
+
+def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the base router's top-1 model over all queries (unknown = not correct)."""
+    return float(chosen_correct(top1_models(scores), labels).mean())
 
 
 def mean_and_error(values: np.ndarray) -> tuple[float, float]:

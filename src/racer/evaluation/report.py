@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from racer.evaluation.certified_report import opening_sentences
+from racer.evaluation.certified_report import opening_sentences, policy_verdict
+from racer.evaluation.metrics import top1_accuracy
 from racer.evaluation.run import Evaluation
 
 DEFAULT_RACER = "RACER binomial threshold"
@@ -76,7 +77,11 @@ def results_document(evaluation: Evaluation, extra: dict[str, Any] | None = None
                 "size=n_cal) calibrates; the risk is measured on the whole pool",
                 "violation_rate": "share of validity trials whose pool risk exceeds alpha",
                 "any_correct_upper_bound": "share of test queries where some invoked model is "
-                "correct: an upper bound for any aggregator, not an accuracy",
+                "correct, reached by calling mean_set_size models per query: an upper bound "
+                "for any aggregator, not an accuracy",
+                "top1_accuracy": "the base router's top-1 model on the same test queries of "
+                "the same trials; accuracy_vs_top1 = accuracy - top1_accuracy; "
+                "top1_in_set_rate: share of test queries whose set holds the top-1 model",
             },
             **(extra or {}),
             "results": evaluation.records,
@@ -165,9 +170,19 @@ def _headline_section(evaluation: Evaluation) -> list[str]:
                     _number(record["mean_set_size"], 2),
                     _number(record.get("flag_rate")),
                     _number(record["risk"]),
+                    _points_difference(record.get("accuracy_vs_top1")),
                 ]
             )
-    header = ["alpha", "method", "accuracy", "mean cost", "set size", "flag rate", "test risk"]
+    header = [
+        "alpha",
+        "method",
+        "accuracy",
+        "mean cost",
+        "set size",
+        "flag rate",
+        "test risk",
+        "accuracy vs top-1 (same queries)",
+    ]
     return lines + _table(header, rows)
 
 
@@ -212,16 +227,30 @@ def _compare(racer: float, best: float, higher: str, lower: str, digits: str) ->
     return f"{word} ({racer:{digits}} vs {best:{digits}})"
 
 
-def verdict(evaluation: Evaluation) -> dict[str, Any]:
-    """Does RACER beat the best single model, per alpha, on accuracy and on cost?
+def top1_in_every_answered_set(record: dict) -> bool:
+    """Whether a record's sets hold the top-1 model whenever they call any model."""
+    answered = 1.0 - record["abstention_rate"]
+    return bool(answered > 0 and abs(record["top1_in_set_rate"] - answered) < 1e-9)
+
+
+def cannot_beat_top1(record: dict) -> bool:
+    """Served best-in-set with the top-1 model in every answered set, a set answers exactly
+    as the top-1 router (or not at all): its accuracy cannot exceed top-1's."""
+    return record["aggregator"] == "best" and top1_in_every_answered_set(record)
+
+
+def set_verdict(evaluation: Evaluation) -> dict[str, Any]:
+    """Do the calibrated sets beat the best single model, per alpha, on accuracy and cost?
 
     Returns
     -------
     dict
         ``method`` (the headline RACER method), ``per_alpha`` (a list of dicts with
         ``alpha``, ``accuracy``, ``best_accuracy``, ``cost``, ``best_cost``,
-        ``more_accurate`` and ``cheaper`` (bool or None when unknown)), and the counts
-        ``more_accurate_at`` and ``cheaper_at``.
+        ``more_accurate`` and ``cheaper`` (bool or None when unknown), and the honest
+        comparison on the same test queries: ``top1_accuracy`` (the base router's top-1),
+        ``cannot_beat_top1`` (best-in-set with the top-1 model in every answered set)),
+        and the counts ``more_accurate_at`` and ``cheaper_at``.
     """
     name = headline_racer(evaluation)
     rows = []
@@ -240,6 +269,8 @@ def verdict(evaluation: Evaluation) -> dict[str, Any]:
                 "best_cost": best["mean_cost"],
                 "more_accurate": bool(ours["accuracy"] > best["accuracy"]) if known else None,
                 "cheaper": bool(ours["mean_cost"] < best["mean_cost"]) if known else None,
+                "top1_accuracy": ours["top1_accuracy"],
+                "cannot_beat_top1": cannot_beat_top1(ours) if known else None,
             }
         )
     return {
@@ -250,14 +281,126 @@ def verdict(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def _verdict_section(evaluation: Evaluation) -> list[str]:
-    found = verdict(evaluation)
+def verdict(evaluation: Evaluation, certified: list[dict] | None = None) -> dict[str, Any]:
+    """What to serve: the certified answer-level policy, the calibrated sets, or one model.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+    certified : list of dict, optional
+        The ``certified`` records (``racer evaluate --objective``, the demo's stories).
+
+    Returns
+    -------
+    dict
+        The set-level verdict of :func:`set_verdict` (``method``, ``per_alpha``,
+        ``more_accurate_at``, ``cheaper_at``), beside it ``policy`` (the policy verdict of
+        :func:`racer.evaluation.certified_report.policy_verdict`, None without
+        ``certified``), and ``serve`` ("certified policy", "calibrated sets" or "best
+        single model") with ``why``, one sentence with the numbers.
+    """
+    sets = set_verdict(evaluation)
+    top1 = top1_accuracy(evaluation.pool.scores, evaluation.pool.labels)
+    policy = policy_verdict(certified or [], top1)
+    serve, why = _recommendation(evaluation, sets, policy)
+    return {**sets, "policy": policy, "serve": serve, "why": why}
+
+
+def _recommendation(evaluation: Evaluation, sets: dict, policy: dict | None) -> tuple[str, str]:
+    total = len(sets["per_alpha"])
+    set_words = (
+        f"the calibrated sets ({sets['method']}) are more accurate than the best single model "
+        f"at {sets['more_accurate_at']} of {total} alphas and cheaper at {sets['cheaper_at']} "
+        f"of {total}"
+    )
+    rows = (policy or {}).get("per_alpha", [])
+    saving = [row for row in rows if row["serve"] == "certified policy"]
+    if policy is not None and saving:
+        row = min(saving, key=lambda r: r["alpha"])
+        task = f"on {row['task']} " if row["task"] else ""
+        return "certified policy", (
+            f"The certified answer-level policy saves money with a guarantee on the answer "
+            f"served: {task}at alpha {row['alpha']:g} it is certified {row['promise']} with "
+            f"probability {1 - policy['delta']:g} and serves accuracy {row['accuracy']:.3f} "
+            f"against {row['reference_accuracy']:.3f} at {100 * row['cost_share']:.0f} % of "
+            f"{row['reference']}'s cost; {set_words}, and certify only the misrouting risk."
+        )
+    if sets["more_accurate_at"] or sets["cheaper_at"]:
+        return "calibrated sets", f"No certified policy saves money here; {set_words}."
+    nothing = "no certified policy saves money and " if policy else ""
+    return "best single model", (
+        f"On this task {nothing}{set_words}: calling the best single model is the better "
+        "choice unless the certified bound on the misrouting risk is needed."
+    )
+
+
+def _points_difference(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:+.{digits}f} pts"
+
+
+def top1_sentences(evaluation: Evaluation) -> list[str]:
+    """Served accuracy of the headline RACER method against the top-1 router, per alpha,
+    on the same test queries; says so where a set cannot beat top-1."""
+    name = headline_racer(evaluation)
+    lines, bounded = [], []
+    for alpha in evaluation.settings.alphas:
+        record = evaluation.record(name, alpha)
+        if record["infeasible_rate"] >= 1.0:
+            continue
+        text = (
+            f"- alpha = {alpha:g}: {name} serves accuracy {_number(record['accuracy'])} against "
+            f"the top-1 router's {_number(record['top1_accuracy'])} on the same test queries "
+            f"({_points_difference(record['accuracy_vs_top1'])}), calling "
+            f"{_number(record['mean_set_size'], 2)} models per query"
+        )
+        if record["abstention_rate"] > 0:
+            text += (
+                f" and refusing {100 * record['abstention_rate']:.1f} % of the queries "
+                "(a refusal counts as not correct)"
+            )
+        if cannot_beat_top1(record):
+            bounded.append(f"{alpha:g}")
+        elif record["aggregator"] == "best":
+            text += (
+                f"; the top-1 model is in the set on {_number(record['top1_in_set_rate'])} "
+                "of the queries"
+            )
+        lines.append(text + ".")
+    if bounded:
+        lines += [
+            "",
+            f"At alpha = {', '.join(bounded)} these sets cannot beat top-1: with no responses "
+            "to aggregate, best-in-set serves the highest-scored model of the set, every set "
+            "they answer with holds the top-1 model, so they serve top-1's answer exactly and "
+            "their other models add cost only.",
+        ]
+    return lines
+
+
+def _verdict_section(evaluation: Evaluation, certified: list[dict] | None) -> list[str]:
+    found = verdict(evaluation, certified)
     unit = evaluation.cost_unit
     total = len(found["per_alpha"])
     lines = [
         "## Does RACER beat the best single model?",
         "",
-        f"In short: {found['method']} is more accurate than the best single model at "
+        f"In short: serve the {found['serve']}. {found['why']}",
+        "",
+    ]
+    if found["policy"] is not None:
+        lines += [
+            "**Certified answer-level policy** (the answer served, measured on the whole test "
+            f"pool over {found['policy']['trials']} validity trials):",
+            "",
+            *_policy_lines(found["policy"]),
+            "",
+            "**Calibrated sets** (set-level: the misrouting risk is certified, not the cost):",
+            "",
+        ]
+    lines += [
+        f"{found['method']} is more accurate than the best single model at "
         f"{found['more_accurate_at']} of {total} alphas and cheaper at "
         f"{found['cheaper_at']} of {total} (means over {evaluation.plan.n_trials} splits; "
         "the best single model is chosen on each split's calibration half).",
@@ -272,14 +415,34 @@ def _verdict_section(evaluation: Evaluation) -> list[str]:
             + _compare(row["cost"], row["best_cost"], "higher", "lower", cost_digits)
             + "."
         )
-    if found["more_accurate_at"] == 0 and found["cheaper_at"] == 0:
-        lines += [
-            "",
-            "On this task RACER does not beat the best single model on accuracy or on cost. "
-            "What it adds is the certified bound on the misrouting risk above; if that bound "
-            "is not needed, calling the best single model is the better choice here.",
-        ]
+    honest = top1_sentences(evaluation)
+    if honest:
+        lines += ["", "Served accuracy against the base router's top-1:", "", *honest]
     return lines + [""]
+
+
+def _policy_lines(policy: dict) -> list[str]:
+    lines = []
+    for row in policy["per_alpha"]:
+        task = f"{row['task']}, " if row["task"] else ""
+        top1 = (
+            f", top-1 router {row['top1_accuracy']:.3f}"
+            if row["top1_accuracy"] is not None
+            else ""
+        )
+        share = row["policy_share_of_trials"]
+        served = (
+            f"certified most often ({share:.0%} of trials): {row['policy']}"
+            if row["serve"] == "certified policy"
+            else f"serves {row['reference']} (no saving certified in most trials)"
+        )
+        lines.append(
+            f"- {task}alpha = {row['alpha']:g}: {served}; certified {row['promise']}; "
+            f"accuracy {row['accuracy']:.3f} vs {row['reference']} {row['reference_accuracy']:.3f}"
+            f"{top1}; cost {100 * row['cost_share']:.0f} % of {row['reference']}'s; violation "
+            f"rate {row['violation_rate']:.3f}."
+        )
+    return lines
 
 
 def _all_methods_section(evaluation: Evaluation) -> list[str]:
@@ -295,7 +458,8 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
         "flag rate",
         f"cost ({unit})",
         "accuracy",
-        "any correct (upper bound)",
+        "vs top-1",
+        "any correct: upper bound (models per query)",
         "refused",
     ]
     rows = [
@@ -310,7 +474,8 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
             _number(r.get("flag_rate")),
             format_cost(r["mean_cost"], unit),
             _number(r["accuracy"]),
-            _number(r["any_correct_upper_bound"]),
+            _points_difference(r.get("accuracy_vs_top1")),
+            f"{_number(r['any_correct_upper_bound'])} ({_number(r['mean_set_size'], 2)})",
             _number(r["infeasible_rate"], 2),
         ]
         for r in evaluation.records
@@ -320,9 +485,11 @@ def _all_methods_section(evaluation: Evaluation) -> list[str]:
         "## Every method",
         "",
         "'vs oracle' is the mean set size over the hindsight oracle's (the smallest "
-        "threshold sets whose test risk is <= alpha). 'any correct' is the share of queries "
-        "where some invoked model is right: an upper bound for any aggregator, not an "
-        "accuracy. 'refused' is the share of trials where the calibration could not certify "
+        "threshold sets whose test risk is <= alpha). 'vs top-1' is the served accuracy minus "
+        "the base router's top-1 accuracy on the same test queries, in points. 'any correct' "
+        "is the share of queries where some invoked model is right, reached by calling the "
+        "models per query in brackets: an upper bound for any aggregator, not an accuracy. "
+        "'refused' is the share of trials where the calibration could not certify "
         "alpha (too little data); other columns average the remaining trials.",
         "",
         *_table(header, rows),
@@ -382,8 +549,9 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
+    certified = (extra_results or {}).get("certified")
     extra = {
-        "verdict": verdict(evaluation),
+        "verdict": verdict(evaluation, certified),
         "flag_warnings": flag_warnings(evaluation),
         **(extra_results or {}),
     }
@@ -407,10 +575,10 @@ def write_report(
             if evaluation.prices_from
             else []
         ),
+        *_verdict_section(evaluation, certified),
+        *_headline_section(evaluation),
         *_validity_section(evaluation),
         *_flag_section(evaluation),
-        *_verdict_section(evaluation),
-        *_headline_section(evaluation),
         *(extra_sections or []),
         *[f"![{path.stem}]({path.name})\n" for path in figures or []],
         *([f"_No figures: {figures_note}_", ""] if figures_note else []),

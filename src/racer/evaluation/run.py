@@ -138,6 +138,10 @@ def _summary(means: dict[str, np.ndarray], aggregator: str) -> dict:
         "accuracy_vote": values["accuracy_vote"] if aggregator == "vote" else None,
         "accuracy_best": values["accuracy_best"],
         "any_correct_upper_bound": values["any_correct"],
+        # the top-1 router on the same test queries of the same (feasible) trials
+        "top1_accuracy": values["accuracy_top1"],
+        "accuracy_vs_top1": values[f"accuracy_{aggregator}"] - values["accuracy_top1"],
+        "top1_in_set_rate": values["top1_in_set"],
     }
 
 

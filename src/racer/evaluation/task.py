@@ -15,7 +15,7 @@ import numpy as np
 from racer.data.dataset import RoutingDataset
 from racer.evaluation.figures import PlotsUnavailableError, write_figures
 from racer.evaluation.matching import cheapest_match, matching_section
-from racer.evaluation.report import write_report
+from racer.evaluation.report import verdict, write_report
 from racer.evaluation.run import Evaluation, EvaluationSettings, evaluate_pool, make_pool
 
 
@@ -143,12 +143,13 @@ def write_task_report(
     -------
     dict
         ``results`` and ``report`` paths, ``figures``, ``figures_note`` (why there are
-        no figures, or None), and ``match`` (or None).
+        no figures, or None), ``match`` (or None), ``certified`` (as given) and
+        ``verdict`` (as in ``results.json``).
     """
     match = None if match_model is None else cheapest_match(evaluation, match_model)
     sections = [] if match is None else matching_section(match, evaluation.cost_unit)
     try:
-        figures, note = write_figures(evaluation, out_dir), None
+        figures, note = write_figures(evaluation, out_dir, certified), None
     except PlotsUnavailableError as missing:
         figures, note = [], str(missing)
     results, report = write_report(
@@ -170,4 +171,6 @@ def write_task_report(
         "figures": figures,
         "figures_note": note,
         "match": match,
+        "certified": certified,
+        "verdict": verdict(evaluation, certified),
     }

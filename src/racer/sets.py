@@ -168,7 +168,7 @@ def served_decision(
     family: str = "threshold",
     abstention: str = "flag",
     abstain_threshold: float | np.ndarray | None = None,
-    refusals: bool = True,
+    refusals: bool = False,
     costs: np.ndarray | None = None,
     cost_weight: float = 1.0,
 ) -> np.ndarray:
@@ -193,7 +193,8 @@ def served_decision(
         tau of ``"strict"``: abstain iff ``s_0 >= tau``; one per query allowed.
     refusals : bool
         Flag mode: whether an empty set of models may be served (see
-        :func:`entry_levels`); False serves the top model with the flag raised.
+        :func:`entry_levels`); False (RACER's default) serves the top model with the flag
+        raised.
     costs, cost_weight
         As in :func:`entry_levels`.
 
@@ -235,7 +236,7 @@ def decision_from_scores(
     abstain_threshold: float | np.ndarray | None = None,
     abstain_score: str = "max",
     abstain_scores: np.ndarray | None = None,
-    refusals: bool = True,
+    refusals: bool = False,
     costs: np.ndarray | None = None,
     cost_weight: float = 1.0,
 ) -> np.ndarray:

@@ -198,15 +198,18 @@ def _pair_costs(
         refusal_costs = weights[np.argmin(entry, axis=1)]
     else:
         refusal_costs = np.full(len(entry), float(refusal_cost))
+    n, m = entry.shape
+    order = np.argsort(entry.ravel(), kind="stable")  # one sort; each tau keeps a sub-sequence
+    sorted_levels = entry.ravel()[order]
+    sorted_rows = order // m
+    sorted_weights = np.tile(weights, n)[order]
     sizes = np.empty((taus.size, lambdas.size))
     costs = np.empty((taus.size, lambdas.size))
     for t, tau in enumerate(taus):
         answered = split.abstain_score < tau
-        levels = entry[answered].ravel()
-        level_weights = np.broadcast_to(weights, entry.shape)[answered].ravel()
-        order = np.argsort(levels, kind="stable")
-        joined = np.searchsorted(levels[order], lambdas, side="right")
-        cumulative = np.concatenate([[0.0], np.cumsum(level_weights[order])])
+        kept = answered[sorted_rows]
+        joined = np.searchsorted(sorted_levels[kept], lambdas, side="right")
+        cumulative = np.concatenate([[0.0], np.cumsum(sorted_weights[kept])])
         sizes[t] = joined
         costs[t] = cumulative[joined] + refusal_costs[~answered].sum()
     return sizes.ravel(), costs.ravel()

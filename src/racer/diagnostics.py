@@ -68,7 +68,9 @@ def served_rates(mode: str, decision: np.ndarray, quality: np.ndarray) -> Served
     invoked = decision[:, 1:]
     if mode == "strict":
         invoked = invoked & ~decision[:, [0]]
-    model_quality = np.nan_to_num(np.asarray(quality, dtype=float), nan=0.0)
+    model_quality = np.asarray(quality, dtype=float)
+    if np.isnan(np.sum(model_quality)):  # copy only when some label is unknown
+        model_quality = np.nan_to_num(model_quality, nan=0.0)
     best_served = np.max(model_quality, axis=1, where=invoked, initial=0.0)
     answered = invoked.any(axis=1)
     flagged = decision[:, 0] & answered if mode == "flag" else np.zeros(len(decision), bool)

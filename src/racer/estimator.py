@@ -30,7 +30,6 @@ from racer.calibration import (
     StrictSplit,
     calibrate,
     calibrate_strict,
-    is_binary,
 )
 from racer.diagnostics import served_rates
 from racer.exceptions import InfeasibleCalibrationError
@@ -46,7 +45,7 @@ from racer.groups import (
     small_groups_message,
     too_small,
 )
-from racer.losses import abstention_mode, served_losses, unanswerable
+from racer.losses import abstention_mode, is_binary, served_losses, unanswerable
 from racer.sets import (
     ABSTAIN_SCORES,
     FAMILIES,

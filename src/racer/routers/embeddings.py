@@ -48,6 +48,10 @@ CacheSetting = bool | str | Path
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
+#: Query texts as users pass them: a list of str, or a dataset's ``queries`` array.
+QueryTexts = Sequence[str] | np.ndarray
+
+
 def check_queries(queries: Any) -> list[str]:
     """Return ``queries`` as a list of str, or raise with a hint."""
     if isinstance(queries, str):
@@ -210,18 +214,18 @@ class Embedder(BaseEstimator):
         """Whether :meth:`transform` can be called."""
         return hasattr(self, "dim_")
 
-    def fit(self, texts: Sequence[str]) -> Embedder:
+    def fit(self, texts: QueryTexts) -> Embedder:
         """Learn whatever the embedding needs from ``texts``; returns self."""
         texts = check_queries(texts)
         self.shared_prefix_ = shared_prefix(texts) if self.strip_shared_prefix else ""
         self._fit(self._view(texts))
         return self
 
-    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+    def fit_transform(self, texts: QueryTexts) -> np.ndarray:
         """Fit on ``texts`` and return their embeddings."""
         return self.fit(texts).transform(texts)
 
-    def transform(self, texts: Sequence[str]) -> np.ndarray:
+    def transform(self, texts: QueryTexts) -> np.ndarray:
         """Embed ``texts`` as float32 rows of unit norm, shape (n, ``dim_``).
 
         Batches of at least ``batch_size`` texts go through the cache when ``cache`` is

@@ -53,3 +53,16 @@ def test_unanswerable_share_counts_only_rows_whose_every_label_is_a_known_zero()
     labels[40:100, 1:] = 0.0
     router = RACER(alpha=0.3).fit(scores, labels)
     assert router.unanswerable_share_ == pytest.approx(0.1)
+
+
+def test_with_refusals_allowed_a_priced_refusal_is_not_bought_below_its_cost():
+    rng = np.random.default_rng(2)
+    scores = rng.uniform(size=(3000, 4))
+    labels = (rng.uniform(size=(3000, 4)) < scores**3).astype(float)
+    free = RACER(alpha=0.25, refusals=True, refusal_cost=0.0).fit(scores, labels)
+    priced = RACER(alpha=0.25, refusals=True, refusal_cost=1e3).fit(scores, labels)
+    assert priced.threshold_ >= free.threshold_ and priced.risk_bound_ <= 0.25
+    assert priced.refusal_rate_ < free.refusal_rate_
+    decision = priced.predict(scores, include_abstain=True)
+    assert priced.empirical_risk_ == pytest.approx(priced.risk(scores, labels))
+    assert priced.refusal_rate_ == np.mean(~decision[:, 1:].any(axis=1))

@@ -67,6 +67,7 @@ __all__ = [
     "ltt_pvalues",
     "max_admissible_losses",
     "point_losses",
+    "priced_threshold",
     "risk_curve",
     "strict_grids",
     "strict_losses",
@@ -491,3 +492,58 @@ def calibrate(
         bound=bound,
         curve=curve,
     )
+
+
+def priced_threshold(
+    entry: np.ndarray,
+    lowest: float,
+    *,
+    model_costs: np.ndarray | None = None,
+    refusal_cost: float | None = None,
+) -> float:
+    """The certified lambda of lowest mean cost when a refusal is priced (flag mode).
+
+    With a nested family and a loss non-increasing in lambda, every lambda at or above the
+    RCPS choice ``lowest`` keeps the risk at most alpha whenever ``lowest`` does
+    (R(lambda) <= R(lowest)), so choosing among them keeps the guarantee. The cost of a
+    lambda is the mean cost of the models called plus ``refusal_cost`` per refusal (a set
+    with the abstain option and no model); ties go to the smallest lambda.
+
+    Parameters
+    ----------
+    entry : numpy.ndarray, shape (n, M + 1)
+        Entry levels of the calibration points (column 0: the abstain option).
+    lowest : float
+        The RCPS lambda.
+    model_costs : numpy.ndarray, shape (M,), optional
+        Per-model costs; without them every model costs 1.
+    refusal_cost : float, optional
+        Cost of one refusal; default the cost of the query's first model (the top one).
+
+    Returns
+    -------
+    float
+    """
+    models = entry[:, 1:]
+    weights = np.ones(models.shape[1]) if model_costs is None else np.asarray(model_costs)
+    first = np.argmin(models, axis=1)
+    first_entry = models[np.arange(len(models)), first]
+    refusal_costs = (
+        weights[first] if refusal_cost is None else np.full(len(models), float(refusal_cost))
+    )
+    candidates = np.unique(np.append(first_entry[first_entry > lowest], lowest))
+    order = np.argsort(models.ravel(), kind="stable")
+    cumulative = np.concatenate([[0.0], np.cumsum(np.tile(weights, len(models))[order])])
+    model_cost = cumulative[np.searchsorted(models.ravel()[order], candidates, side="right")]
+    # refused at lambda: the abstain option has joined and no model has
+    refused_order = np.argsort(entry[:, 0], kind="stable")
+    refused_from = entry[refused_order, 0]
+    refused_until = np.maximum(entry[refused_order, 0], first_entry[refused_order])
+    costs_from = np.concatenate([[0.0], np.cumsum(refusal_costs[refused_order])])
+    until_order = np.argsort(refused_until, kind="stable")
+    costs_until = np.concatenate([[0.0], np.cumsum(refusal_costs[refused_order][until_order])])
+    refusal_total = (
+        costs_from[np.searchsorted(refused_from, candidates, side="right")]
+        - costs_until[np.searchsorted(refused_until[until_order], candidates, side="right")]
+    )
+    return float(candidates[np.argmin(model_cost + refusal_total)])

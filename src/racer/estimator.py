@@ -26,10 +26,13 @@ from racer._validation import (
 from racer.calibration import (
     BOUNDS,
     GUARANTEES,
+    CalibrationResult,
     RiskCurve,
     StrictSplit,
     calibrate,
     calibrate_strict,
+    priced_threshold,
+    upper_bound,
 )
 from racer.diagnostics import served_rates
 from racer.exceptions import InfeasibleCalibrationError
@@ -174,9 +177,10 @@ class RACER(ParamsMixin):
         Flag mode only: whether a query may get the abstain flag and no model (a refusal).
         By default it is served the top model with the flag raised instead (see below).
     refusal_cost : float, optional
-        What one refusal (a strict abstention) costs when choosing among certified
-        configurations, in models (or in ``costs`` units when given); default: the cost of
-        calling the query's top model; 0 counts refusals as free.
+        What one refusal (a strict abstention, or with ``refusals=True`` a flag without a
+        model) costs when choosing among certified configurations, in models (or in
+        ``costs`` units when given); default: the cost of calling the query's top model;
+        0 counts refusals as free (the smallest certified sets).
     group_guarantee : {"each", "all"}, default="each"
         With ``groups=`` at fit: ``"each"`` gives every group its own
         P(R_g <= alpha) >= 1 - delta; ``"all"`` holds for all groups at once
@@ -603,6 +607,8 @@ class RACER(ParamsMixin):
             random_state=self.random_state,
             binary=binary,
         )
+        if mode == "flag" and self.refusals:
+            return self._priced(split[rows], result, delta)
         return _Certificate(
             result.threshold,
             None,
@@ -611,6 +617,21 @@ class RACER(ParamsMixin):
             result.bound,
             result.curve,
         )
+
+    def _priced(self, entry: np.ndarray, result: CalibrationResult, delta: float) -> _Certificate:
+        """Flag mode with refusals: the certified lambda of lowest cost, refusals priced
+        (:func:`racer.calibration.priced_threshold`)."""
+        lam = priced_threshold(
+            entry, result.threshold, model_costs=self._costs, refusal_cost=self.refusal_cost
+        )
+        curve = result.curve
+        loss_total = curve.loss_total_at(lam)
+        risk_bound = (
+            result.risk_bound  # R(lam) <= R(RCPS lambda), so its bound still holds
+            if result.bound == "wsr"
+            else float(upper_bound(result.bound, loss_total, curve.n, delta))
+        )
+        return _Certificate(lam, None, loss_total / curve.n, risk_bound, result.bound, curve)
 
     def _certify_groups(
         self,

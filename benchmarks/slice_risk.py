@@ -2,10 +2,11 @@
 
 For each pool of mixed tasks (the group is the task), every trial calibrates on an i.i.d.
 resample of the pool (the pool is the population, METHOD.md section 7) and the risk of what
-is *served* is measured per group on the whole pool. Printed per pool, mode and alpha: each
-group's mean served risk and violation rate (share of trials with the group's risk above
-alpha; it must stay within delta + 3 SE) under the marginal certificate and under one
-certificate per group (groups too small to certify pooled: ``small_groups="pool"``).
+is *served* is measured per group on the whole pool. Printed per pool, mode and alpha: the
+share of trials certified, each group's mean served risk (over certified trials) and its
+violation rate (share of trials with the group's risk above alpha; it must stay within
+delta + 3 SE) under the marginal certificate and under one certificate per group (groups
+too small to certify pooled: ``small_groups="pool"``).
 
 Strict mode, before and after issue 16, on the same pools: "before" tests every tau of a
 20-level grid by its own chain at delta / 21 and counts a refusal as free (``refusal_cost=0``);
@@ -94,19 +95,22 @@ def group_table(scores, labels, groups, mode, alpha, trials, n_cal, rng) -> list
         risks = []
         for _ in range(trials):
             sample = rng.integers(0, len(scores), size=n_cal)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                router = RACER(alpha=alpha, delta=DELTA, abstention=mode, small_groups="pool")
-                router.fit(
-                    scores[sample], labels[sample], groups=groups[sample] if per_group else None
-                )
+            router = RACER(alpha=alpha, delta=DELTA, abstention=mode, small_groups="pool")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    router.fit(scores[sample], labels[sample],
+                               groups=groups[sample] if per_group else None)
+            except InfeasibleCalibrationError:
+                continue  # nothing served under a false certificate: not a violation
             risks.append(router.group_risk(scores, labels, groups).risk)
-        risk = np.array(risks)
+        risk = np.array(risks).reshape(-1, len(names))
         cells = "  ".join(
-            f"{name} {risk[:, i].mean():.3f} ({np.mean(risk[:, i] > alpha):.2f})"
+            f"{name} {risk[:, i].mean():.3f} ({np.sum(risk[:, i] > alpha) / trials:.2f})"
             for i, name in enumerate(names)
         )
-        lines.append(f"| {mode} | {alpha} | {'per group' if per_group else 'marginal'} | {cells} |")
+        lines.append(f"| {mode} | {alpha} | {'per group' if per_group else 'marginal'} | "
+                     f"{len(risks) / trials:.2f} | {cells} |")
     return lines
 
 
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         counts = {str(g): int(np.sum(groups == g)) for g in sorted(set(groups))}
         out += ["", f"## {pool_name}", "", f"Pool: {counts}, {labels.shape[1]} models.", "",
                 "Per group: mean served pool risk (violation rate).", "",
-                "| mode | alpha | certificate | groups |", "|---|---|---|---|"]
+                "| mode | alpha | certificate | certified | groups |", "|---|---|---|---|---|"]
         rng = np.random.default_rng(0)
         for mode in ("flag", False):
             for alpha in (0.1, 0.2):

@@ -57,7 +57,8 @@ def test_vectorised_lambdas_equal_the_estimators(synthetic_pool, bound, family):
     for alpha in (0.05, 0.15):
         lambdas = thresholds(method, pool, cal, alpha, 0.1)
         expected = [
-            RACER(alpha, 0.1, bound=bound, family=family, costs=prices)
+            # the evaluation still scores the family with refusals (second phase)
+            RACER(alpha, 0.1, bound=bound, family=family, costs=prices, refusals=True)
             .fit(pool.scores[rows], pool.labels[rows])
             .threshold_
             for rows in cal

@@ -46,11 +46,11 @@ POOLS = {
         ("routerbench/arc_challenge_train.csv", "routerbench/arc_challenge_test.csv", "arc"),
         ("routerbench/mbpp_train.csv", "routerbench/mbpp_test.csv", "mbpp"),
     ],
-    "RouterDC ARC + MMLU + GSM8K + HumanEval": [
+    "RouterDC ARC-Challenge + ARC-Easy + MMLU + GSM8K": [
         ("routerdc/arc_challenge_train.json", "routerdc/arc_challenge_test.json", "arc"),
+        ("routerdc/arc_easy_train.json", "routerdc/arc_easy_test.json", "arc_easy"),
         ("routerdc/mmlu_train.json", "routerdc/mmlu_test.json", "mmlu"),
         ("routerdc/gsm8k-train.json", "routerdc/gsm8k-test.json", "gsm8k"),
-        ("routerdc/humaneval_train.json", "routerdc/humaneval_test.json", "humaneval"),
     ],
 }
 DELTA = 0.1

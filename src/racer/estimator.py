@@ -444,9 +444,9 @@ class RACER(ParamsMixin):
         label_matrix = check_labels(labels, score_matrix.shape)
         alpha, delta, self._costs = self._check_params(score_matrix.shape[1])
         mode = abstention_mode(self.abstention)
-        group_labels = None if groups is None else np.asarray(groups, dtype=object)
+        group_labels = None if groups is None else np.asarray(groups)
         if group_labels is not None:
-            encode_groups(group_labels, len(score_matrix))
+            group_names, group_codes = encode_groups(group_labels, len(score_matrix))
         training = self._training_split(mode, train_scores, train_labels, train_abstain_scores)
 
         if abstain_scores is not None:
@@ -468,7 +468,8 @@ class RACER(ParamsMixin):
             )
             score_matrix, label_matrix = score_matrix[known], label_matrix[known]
             abstain_scores = None if abstain_scores is None else abstain_scores[known]
-            group_labels = None if group_labels is None else group_labels[known]
+            if group_labels is not None:
+                group_codes = group_codes[known]
         graded = not is_binary(label_matrix)
         bound = self.bound
         if bound == "auto":
@@ -497,7 +498,7 @@ class RACER(ParamsMixin):
             row_taus: Any = certificate.abstain_threshold
         else:
             self.groups_, codes = self._certify_groups(
-                group_labels, label_matrix, alpha, delta, bound, certify
+                group_names, group_codes, alpha, delta, bound, certify
             )
             table = list(self.groups_.values())
             self.threshold_ = None
@@ -607,7 +608,7 @@ class RACER(ParamsMixin):
             random_state=self.random_state,
             binary=binary,
         )
-        if mode == "flag" and self.refusals:
+        if mode == "flag" and self.refusals and self.refusal_cost != 0:
             return self._priced(split[rows], result, delta)
         return _Certificate(
             result.threshold,
@@ -635,15 +636,14 @@ class RACER(ParamsMixin):
 
     def _certify_groups(
         self,
-        group_labels: np.ndarray,
-        labels: np.ndarray,
+        names: tuple[str, ...],
+        codes: np.ndarray,
         alpha: float,
         delta: float,
         bound: str,
         certify: Any,
     ) -> tuple[dict[str, GroupCalibration], np.ndarray]:
         """One certificate per group (small groups raised or pooled); rows' group codes."""
-        names, codes = encode_groups(group_labels, len(labels))
         counts = np.bincount(codes, minlength=len(names))
         level = group_delta(delta, len(names), self.group_guarantee)
         bound_name = "crc" if self.guarantee == "expectation" else bound
@@ -660,8 +660,8 @@ class RACER(ParamsMixin):
             counts = np.bincount(codes, minlength=len(names))
             level = group_delta(delta, len(names), self.group_guarantee)
         table: dict[str, GroupCalibration] = {}
-        for position, name in enumerate(names):
-            rows = np.flatnonzero(codes == position)
+        rows_by_group = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
+        for name, rows in zip(names, rows_by_group, strict=True):
             try:
                 certificate = certify(rows, level)
             except InfeasibleCalibrationError as error:

@@ -46,14 +46,26 @@ def encode_groups(groups: Any, n: int) -> tuple[tuple[str, ...], np.ndarray]:
     names : tuple of str
     codes : numpy.ndarray of int, shape (n,)
     """
-    labels = np.asarray(groups, dtype=object)
+    labels = np.asarray(groups)
     if labels.shape != (n,):
         raise ValueError(
             f"groups must hold one label per query, shape ({n},); got shape {labels.shape}."
         )
-    if any(label is None or (isinstance(label, float) and np.isnan(label)) for label in labels):
-        raise ValueError("groups holds a missing label (None or NaN); give every query a group.")
-    names, codes = np.unique(labels.astype(str), return_inverse=True)
+    if labels.dtype.kind in "fc" or labels.dtype == object:
+        missing = np.equal(labels, None) | (labels != labels)  # None, or NaN (NaN != NaN)
+        if np.any(missing):
+            raise ValueError(
+                "groups holds a missing label (None or NaN); give every query a group."
+            )
+    if labels.dtype == object:
+        labels = labels.astype(str)
+    names, codes = np.unique(labels, return_inverse=True)
+    if labels.dtype.kind != "U":  # numbers: named as strings, in string order
+        as_text = names.astype(str)
+        order = np.argsort(as_text, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        names, codes = as_text[order], rank[codes]
     return tuple(str(name) for name in names), codes.astype(np.intp)
 
 

@@ -148,11 +148,13 @@ def entry_levels(
         entry = _cost_entry(augmented, np.asarray(costs, dtype=float), cost_weight)
     else:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
-    if not abstention:
-        entry[:, 0] = np.inf
     if not (abstention and refusals):
-        top = np.argmin(entry[:, 1:], axis=1) + 1
+        abstain_entry = entry[:, 0].copy()
+        entry[:, 0] = np.inf  # a contiguous argmin over all columns is faster than over a view
+        top = np.argmin(entry, axis=1)
         entry[np.arange(entry.shape[0]), top] = -np.inf
+        if abstention:
+            entry[:, 0] = abstain_entry
     return entry
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,10 +26,12 @@ def _router_and_calibration() -> tuple:
     return router, calibration, router.predict_proba(list(calibration.queries))
 
 
-def synthetic_artifact(directory: Path, *, abstention: bool | str = True) -> Path:
+def synthetic_artifact(
+    directory: Path, *, abstention: bool | str = True, **racer_options: Any
+) -> Path:
     """A kNN router on synthetic queries, calibrated at alpha = 0.2, saved to ``directory``."""
     router, calibration, scores = _router_and_calibration()
-    racer = RACER(0.2, 0.1, abstention=abstention).fit(
+    racer = RACER(0.2, 0.1, abstention=abstention, **racer_options).fit(
         scores, calibration.labels, model_names=list(calibration.model_names)
     )
     return save_artifact(directory, router, racer, calibration=calibration)

@@ -77,7 +77,10 @@ def test_every_row_carries_the_artifact_id_and_certificate(artifact, queries, tm
 
 @pytest.mark.parametrize("mode", ["off", "strict"])
 def test_the_abstain_column_follows_the_artifacts_mode(tmp_path, queries, mode):
-    artifact = synthetic_artifact(tmp_path / mode, abstention=mode)
+    # free refusals on a fine tau grid, so that strict mode abstains on this synthetic data
+    artifact = synthetic_artifact(
+        tmp_path / mode, abstention=mode, refusal_cost=0.0, abstain_grid_size=20
+    )
     source = write_parquet(tmp_path / "in.parquet", queries[:600])
     route_files(artifact, [str(source)], str(tmp_path / "out.parquet"))
     table = pq.read_table(tmp_path / "out.parquet")

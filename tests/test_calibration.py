@@ -141,3 +141,16 @@ def test_loss_is_non_increasing_in_lambda(seed, family, graded, abstention, lams
     losses = [point_losses(entry, labels, lam, abstention) for lam in sorted(lams)]
     for smaller, larger in zip(losses, losses[1:], strict=False):
         assert np.all(larger <= smaller + 1e-12)
+
+
+def test_a_priced_refusal_gives_way_to_the_cheapest_certified_lambda():
+    from racer.calibration import priced_threshold
+
+    # lambda 0.1: query 1 refused (abstain only), query 2 calls model a;
+    # lambda 0.3: both call one model; lambda 0.6: query 2 calls a and b.
+    entry = np.array([[0.05, 0.3, 0.9], [0.8, 0.1, 0.6]])
+    assert priced_threshold(entry, 0.1, refusal_cost=0.0) == 0.1
+    assert priced_threshold(entry, 0.1) == 0.1  # a refusal costs one model: a tie, smallest
+    assert priced_threshold(entry, 0.1, refusal_cost=1.5) == 0.3
+    assert priced_threshold(entry, 0.1, model_costs=np.array([0.2, 5.0]), refusal_cost=0.3) == 0.3
+    assert priced_threshold(entry, 0.35, refusal_cost=9.0) == 0.35  # never below the RCPS lambda

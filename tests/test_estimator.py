@@ -76,12 +76,13 @@ def test_without_abstention_every_set_holds_a_model():
     assert mask.sum(axis=1).min() >= 1
 
 
-def test_abstention_happens_when_scores_are_low():
+def test_low_scores_get_the_flag_and_the_top_model_unless_refusals_are_asked_for():
     scores, labels = make_data(n=3000)
+    low = np.array([[0.01, 0.03, 0.02, 0.01]])
     router = RACER(alpha=0.2).fit(scores, labels)
-    low = np.full((1, 4), 0.01)
-    assert not router.predict(low).any()
-    assert router.predict(low, include_abstain=True)[0, 0]
+    assert router.predict(low, include_abstain=True).tolist() == [[True, False, True, False, False]]
+    refusing = RACER(alpha=0.2, refusals=True).fit(scores, labels)
+    assert refusing.predict(low, include_abstain=True).tolist() == [[True] + [False] * 4]
 
 
 @pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserWarning")

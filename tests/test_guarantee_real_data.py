@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserW
 
 def population_check(scores, labels, alpha, abstention, n_cal, rng):
     """Violation rate and mean set size of RACER, the oracle and the uncorrected rule."""
-    entry = entry_levels(augmented_scores(scores), abstention=abstention)
+    entry = entry_levels(augmented_scores(scores), abstention=abstention, refusals=False)
     pool_curve = risk_curve(entry, labels, abstention=abstention)
     pool_risk = pool_curve.loss_totals / pool_curve.n
     oracle_lambda = pool_curve.lambdas[np.argmax(pool_risk <= alpha)]

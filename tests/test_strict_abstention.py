@@ -128,15 +128,17 @@ def hide_labels_of_hard_queries(scores, rng):
 
 @pytest.mark.parametrize("alpha", [0.05, 0.1])
 def test_informative_missingness_voids_drop_but_not_the_worst_case_default(routerbench_pool, alpha):
+    """With refusals allowed, where dropping the hard rows shows: it certifies refusing
+    too little."""
     scores, labels = routerbench_pool
     dropped, _ = validity(
         scores, labels, 400, np.random.default_rng(15),
-        lambda: RACER(alpha=alpha, abstention="flag", missing="drop"),
+        lambda: RACER(alpha=alpha, abstention="flag", missing="drop", refusals=True),
         hide=hide_labels_of_hard_queries(scores, np.random.default_rng(16)),
     )
     worst_case, certified = validity(
         scores, labels, 400, np.random.default_rng(15),
-        lambda: RACER(alpha=alpha, abstention="flag"),
+        lambda: RACER(alpha=alpha, abstention="flag", refusals=True),
         hide=hide_labels_of_hard_queries(scores, np.random.default_rng(16)),
     )
     assert dropped > DELTA + SLACK  # complete-case analysis breaks the promise

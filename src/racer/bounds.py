@@ -22,7 +22,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
 
 def _as_counts(k: np.ndarray | int, n: int) -> np.ndarray:
@@ -87,11 +86,15 @@ def binomial_ucb(k: np.ndarray | int, n: int, delta: float) -> np.ndarray:
     counts = _as_counts(k, n)
     below_n = counts < n
     safe = np.where(below_n, counts, n - 1)
+    from scipy import stats  # scipy loads on first use, not when racer is imported
+
     return np.where(below_n, stats.beta.ppf(1 - delta, safe + 1, n - safe), 1.0)
 
 
 def binomial_pvalue(k: np.ndarray | int, n: int, alpha: float) -> np.ndarray:
     """Exact binomial p-value ``P(Binom(n, alpha) <= k)`` for H0: risk >= alpha."""
+    from scipy import stats
+
     return stats.binom.cdf(_as_counts(k, n), n, alpha)
 
 
@@ -133,6 +136,8 @@ def hb_pvalue_bounded(
 def _hb_pvalue(total: np.ndarray, n: int, alpha: np.ndarray | float) -> np.ndarray:
     risk = total / n
     hoeffding_part = np.exp(-n * _bernoulli_kl(np.minimum(risk, alpha), alpha))
+    from scipy import stats
+
     bentkus_part = math.e * stats.binom.cdf(np.ceil(total), n, alpha)
     return np.minimum(1.0, np.minimum(hoeffding_part, bentkus_part))
 

@@ -1,5 +1,8 @@
 """Risk curves and the choice of lambda (RCPS / fixed-sequence LTT / CRC).
 
+Strict abstention's (tau, lambda) pairs are certified in :mod:`racer.calibration_strict`;
+its public names are re-exported here.
+
 Each calibration point's loss is a non-increasing step function of lambda, so the
 empirical risk for *every* lambda comes from one sort of the points' breakpoints; no
 grid scan over (n, M, lambdas) is needed. Losses of 0/1 labels are counted as integers.
@@ -25,9 +28,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from racer import bounds
+from racer.calibration_strict import (
+    StrictCalibrationResult,
+    StrictSplit,
+    calibrate_strict,
+    strict_grids,
+    strict_losses,
+)
 from racer.exceptions import InfeasibleCalibrationError
 from racer.fwer import FWER_METHODS, control_fwer
-from racer.losses import is_binary, served_losses, worst_case_quality
+from racer.losses import (
+    best_quality_steps,
+    is_binary,
+    losses_on_grid,
+    served_losses,
+    unanswerable,
+    worst_case_quality,
+)
 from racer.ltt import LTTResult, binomial_pvalues, learn_then_test, ltt_certify, ltt_pvalues
 
 __all__ = [
@@ -38,6 +55,7 @@ __all__ = [
     "LTTResult",
     "RiskCurve",
     "StrictCalibrationResult",
+    "StrictSplit",
     "admissible",
     "binomial_pvalues",
     "calibrate",
@@ -49,7 +67,10 @@ __all__ = [
     "ltt_pvalues",
     "max_admissible_losses",
     "point_losses",
+    "priced_threshold",
     "risk_curve",
+    "strict_grids",
+    "strict_losses",
     "upper_bound",
 ]
 
@@ -68,10 +89,10 @@ def _abstain_candidate(
     unknown model has joined too (an unknown outside the set could be the good one); for
     graded quality never. Without abstention the candidate is always present (-inf).
     """
-    model_quality, unknown, known_zero = worst_case_quality(quality)
     join = entry[:, 0] if abstention else np.full(entry.shape[0], -np.inf)
-    if not unknown.any():
-        return join, known_zero
+    if not np.isnan(np.sum(quality)):  # no unknown label: one pass, no masks
+        return join, unanswerable(quality)
+    _, unknown, known_zero = worst_case_quality(quality)
     if binary:
         unknown_join = np.max(entry[:, 1:], axis=1, where=unknown, initial=-np.inf)
         return np.maximum(join, unknown_join), known_zero
@@ -119,10 +140,7 @@ def _per_point_steps(
     quality_aug = np.empty(entry.shape, dtype=float)
     quality_aug[:, 0] = right
     quality_aug[:, 1:] = worst_case_quality(quality)[0]
-    order = np.argsort(loss_entry, axis=1, kind="stable")
-    sorted_levels = np.take_along_axis(loss_entry, order, 1)
-    sorted_quality = np.take_along_axis(quality_aug, order, 1)
-    return sorted_levels, np.maximum.accumulate(sorted_quality, axis=1)
+    return best_quality_steps(loss_entry, quality_aug)
 
 
 def _graded_loss_steps(
@@ -133,15 +151,6 @@ def _graded_loss_steps(
     levels = sorted_levels.ravel()
     level_order = np.argsort(levels, kind="stable")
     return levels[level_order], step_drops.ravel()[level_order]
-
-
-def _losses_on_grid(
-    sorted_levels: np.ndarray, running_best: np.ndarray, lams: np.ndarray
-) -> np.ndarray:
-    """Losses of every point (rows) at several lambdas (columns) at once."""
-    joined = (sorted_levels[:, :, None] <= lams[None, None, :]).sum(axis=1)
-    best = np.take_along_axis(running_best, np.maximum(joined - 1, 0), axis=1)
-    return 1.0 - np.where(joined > 0, best, 0.0)
 
 
 @dataclass(frozen=True)
@@ -358,7 +367,7 @@ def _wsr_threshold(
     descending = grid[::-1]
     for start in range(0, descending.size, chunk):
         lams = descending[start : start + chunk]
-        losses = _losses_on_grid(sorted_levels, running_best, lams)
+        losses = losses_on_grid(sorted_levels, running_best, lams)
         failures = np.flatnonzero(bounds.wsr_pvalue(losses, alpha, delta) > delta)
         stop = failures[0] if failures.size else lams.size
         if stop > 0:
@@ -366,7 +375,7 @@ def _wsr_threshold(
         if failures.size:
             break
     final = passed if passed is not None else float(grid[-1])
-    return passed, _losses_on_grid(sorted_levels, running_best, np.array([final]))[:, 0]
+    return passed, losses_on_grid(sorted_levels, running_best, np.array([final]))[:, 0]
 
 
 def _infeasible_message(
@@ -485,255 +494,56 @@ def calibrate(
     )
 
 
-@dataclass(frozen=True)
-class StrictCalibrationResult:
-    """The certified (lambda, tau) pair of strict abstention and what certifies it.
-
-    Attributes
-    ----------
-    threshold : float
-        The calibrated lambda of the model sets (taken when not abstaining).
-    abstain_threshold : float
-        The calibrated tau: abstain (call no model) iff ``s_0 >= tau``; ``inf`` = never.
-    empirical_risk : float
-        Calibration mean of the strict loss at the chosen pair.
-    risk_bound : float
-        Upper confidence bound of the chosen pair's risk at its share of delta.
-    mean_set_size : float
-        Mean number of models invoked per calibration query (abstentions count 0).
-    abstention_rate : float
-        Share of calibration queries abstained on.
-    lambda_grid, abstain_grid : numpy.ndarray
-        The pre-specified grids.
-    ltt : LTTResult
-        The Learn-then-Test run over all pairs, tau-major (index ``t * L + l``).
-    """
-
-    threshold: float
-    abstain_threshold: float
-    empirical_risk: float
-    risk_bound: float
-    mean_set_size: float
-    abstention_rate: float
-    lambda_grid: np.ndarray
-    abstain_grid: np.ndarray
-    ltt: LTTResult
-
-
-def strict_grids(
-    lambda_range: tuple[float, float], lambda_grid_size: int = 201, abstain_grid_size: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """The data-independent grids of strict abstention: lambdas, and taus plus ``inf``."""
-    lambdas = np.linspace(lambda_range[0], lambda_range[1], lambda_grid_size)
-    taus = np.append(np.linspace(1.0, 0.0, abstain_grid_size, endpoint=False)[::-1], np.inf)
-    return lambdas, taus
-
-
-def _model_steps(model_entry: np.ndarray, model_quality: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Each point's model entry levels in increasing order and its best quality so far."""
-    order = np.argsort(model_entry, axis=1, kind="stable")
-    sorted_levels = np.take_along_axis(model_entry, order, 1)
-    running_best = np.maximum.accumulate(np.take_along_axis(model_quality, order, 1), axis=1)
-    return sorted_levels, running_best
-
-
-def strict_losses(
-    model_entry: np.ndarray,
-    abstain_score: np.ndarray,
-    quality: np.ndarray,
-    lambdas: np.ndarray,
-    taus: np.ndarray,
-) -> np.ndarray:
-    """Strict loss of every point (rows) under every pair (tau-major columns).
-
-    Parameters
-    ----------
-    model_entry : numpy.ndarray, shape (n, M)
-        Entry levels of the models (without the abstain column; the top model ``-inf``).
-    abstain_score : numpy.ndarray, shape (n,)
-        ``s_0``; the point abstains under ``tau`` iff ``s_0 >= tau``.
-    quality : numpy.ndarray, shape (n, M)
-        Labels or graded quality; NaN = unknown (worst case).
-    lambdas, taus : numpy.ndarray
-        The grids.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n, len(taus) * len(lambdas))
-    """
-    model_quality, unknown, known_zero = worst_case_quality(quality)
-    unanswerable = known_zero & ~unknown.any(axis=1)  # an abstention invokes no unknown
-    model_losses = _losses_on_grid(*_model_steps(model_entry, model_quality), lambdas)
-    abstained = abstain_score[:, None] >= taus[None, :]
-    abstain_loss = (~unanswerable).astype(float)[:, None, None]
-    losses = np.where(abstained[:, :, None], abstain_loss, model_losses[:, None, :])
-    return losses.reshape(len(abstain_score), -1)
-
-
-def _strict_binary_totals(
-    model_entry: np.ndarray,
-    abstain_score: np.ndarray,
-    labels: np.ndarray,
-    lambdas: np.ndarray,
-    taus: np.ndarray,
-) -> np.ndarray:
-    """Loss counts of every (tau, lambda) pair for 0/1 labels, from sorts (no n x K matrix)."""
-    first_good = np.where(labels == 1, model_entry, np.inf).min(axis=1)
-    answerable = ~np.all(labels == 0, axis=1)
-    totals = np.empty((taus.size, lambdas.size), dtype=np.int64)
-    for t, tau in enumerate(taus):
-        abstained = abstain_score >= tau
-        kept = np.sort(first_good[~abstained])
-        misses = kept.size - np.searchsorted(kept, lambdas, side="right")
-        totals[t] = int(np.count_nonzero(abstained & answerable)) + misses
-    return totals.ravel()
-
-
-def _strict_set_sizes(
-    model_entry: np.ndarray, abstain_score: np.ndarray, lambdas: np.ndarray, taus: np.ndarray
-) -> np.ndarray:
-    """Summed number of invoked models of every (tau, lambda) pair."""
-    sizes = np.empty((taus.size, lambdas.size))
-    for t, tau in enumerate(taus):
-        levels = np.sort(model_entry[abstain_score < tau].ravel())
-        sizes[t] = np.searchsorted(levels, lambdas, side="right")
-    return sizes.ravel()
-
-
-def _strict_infeasible_message(
-    quality: np.ndarray, alpha: float, delta: float, bound: str, best_risk: float, chains: int
-) -> str:
-    no_good = float(np.mean(~np.any(np.nan_to_num(quality) > 0, axis=1)))
-    message = (
-        f"Cannot certify strict-abstention risk <= {alpha} with probability >= {1 - delta:g} "
-        f"({bound!r} p-values, delta split over {chains} abstain thresholds) on n={len(quality)} "
-        f"calibration points: the best (lambda, tau) pair has empirical risk {best_risk:.4f}."
-    )
-    if no_good > alpha:
-        message += (
-            f" {no_good:.1%} of the calibration queries have no good model (no model answers "
-            f"them), more than alpha={alpha}: any method that keeps this promise must abstain "
-            f"on at least {no_good - alpha:.1%} of all queries, and this router's abstain "
-            "score cannot single those queries out well enough. Raise alpha, use "
-            "abstention='flag', or give a better abstain score (abstain_score='given' with "
-            "an AbstentionHead)."
-        )
-    else:
-        message += " Raise alpha or delta, or add calibration data."
-    return message
-
-
-def calibrate_strict(
-    model_entry: np.ndarray,
-    abstain_score: np.ndarray,
-    quality: np.ndarray,
+def priced_threshold(
+    entry: np.ndarray,
+    lowest: float,
     *,
-    alpha: float,
-    delta: float = 0.1,
-    bound: str = "binomial",
-    lambda_range: tuple[float, float] = (0.0, 1.0),
-    lambda_grid_size: int = 201,
-    abstain_grid_size: int = 20,
-    random_state: int | None = 0,
-) -> StrictCalibrationResult:
-    """Jointly calibrate the model threshold lambda and the abstain threshold tau.
+    model_costs: np.ndarray | None = None,
+    refusal_cost: float | None = None,
+) -> float:
+    """The certified lambda of lowest mean cost when a refusal is priced (flag mode).
 
-    Strict abstention abstains (calls no model) iff ``s_0 >= tau`` and otherwise calls
-    the models whose entry level is at most lambda; its loss (:mod:`racer.losses`) is not
-    monotone in tau. Learn-then-Test on pre-specified grids: for every tau of
-    :func:`strict_grids` (``abstain_grid_size`` levels in (0, 1] and ``inf`` = never
-    abstain), fixed-sequence testing down the lambda grid (largest sets first) at level
-    ``delta / len(taus)``.
-
-    Validity: the chains are Bonferroni-combined, so the family-wise error is at most the
-    sum over chains of each chain's error; within a chain, the first true null met is
-    tested at level ``delta / len(taus)`` with a valid p-value, and the chain rejects a
-    true null only if it rejects that first one. Hence P(some certified pair has risk >
-    alpha) <= delta, and the pair chosen among the certified (the smallest mean set
-    size on the calibration data) has risk <= alpha with probability >= 1 - delta. The
-    grids and the order depend on nothing but ``lambda_range`` and the grid sizes.
+    With a nested family and a loss non-increasing in lambda, every lambda at or above the
+    RCPS choice ``lowest`` keeps the risk at most alpha whenever ``lowest`` does
+    (R(lambda) <= R(lowest)), so choosing among them keeps the guarantee. The cost of a
+    lambda is the mean cost of the models called plus ``refusal_cost`` per refusal (a set
+    with the abstain option and no model); ties go to the smallest lambda.
 
     Parameters
     ----------
-    model_entry : numpy.ndarray, shape (n, M)
-        Entry levels of the models (no abstain column; the top model at ``-inf`` so that
-        a query that is not abstained on always calls a model).
-    abstain_score : numpy.ndarray, shape (n,)
-        ``s_0``, the score of "no model answers this".
-    quality : numpy.ndarray, shape (n, M)
-        0/1 labels or graded quality in [0, 1]; NaN = unknown (worst case).
-    alpha, delta : float
-        Risk level and failure probability.
-    bound : {"binomial", "hb", "wsr"}
-        The p-value of each pair.
-    lambda_range : tuple of float
-        The family's range of lambdas.
-    lambda_grid_size, abstain_grid_size : int
-        Grid sizes.
-    random_state : int or None
-        Seed of the WSR order.
+    entry : numpy.ndarray, shape (n, M + 1)
+        Entry levels of the calibration points (column 0: the abstain option).
+    lowest : float
+        The RCPS lambda.
+    model_costs : numpy.ndarray, shape (M,), optional
+        Per-model costs; without them every model costs 1.
+    refusal_cost : float, optional
+        Cost of one refusal; default the cost of the query's first model (the top one).
 
     Returns
     -------
-    StrictCalibrationResult
-
-    Raises
-    ------
-    InfeasibleCalibrationError
-        When no pair is certified; when the cause is the share of queries that no
-        model answers, the message gives that share and the least abstention rate any
-        valid method would need.
+    float
     """
-    lambdas, taus = strict_grids(lambda_range, lambda_grid_size, abstain_grid_size)
-    n = len(quality)
-    binary = is_binary(quality)
-    if bound == "binomial" and binary:
-        totals = _strict_binary_totals(model_entry, abstain_score, quality, lambdas, taus)
-        p_values = binomial_pvalues(totals, n, alpha)
-    else:
-        if bound == "binomial":
-            raise ValueError(
-                "The 'binomial' p-value needs 0/1 labels; use bound='hb' or 'wsr' for graded "
-                "quality."
-            )
-        losses = strict_losses(model_entry, abstain_score, quality, lambdas, taus)
-        totals = losses.sum(axis=0)
-        p_values = ltt_pvalues(losses, alpha, bound=bound, delta=delta, random_state=random_state)
-    sizes = _strict_set_sizes(model_entry, abstain_score, lambdas, taus) / n
-    chains = [t * lambdas.size + np.arange(lambdas.size)[::-1] for t in range(taus.size)]
-    result = ltt_certify(
-        p_values,
-        n=n,
-        alpha=alpha,
-        delta=delta,
-        bound=bound,
-        method="fixed_sequence",
-        order=chains,
-        config_costs=sizes,
+    models = entry[:, 1:]
+    weights = np.ones(models.shape[1]) if model_costs is None else np.asarray(model_costs)
+    first = np.argmin(models, axis=1)
+    first_entry = models[np.arange(len(models)), first]
+    refusal_costs = (
+        weights[first] if refusal_cost is None else np.full(len(models), float(refusal_cost))
     )
-    if result.chosen is None:
-        raise InfeasibleCalibrationError(
-            _strict_infeasible_message(
-                quality, alpha, delta, bound, float(np.min(totals)) / n, taus.size
-            )
-        )
-    tau_index, lambda_index = divmod(result.chosen, lambdas.size)
-    level = delta / taus.size
-    if bound == "binomial":
-        risk_bound = float(bounds.binomial_ucb(int(totals[result.chosen]), n, level))
-    elif bound == "hb":
-        risk_bound = float(bounds.hb_ucb(float(totals[result.chosen]), n, level))
-    else:
-        column = losses[np.random.default_rng(random_state).permutation(n), result.chosen]
-        risk_bound = float(bounds.wsr_ucb(column, level))
-    return StrictCalibrationResult(
-        threshold=float(lambdas[lambda_index]),
-        abstain_threshold=float(taus[tau_index]),
-        empirical_risk=float(totals[result.chosen]) / n,
-        risk_bound=risk_bound,
-        mean_set_size=float(sizes[result.chosen]),
-        abstention_rate=float(np.mean(abstain_score >= taus[tau_index])),
-        lambda_grid=lambdas,
-        abstain_grid=taus,
-        ltt=result,
+    candidates = np.unique(np.append(first_entry[first_entry > lowest], lowest))
+    order = np.argsort(models.ravel(), kind="stable")
+    cumulative = np.concatenate([[0.0], np.cumsum(np.tile(weights, len(models))[order])])
+    model_cost = cumulative[np.searchsorted(models.ravel()[order], candidates, side="right")]
+    # refused at lambda: the abstain option has joined and no model has
+    refused_order = np.argsort(entry[:, 0], kind="stable")
+    refused_from = entry[refused_order, 0]
+    refused_until = np.maximum(entry[refused_order, 0], first_entry[refused_order])
+    costs_from = np.concatenate([[0.0], np.cumsum(refusal_costs[refused_order])])
+    until_order = np.argsort(refused_until, kind="stable")
+    costs_until = np.concatenate([[0.0], np.cumsum(refusal_costs[refused_order][until_order])])
+    refusal_total = (
+        costs_from[np.searchsorted(refused_from, candidates, side="right")]
+        - costs_until[np.searchsorted(refused_until[until_order], candidates, side="right")]
     )
+    return float(candidates[np.argmin(model_cost + refusal_total)])

@@ -1,16 +1,19 @@
-"""The RACER estimator: a scikit-learn style shell over the pure calibration functions."""
+"""The RACER estimator: a scikit-learn style shell over the pure calibration functions.
+
+Importing this module loads neither scikit-learn nor scipy; scipy loads at the first fit.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 
 from racer import bounds as bounds_module
+from racer._params import ParamsMixin, not_fitted_error
 from racer._validation import (
     check_choice,
     check_labels,
@@ -23,12 +26,29 @@ from racer._validation import (
 from racer.calibration import (
     BOUNDS,
     GUARANTEES,
+    CalibrationResult,
     RiskCurve,
+    StrictSplit,
     calibrate,
     calibrate_strict,
-    is_binary,
+    priced_threshold,
+    upper_bound,
 )
-from racer.losses import abstention_mode, served_losses
+from racer.diagnostics import served_rates
+from racer.exceptions import InfeasibleCalibrationError
+from racer.groups import (
+    GROUP_GUARANTEES,
+    POOLED,
+    SMALL_GROUP_CHOICES,
+    GroupRiskTable,
+    encode_groups,
+    group_delta,
+    group_risk_table,
+    pool_small_groups,
+    small_groups_message,
+    too_small,
+)
+from racer.losses import abstention_mode, is_binary, served_losses, unanswerable
 from racer.sets import (
     ABSTAIN_SCORES,
     FAMILIES,
@@ -40,11 +60,55 @@ from racer.sets import (
 
 BOUND_CHOICES = ("auto", *BOUNDS)
 MISSING_CHOICES = ("worst_case", "drop")
-STATE_VERSION = 2
+STATE_VERSION = 3
 FLAG_RATE_WARNING = 0.5
 
 
-class RACER(BaseEstimator):
+@dataclass(frozen=True)
+class GroupCalibration:
+    """One group's certificate (per-group calibration).
+
+    Attributes
+    ----------
+    name : str
+        The group (:data:`racer.groups.POOLED` for the pooled small groups).
+    n : int
+        Its calibration points.
+    threshold : float
+        Its calibrated lambda.
+    abstain_threshold : float or None
+        Strict mode: its tau; None otherwise.
+    empirical_risk, risk_bound : float
+        Its calibration risk and the bound's value at its thresholds.
+    delta : float
+        The level it was certified at (``delta / G`` with ``group_guarantee="all"``).
+    members : tuple of str
+        The groups pooled into it (empty for an ordinary group).
+    """
+
+    name: str
+    n: int
+    threshold: float
+    abstain_threshold: float | None
+    empirical_risk: float
+    risk_bound: float
+    delta: float
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Certificate:
+    """What one calibration (marginal or one group's) returns to the estimator."""
+
+    threshold: float
+    abstain_threshold: float | None
+    empirical_risk: float
+    risk_bound: float
+    bound: str
+    curve: RiskCurve | None
+
+
+class RACER(ParamsMixin):
     """Calibrated set-valued routing with a finite-sample risk guarantee.
 
     Turns any router's per-model scores into a set of models to invoke (possibly empty:
@@ -60,7 +124,8 @@ class RACER(BaseEstimator):
     mode         served                                     loss
     ============ ========================================== ===================================
     ``"flag"``   the answer of C, plus ``abstain_flag`` =    1{C+ and Y+ disjoint}: a flagged
-                 1{0 in C+}; an empty C is a refusal        answer to a query no model answers
+                 1{0 in C+}; C holds at least the top       answer to a query no model answers
+                 model unless ``refusals=True``
                                                             is not a misroute
     ``"strict"`` no model called iff ``s_0 >= tau``;         1{abstained and some model good} +
                  otherwise C (at least the top model)       1{not abstained and no invoked
@@ -102,9 +167,43 @@ class RACER(BaseEstimator):
         all completions of its unknown labels, which keeps the guarantee whatever the
         reason the labels are missing. ``"drop"`` leaves such rows out; the guarantee then
         assumes the labels are missing at random.
-    lambda_grid_size, abstain_grid_size : int, default=201, 20
-        Grid sizes of strict abstention (lambdas over the family's range; taus in
-        (0, 1] plus "never abstain").
+    lambda_grid_size : int, default=201
+        Lambdas in strict abstention's grid (over the family's range).
+    abstain_grid_size : int, optional
+        Taus in (0, 1] of strict abstention's grid (plus "never abstain"); default 20
+        along a training front, 4 without training data
+        (:func:`racer.calibration_strict.calibrate_strict`).
+    refusals : bool, default=False
+        Flag mode only: whether a query may get the abstain flag and no model (a refusal).
+        By default it is served the top model with the flag raised instead (see below).
+    refusal_cost : float, optional
+        What one refusal (a strict abstention, or with ``refusals=True`` a flag without a
+        model) costs when choosing among certified configurations, in models (or in
+        ``costs`` units when given); default: the cost of calling the query's top model;
+        0 counts refusals as free (the smallest certified sets).
+    group_guarantee : {"each", "all"}, default="each"
+        With ``groups=`` at fit: ``"each"`` gives every group its own
+        P(R_g <= alpha) >= 1 - delta; ``"all"`` holds for all groups at once
+        (each certified at delta / G, Bonferroni).
+    small_groups : {"raise", "pool"}, default="raise"
+        Groups with fewer calibration points than the bound needs: raise
+        :class:`InfeasibleCalibrationError` naming each with its n and the n it needs, or
+        pool them into one group ``"(pooled)"`` with its own certificate, which also
+        serves groups unseen at fit.
+
+    Flag mode without refusals serves, when no model clears the threshold, the top model
+    with the flag raised. Its loss can only fall: the flag mode's loss is
+    ``1{C+ and Y+ disjoint}``, and adding a model to ``C+`` only adds elements, so a set
+    disjoint from ``Y+`` after the addition was disjoint before it. The served family (the
+    top model's entry level set to ``-inf``, :func:`racer.sets.entry_levels`) is still
+    nested, and it is this family's loss that is calibrated, so the certificate is about
+    what is served.
+
+    Per-group calibration (Mondrian risk control, METHOD.md section 5d) needs a group that
+    is a fixed function of the query (a request field, a tenant, a classifier trained on
+    the training split only): within a group calibration and test points stay
+    exchangeable, so each group's certificate is the marginal one applied to its rows, and
+    depends on no other group's data.
 
     Attributes
     ----------
@@ -143,6 +242,17 @@ class RACER(BaseEstimator):
         Number of candidate models M.
     model_names_ : list of str or None
         Model names seen at fit, if any.
+    refusal_rate_ : float
+        Share of calibration queries on which no model is called (equals
+        ``abstention_rate_``).
+    without_right_answer_ : float
+        Share of calibration queries whose served models hold no good answer.
+    flag_precision_ : float
+        Flag mode: share of flagged calibration answers without a right answer (NaN when
+        nothing is flagged, or in other modes).
+    groups_ : dict of str to GroupCalibration or None
+        Per-group calibration: each group's thresholds, n, empirical risk and bound; None
+        when calibrated marginally (then ``threshold_`` holds; with groups it is None).
 
     Examples
     --------
@@ -166,7 +276,7 @@ class RACER(BaseEstimator):
         *,
         bound: str = "auto",
         family: str = "threshold",
-        abstention: bool = True,
+        abstention: bool | str = True,
         abstain_score: str = "max",
         guarantee: str = "pac",
         costs: Sequence[float] | np.ndarray | None = None,
@@ -174,7 +284,11 @@ class RACER(BaseEstimator):
         random_state: int | None = 0,
         missing: str = "worst_case",
         lambda_grid_size: int = 201,
-        abstain_grid_size: int = 20,
+        abstain_grid_size: int | None = None,
+        refusals: bool = False,
+        refusal_cost: float | None = None,
+        group_guarantee: str = "each",
+        small_groups: str = "raise",
     ) -> None:
         self.alpha = alpha
         self.delta = delta
@@ -189,6 +303,10 @@ class RACER(BaseEstimator):
         self.missing = missing
         self.lambda_grid_size = lambda_grid_size
         self.abstain_grid_size = abstain_grid_size
+        self.refusals = refusals
+        self.refusal_cost = refusal_cost
+        self.group_guarantee = group_guarantee
+        self.small_groups = small_groups
 
     def _check_params(self, n_models: int) -> tuple[float, float, np.ndarray | None]:
         alpha = check_level("alpha", self.alpha)
@@ -198,6 +316,8 @@ class RACER(BaseEstimator):
         check_choice("abstain_score", self.abstain_score, ABSTAIN_SCORES)
         check_choice("guarantee", self.guarantee, GUARANTEES)
         check_choice("missing", self.missing, MISSING_CHOICES)
+        check_choice("group_guarantee", self.group_guarantee, GROUP_GUARANTEES)
+        check_choice("small_groups", self.small_groups, SMALL_GROUP_CHOICES)
         mode = abstention_mode(self.abstention)
         if mode == "strict" and self.guarantee != "pac":
             raise ValueError(
@@ -211,8 +331,20 @@ class RACER(BaseEstimator):
             )
         for name in ("lambda_grid_size", "abstain_grid_size"):
             value = getattr(self, name)
+            if name == "abstain_grid_size" and value is None:
+                continue
             if not isinstance(value, int | np.integer) or value < 2:
                 raise ValueError(f"{name} must be an integer >= 2, got {value!r}.")
+        if not isinstance(self.refusals, bool | np.bool_):
+            raise ValueError(f"refusals must be True or False, got {self.refusals!r}.")
+        if self.refusal_cost is not None and not (
+            isinstance(self.refusal_cost, int | float | np.number)
+            and np.isfinite(self.refusal_cost)
+            and self.refusal_cost >= 0
+        ):
+            raise ValueError(
+                f"refusal_cost must be None or a finite number >= 0, got {self.refusal_cost!r}."
+            )
         costs = None
         if self.costs is not None:
             costs = check_vector(self.costs, "costs", n_models, 0.0, np.inf)
@@ -233,23 +365,41 @@ class RACER(BaseEstimator):
         return augmented_scores(scores, self.abstain_score, abstain_scores)
 
     def _entry(self, augmented: np.ndarray, mode: str) -> np.ndarray:
-        """Entry levels of the calibrated family (overwrites ``augmented``)."""
+        """Entry levels of the served family (overwrites ``augmented``)."""
         return entry_levels(
             augmented,
             self.family,
             abstention=mode == "flag",
+            refusals=bool(self.refusals),
             costs=self._costs,
             cost_weight=self.cost_weight,
             overwrite=True,
         )
+
+    def _strict_split(self, augmented: np.ndarray, labels: np.ndarray) -> StrictSplit:
+        """Strict mode's model entry levels and abstain scores (overwrites ``augmented``)."""
+        abstain_column = augmented[:, 0].copy()
+        model_entry = entry_levels(
+            augmented,
+            self.family,
+            abstention=False,
+            costs=self._costs,
+            cost_weight=self.cost_weight,
+            overwrite=True,
+        )[:, 1:]
+        return StrictSplit(model_entry, abstain_column, labels)
 
     def fit(
         self,
         scores: Any,
         labels: Any,
         *,
+        groups: Any = None,
         abstain_scores: Any = None,
         model_names: Sequence[str] | None = None,
+        train_scores: Any = None,
+        train_labels: Any = None,
+        train_abstain_scores: Any = None,
     ) -> RACER:
         """Calibrate the thresholds on held-out scored and labelled queries.
 
@@ -261,10 +411,19 @@ class RACER(BaseEstimator):
         labels : array-like of shape (n, M)
             1 if the model's answer is acceptable, 0 if not, NaN if unknown; or a graded
             quality in [0, 1]. Unknown labels are handled per ``missing``.
+        groups : array-like of shape (n,), optional
+            Each query's group (compared as strings): one certificate per group
+            (``group_guarantee``, ``small_groups``); ``predict`` then needs the groups too.
         abstain_scores : array-like of shape (n,), optional
             Needed with ``abstain_score="given"``.
         model_names : sequence of str, optional
             Column names; also read from data-frame columns.
+        train_scores, train_labels : array-like of shape (n_train, M), optional
+            Strict mode: scores and labels of a *training* split (never the calibration
+            data). The (tau, lambda) pairs are then tested along the training risk-cost
+            front by one fixed sequence; without them, by chains over a coarse tau grid.
+        train_abstain_scores : array-like of shape (n_train,), optional
+            The training split's abstain scores, with ``abstain_score="given"``.
 
         Returns
         -------
@@ -276,7 +435,8 @@ class RACER(BaseEstimator):
         InfeasibleCalibrationError
             If the guarantee cannot be certified (too few points, a router whose
             largest sets miss too often, or, in strict mode, too many queries that no
-            model answers); the message says why and what would be needed.
+            model answers; with groups, the groups concerned); the message says why and
+            what would be needed.
         """
         names = model_names if model_names is not None else column_names(scores)
         check_model_names(column_names(labels), names)
@@ -284,12 +444,16 @@ class RACER(BaseEstimator):
         label_matrix = check_labels(labels, score_matrix.shape)
         alpha, delta, self._costs = self._check_params(score_matrix.shape[1])
         mode = abstention_mode(self.abstention)
+        group_labels = None if groups is None else np.asarray(groups)
+        if group_labels is not None:
+            group_names, group_codes = encode_groups(group_labels, len(score_matrix))
+        training = self._training_split(mode, train_scores, train_labels, train_abstain_scores)
 
         if abstain_scores is not None:
             abstain_scores = check_vector(abstain_scores, "abstain_scores", len(score_matrix), 0, 1)
         known = _known_rows(label_matrix)
-        n_unknown = int((~known).sum())
-        if not known.any():
+        n_unknown = len(known) - int(np.count_nonzero(known))
+        if n_unknown == len(known):
             raise ValueError(
                 f"All {len(known)} calibration rows have an unknown (NaN) label; RACER "
                 "needs queries whose outcome is known for at least some rows."
@@ -304,67 +468,56 @@ class RACER(BaseEstimator):
             )
             score_matrix, label_matrix = score_matrix[known], label_matrix[known]
             abstain_scores = None if abstain_scores is None else abstain_scores[known]
+            if group_labels is not None:
+                group_codes = group_codes[known]
         graded = not is_binary(label_matrix)
         bound = self.bound
         if bound == "auto":
             bound = "wsr" if graded else "binomial"
         augmented = self._augmented(score_matrix, abstain_scores)
-        family_range = lambda_range(self.family, self.cost_weight)
         if mode == "strict":
-            abstain_column = augmented[:, 0].copy()
-            model_entry = entry_levels(
-                augmented,
-                self.family,
-                abstention=False,
-                costs=self._costs,
-                cost_weight=self.cost_weight,
-                overwrite=True,
-            )[:, 1:]
-            strict = calibrate_strict(
-                model_entry,
-                abstain_column,
-                label_matrix,
-                alpha=alpha,
-                delta=delta,
-                bound=bound,
-                lambda_range=family_range,
-                lambda_grid_size=int(self.lambda_grid_size),
-                abstain_grid_size=int(self.abstain_grid_size),
-                random_state=self.random_state,
-            )
-            self.threshold_ = strict.threshold
-            self.abstain_threshold_ = strict.abstain_threshold
-            self.empirical_risk_ = strict.empirical_risk
-            self.risk_bound_ = strict.risk_bound
-            self.bound_ = bound
-            self.risk_curve_ = None
-            decision = np.column_stack(
-                [abstain_column >= strict.abstain_threshold, model_entry <= strict.threshold]
-            )
-            decision[decision[:, 0], 1:] = False
+            split: StrictSplit | np.ndarray = self._strict_split(augmented, label_matrix)
         else:
-            entry = self._entry(augmented, mode)
-            result = calibrate(
-                entry,
-                label_matrix,
-                alpha=alpha,
-                delta=delta,
-                bound=bound,
-                guarantee=self.guarantee,
-                abstention=mode == "flag",
-                lambda_range=family_range,
-                random_state=self.random_state,
-                binary=not graded,
+            split = self._entry(augmented, mode)
+
+        def certify(rows: Any, level: float) -> _Certificate:
+            return self._certify(
+                split, label_matrix, rows, mode, alpha, level, bound, not graded, training
             )
-            self.threshold_ = result.threshold
+
+        if group_labels is None:
+            certificate = certify(slice(None), delta)
+            self.groups_: dict[str, GroupCalibration] | None = None
+            self.threshold_: float | None = certificate.threshold
+            self.abstain_threshold_ = certificate.abstain_threshold
+            self.empirical_risk_ = certificate.empirical_risk
+            self.risk_bound_ = certificate.risk_bound
+            self.risk_curve_ = certificate.curve
+            self.bound_ = certificate.bound
+            row_thresholds: Any = certificate.threshold
+            row_taus: Any = certificate.abstain_threshold
+        else:
+            self.groups_, codes = self._certify_groups(
+                group_names, group_codes, alpha, delta, bound, certify
+            )
+            table = list(self.groups_.values())
+            self.threshold_ = None
             self.abstain_threshold_ = None
-            self.empirical_risk_ = result.empirical_risk
-            self.risk_bound_ = result.risk_bound
-            self.bound_ = result.bound
-            self.risk_curve_ = result.curve
-            decision = entry <= result.threshold
+            self.risk_curve_ = None
+            self.bound_ = bound
+            row_thresholds = np.array([g.threshold for g in table])[codes]
+            row_taus = (
+                np.array([g.abstain_threshold for g in table], dtype=float)[codes]
+                if mode == "strict"
+                else None
+            )
+            counts = np.array([g.n for g in table])
+            self.empirical_risk_ = float(
+                np.dot(counts, [g.empirical_risk for g in table]) / counts.sum()
+            )
+            self.risk_bound_ = max(g.risk_bound for g in table)
         self.abstention_mode_ = mode
-        self._set_rates(decision, label_matrix)
+        self._set_rates(self._calibration_decision(split, row_thresholds, row_taus), label_matrix)
         self.n_calibration_ = len(label_matrix)
         self.n_imputed_ = 0 if self.missing == "drop" else n_unknown
         self.n_dropped_ = n_unknown if self.missing == "drop" else 0
@@ -383,19 +536,184 @@ class RACER(BaseEstimator):
             )
         return self
 
+    def _training_split(
+        self, mode: str, train_scores: Any, train_labels: Any, train_abstain_scores: Any
+    ) -> StrictSplit | None:
+        """The training split of strict mode's front, checked; None without one."""
+        if train_scores is None and train_labels is None:
+            return None
+        if train_scores is None or train_labels is None:
+            raise ValueError("Pass both train_scores and train_labels, or neither.")
+        if mode != "strict":
+            raise ValueError(
+                'train_scores/train_labels build strict mode\'s training front; they are used '
+                'only with abstention="strict".'
+            )
+        score_matrix = check_scores(train_scores, "train_scores")
+        label_matrix = check_labels(train_labels, score_matrix.shape)
+        if train_abstain_scores is not None:
+            train_abstain_scores = check_vector(
+                train_abstain_scores, "train_abstain_scores", len(score_matrix), 0, 1
+            )
+        augmented = self._augmented(score_matrix, train_abstain_scores)
+        return self._strict_split(augmented, label_matrix)
+
+    def _certify(
+        self,
+        split: StrictSplit | np.ndarray,
+        labels: np.ndarray,
+        rows: Any,
+        mode: str,
+        alpha: float,
+        delta: float,
+        bound: str,
+        binary: bool,
+        training: StrictSplit | None,
+    ) -> _Certificate:
+        """One certificate on the calibration ``rows`` (all, or one group's)."""
+        family_range = lambda_range(self.family, self.cost_weight)
+        if isinstance(split, StrictSplit):
+            strict = calibrate_strict(
+                split.model_entry[rows],
+                split.abstain_score[rows],
+                labels[rows],
+                alpha=alpha,
+                delta=delta,
+                bound=bound,
+                lambda_range=family_range,
+                lambda_grid_size=int(self.lambda_grid_size),
+                abstain_grid_size=self.abstain_grid_size,
+                training=training,
+                model_costs=self._costs,
+                refusal_cost=self.refusal_cost,
+                random_state=self.random_state,
+            )
+            return _Certificate(
+                strict.threshold,
+                strict.abstain_threshold,
+                strict.empirical_risk,
+                strict.risk_bound,
+                bound,
+                None,
+            )
+        result = calibrate(
+            split[rows],
+            labels[rows],
+            alpha=alpha,
+            delta=delta,
+            bound=bound,
+            guarantee=self.guarantee,
+            abstention=mode == "flag",
+            lambda_range=family_range,
+            random_state=self.random_state,
+            binary=binary,
+        )
+        if mode == "flag" and self.refusals and self.refusal_cost != 0:
+            return self._priced(split[rows], result, delta)
+        return _Certificate(
+            result.threshold,
+            None,
+            result.empirical_risk,
+            result.risk_bound,
+            result.bound,
+            result.curve,
+        )
+
+    def _priced(self, entry: np.ndarray, result: CalibrationResult, delta: float) -> _Certificate:
+        """Flag mode with refusals: the certified lambda of lowest cost, refusals priced
+        (:func:`racer.calibration.priced_threshold`)."""
+        lam = priced_threshold(
+            entry, result.threshold, model_costs=self._costs, refusal_cost=self.refusal_cost
+        )
+        curve = result.curve
+        loss_total = curve.loss_total_at(lam)
+        risk_bound = (
+            result.risk_bound  # R(lam) <= R(RCPS lambda), so its bound still holds
+            if result.bound == "wsr"
+            else float(upper_bound(result.bound, loss_total, curve.n, delta))
+        )
+        return _Certificate(lam, None, loss_total / curve.n, risk_bound, result.bound, curve)
+
+    def _certify_groups(
+        self,
+        names: tuple[str, ...],
+        codes: np.ndarray,
+        alpha: float,
+        delta: float,
+        bound: str,
+        certify: Any,
+    ) -> tuple[dict[str, GroupCalibration], np.ndarray]:
+        """One certificate per group (small groups raised or pooled); rows' group codes."""
+        counts = np.bincount(codes, minlength=len(names))
+        level = group_delta(delta, len(names), self.group_guarantee)
+        bound_name = "crc" if self.guarantee == "expectation" else bound
+        needed = bounds_module.n_needed(bound_name, alpha, level)
+        small = too_small(counts, needed)
+        pooled: tuple[str, ...] = ()
+        if small.any():
+            if self.small_groups == "raise":
+                small_names = [str(name) for name in np.asarray(names)[small]]
+                raise InfeasibleCalibrationError(
+                    small_groups_message(small_names, counts[small], needed, alpha, level)
+                )
+            names, codes, pooled = pool_small_groups(names, codes, small)
+            counts = np.bincount(codes, minlength=len(names))
+            level = group_delta(delta, len(names), self.group_guarantee)
+        table: dict[str, GroupCalibration] = {}
+        rows_by_group = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
+        for name, rows in zip(names, rows_by_group, strict=True):
+            try:
+                certificate = certify(rows, level)
+            except InfeasibleCalibrationError as error:
+                raise InfeasibleCalibrationError(
+                    f"Group {name!r} (n={rows.size}): {error}"
+                ) from None
+            table[name] = GroupCalibration(
+                name=name,
+                n=int(rows.size),
+                threshold=certificate.threshold,
+                abstain_threshold=certificate.abstain_threshold,
+                empirical_risk=certificate.empirical_risk,
+                risk_bound=certificate.risk_bound,
+                delta=level,
+                members=pooled if name == POOLED else (),
+            )
+        return table, codes
+
+    def _calibration_decision(
+        self, split: StrictSplit | np.ndarray, thresholds: Any, taus: Any
+    ) -> np.ndarray:
+        """The served decisions of the calibration rows, from their entry levels."""
+        if isinstance(split, StrictSplit):
+            abstained = split.abstain_score >= taus
+            lam = np.reshape(thresholds, (-1, 1)) if np.ndim(thresholds) else thresholds
+            models = (split.model_entry <= lam) & ~abstained[:, None]
+            return np.column_stack([abstained, models])
+        lam = np.reshape(thresholds, (-1, 1)) if np.ndim(thresholds) else thresholds
+        return split <= lam
+
     def _set_rates(self, decision: np.ndarray, labels: np.ndarray) -> None:
-        """Flag, abstention and set-size rates of the calibration decisions."""
+        """Set sizes and the served rates (:func:`racer.diagnostics.served_rates`)."""
         invoked = decision[:, 1:]
-        self.mean_set_size_ = float(invoked.sum(axis=1).mean())
-        if self.abstention_mode_ == "flag":
-            self.flag_rate_ = float(np.mean(decision[:, 0] & invoked.any(axis=1)))
-        else:
-            self.flag_rate_ = None
-        self.abstention_rate_ = float(np.mean(~invoked.any(axis=1)))
-        self.unanswerable_share_ = float(np.mean(~np.any(np.nan_to_num(labels) > 0, axis=1)))
+        self.mean_set_size_ = np.count_nonzero(invoked) / len(decision)
+        rates = served_rates(self.abstention_mode_, decision, labels)
+        self.flag_rate_ = rates.flag_rate if self.abstention_mode_ == "flag" else None
+        self.abstention_rate_ = rates.refusal_rate
+        self.refusal_rate_ = rates.refusal_rate
+        self.without_right_answer_ = rates.without_right_answer
+        self.flag_precision_ = rates.flag_precision
+        self.unanswerable_share_ = float(np.mean(unanswerable(labels)))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "abstention_mode_"):
+            raise not_fitted_error(self)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run (scikit-learn's fitted check)."""
+        return hasattr(self, "abstention_mode_")
 
     def _checked_scores(self, scores: Any, model_names: Sequence[str] | None) -> np.ndarray:
-        check_is_fitted(self, "threshold_")
+        self._check_fitted()
         names = model_names if model_names is not None else column_names(scores)
         check_model_names(self.model_names_, names)
         score_matrix = check_scores(scores)
@@ -406,21 +724,61 @@ class RACER(BaseEstimator):
             )
         return score_matrix
 
-    def _decision(self, score_matrix: np.ndarray, abstain_scores: Any) -> np.ndarray:
+    def _group_thresholds(self, groups: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each query's lambda (and tau) from its group's certificate."""
+        assert self.groups_ is not None
+        if groups is None:
+            raise ValueError(
+                f"This RACER was calibrated per group ({len(self.groups_)} groups); pass "
+                "groups=, one group per query, to predict and risk."
+            )
+        names, codes = encode_groups(groups, n)
+        unseen = [name for name in names if name not in self.groups_]
+        if unseen and POOLED not in self.groups_:
+            raise ValueError(
+                f"Groups {unseen} were not seen at fit and there is no pooled certificate to "
+                f"serve them (groups seen: {sorted(self.groups_)}). Refit with calibration data "
+                "for them, or with small_groups='pool' and at least one small group."
+            )
+        certificates = [self.groups_.get(name, self.groups_.get(POOLED)) for name in names]
+        thresholds = np.array([c.threshold for c in certificates if c is not None])[codes]
+        if self.abstention_mode_ != "strict":
+            return thresholds, None
+        taus = np.array([c.abstain_threshold for c in certificates if c is not None], dtype=float)
+        return thresholds, taus[codes]
+
+    def _decision(self, score_matrix: np.ndarray, abstain_scores: Any, groups: Any) -> np.ndarray:
+        if self.groups_ is None:
+            threshold: Any = self.threshold_
+            tau: Any = self.abstain_threshold_
+        else:
+            threshold, tau = self._group_thresholds(groups, len(score_matrix))
         return served_decision(
             self._augmented(score_matrix, abstain_scores),
-            self.threshold_,
+            threshold,
             family=self.family,
             abstention=self.abstention_mode_,
-            abstain_threshold=self.abstain_threshold_,
+            abstain_threshold=tau,
+            refusals=bool(self.refusals),
             costs=self._costs,
             cost_weight=self.cost_weight,
         )
+
+    def _marginal_groups(self, groups: Any) -> Any:
+        """``groups`` for a per-group fit; a marginal fit refuses them (no silent mix-up)."""
+        if groups is not None and self.groups_ is None:
+            raise ValueError(
+                "This RACER was calibrated marginally (fit without groups=), so it has no "
+                "per-group thresholds; drop groups=, or refit with groups= for per-group "
+                "certificates. group_risk() reports per-group risk of a marginal fit."
+            )
+        return groups
 
     def predict(
         self,
         scores: Any,
         *,
+        groups: Any = None,
         include_abstain: bool = False,
         abstain_scores: Any = None,
         model_names: Sequence[str] | None = None,
@@ -431,6 +789,9 @@ class RACER(BaseEstimator):
         ----------
         scores : array-like of shape (n, M)
             Base-router scores in [0, 1].
+        groups : array-like of shape (n,), optional
+            Each query's group; required after a per-group fit. A group unseen at fit is
+            served by the pooled certificate when there is one, else refused.
         include_abstain : bool, default=False
             Also return column 0: the abstain flag (``"flag"``), the abstain decision
             (``"strict"``: such rows call no model), always False (off).
@@ -445,14 +806,16 @@ class RACER(BaseEstimator):
             The models to invoke; an all-False row means no model is called.
         """
         score_matrix = self._checked_scores(scores, model_names)
-        decision = self._decision(score_matrix, abstain_scores)
+        decision = self._decision(score_matrix, abstain_scores, self._marginal_groups(groups))
         return decision if include_abstain else decision[:, 1:]
 
-    def risk(self, scores: Any, labels: Any, *, abstain_scores: Any = None) -> float:
-        """Mean loss of the served decisions on labelled queries (the mode's loss).
+    def served_losses(
+        self, scores: Any, labels: Any, *, groups: Any = None, abstain_scores: Any = None
+    ) -> np.ndarray:
+        """The loss of every query's served decision (the mode's loss).
 
-        Unknown labels follow ``missing``: worst case, or rows left out with ``"drop"``.
-        On the calibration data this reproduces ``empirical_risk_``.
+        Unknown labels count at their worst case. With ``missing="drop"`` rows with an
+        unknown label are left out.
         """
         score_matrix = self._checked_scores(scores, None)
         label_matrix = check_labels(labels, score_matrix.shape)
@@ -462,8 +825,43 @@ class RACER(BaseEstimator):
             known = _known_rows(label_matrix)
             score_matrix, label_matrix = score_matrix[known], label_matrix[known]
             abstain_scores = None if abstain_scores is None else abstain_scores[known]
-        decision = self._decision(score_matrix, abstain_scores)
-        return float(served_losses(self.abstention_mode_, decision, label_matrix).mean())
+            groups = None if groups is None else np.asarray(groups, dtype=object)[known]
+        decision = self._decision(score_matrix, abstain_scores, groups)
+        return served_losses(self.abstention_mode_, decision, label_matrix)
+
+    def risk(
+        self, scores: Any, labels: Any, *, groups: Any = None, abstain_scores: Any = None
+    ) -> float:
+        """Mean loss of the served decisions on labelled queries (the mode's loss).
+
+        Unknown labels follow ``missing``: worst case, or rows left out with ``"drop"``.
+        On the calibration data this reproduces ``empirical_risk_``. ``groups`` as in
+        :meth:`predict`.
+        """
+        losses = self.served_losses(
+            scores, labels, groups=self._marginal_groups(groups), abstain_scores=abstain_scores
+        )
+        return float(losses.mean())
+
+    def group_risk(
+        self, scores: Any, labels: Any, groups: Any, *, abstain_scores: Any = None
+    ) -> GroupRiskTable:
+        """Per-group n, risk and above-alpha flag of the served decisions.
+
+        Works after a marginal fit too (the groups then only slice the report), so that
+        reports can show per-group risk next to the marginal certificate.
+        """
+        group_labels = np.asarray(groups, dtype=object)
+        losses = self.served_losses(
+            scores,
+            labels,
+            groups=group_labels if self.groups_ is not None else None,
+            abstain_scores=abstain_scores,
+        )
+        if self.missing == "drop":
+            score_matrix = check_scores(scores)
+            group_labels = group_labels[_known_rows(check_labels(labels, score_matrix.shape))]
+        return group_risk_table(losses, group_labels, float(self.alpha))
 
     def score(self, scores: Any, labels: Any, *, abstain_scores: Any = None) -> float:
         """``1 - risk``: the share of queries served without a loss (higher is better).
@@ -496,6 +894,9 @@ class RACER(BaseEstimator):
         "n_dropped_",
         "flag_rate_",
         "abstention_rate_",
+        "refusal_rate_",
+        "without_right_answer_",
+        "flag_precision_",
         "mean_set_size_",
         "unanswerable_share_",
         "loss_kind_",
@@ -509,13 +910,16 @@ class RACER(BaseEstimator):
         Returns
         -------
         dict
-            ``"params"`` (hyper-parameters), ``"fitted"`` (learned scalars) and
-            ``"arrays"`` (the risk curve and costs as numpy arrays).
+            ``"params"`` (hyper-parameters), ``"fitted"`` (learned scalars and the
+            per-group certificates) and ``"arrays"`` (the risk curve and costs).
         """
-        check_is_fitted(self, "threshold_")
+        self._check_fitted()
         params = self.get_params()
         params["costs"] = None
         fitted = {name: getattr(self, name) for name in self._FITTED}
+        fitted["groups_"] = (
+            None if self.groups_ is None else [asdict(g) for g in self.groups_.values()]
+        )
         arrays: dict[str, np.ndarray] = {}
         if self.risk_curve_ is not None:
             arrays["risk_curve_lambdas"] = self.risk_curve_.lambdas
@@ -526,12 +930,16 @@ class RACER(BaseEstimator):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RACER:
-        """Rebuild a fitted estimator from :meth:`get_state` output (versions 1 and 2)."""
+        """Rebuild a fitted estimator from :meth:`get_state` output (versions 1 to 3).
+
+        States before version 3 were calibrated with refusals allowed in flag mode; they
+        are served without refusals (``refusals=False``), which can only lower the loss.
+        """
         version = state.get("version")
-        if version not in (1, STATE_VERSION):
+        if version not in (1, 2, STATE_VERSION):
             raise ValueError(
                 f"Unsupported RACER state version {version!r}; this version of "
-                f"racer reads versions 1 and {STATE_VERSION}."
+                f"racer reads versions 1 to {STATE_VERSION}."
             )
         arrays = state["arrays"]
         params = dict(state["params"])
@@ -540,21 +948,37 @@ class RACER(BaseEstimator):
         estimator = cls(**params)
         estimator._costs = params["costs"]
         fitted = dict(state["fitted"])
+        nan = float("nan")
         if version == 1:
             fitted.update(
                 abstention_mode_=abstention_mode(params["abstention"]),
                 abstain_threshold_=None,
                 n_imputed_=0,
                 flag_rate_=None,
-                abstention_rate_=float("nan"),
-                mean_set_size_=float("nan"),
-                unanswerable_share_=float("nan"),
+                abstention_rate_=nan,
+                mean_set_size_=nan,
+                unanswerable_share_=nan,
             )
-        missing = [name for name in cls._FITTED if name not in fitted]
+        if version in (1, 2):
+            fitted.update(
+                refusal_rate_=fitted["abstention_rate_"],
+                without_right_answer_=nan,
+                flag_precision_=nan,
+                groups_=None,
+            )
+        missing = [name for name in (*cls._FITTED, "groups_") if name not in fitted]
         if missing:
             raise ValueError(f"RACER state lacks the fitted values {missing}.")
         for name in cls._FITTED:
             setattr(estimator, name, fitted[name])
+        estimator.groups_ = (
+            None
+            if fitted["groups_"] is None
+            else {
+                entry["name"]: GroupCalibration(**{**entry, "members": tuple(entry["members"])})
+                for entry in fitted["groups_"]
+            }
+        )
         abstention_mode(estimator.abstention_mode_)
         estimator.n_features_in_ = estimator.n_models_
         estimator.risk_curve_ = None

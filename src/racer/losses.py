@@ -82,6 +82,56 @@ def worst_case_quality(quality: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return model_quality, unknown, known_zero
 
 
+def unanswerable(quality: np.ndarray) -> np.ndarray:
+    """Queries that no model answers under every completion of their unknown labels.
+
+    A query counts only when all its labels are known and none is good (every value 0):
+    with an unknown label the worst completion makes the query answerable by a model that
+    is not called, so abstaining or flagging it is a loss whatever is done.
+
+    Parameters
+    ----------
+    quality : numpy.ndarray, shape (n, M)
+        0/1 labels or graded quality; NaN = unknown.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+    """
+    # NaN != 0, so a row with an unknown label is never all-zero
+    return ~np.any(np.asarray(quality) != 0, axis=1)
+
+
+def best_quality_steps(entry: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's entry levels in increasing order and its best quality so far.
+
+    Parameters
+    ----------
+    entry : numpy.ndarray, shape (n, K)
+        Entry levels of the candidates as the loss sees them.
+    quality : numpy.ndarray, shape (n, K)
+        Quality of each candidate (no NaN).
+
+    Returns
+    -------
+    sorted_levels, running_best : numpy.ndarray, shape (n, K)
+    """
+    order = np.argsort(entry, axis=1, kind="stable")
+    sorted_levels = np.take_along_axis(entry, order, 1)
+    running_best = np.maximum.accumulate(np.take_along_axis(quality, order, 1), axis=1)
+    return sorted_levels, running_best
+
+
+def losses_on_grid(
+    sorted_levels: np.ndarray, running_best: np.ndarray, lams: np.ndarray
+) -> np.ndarray:
+    """Losses ``1 - best quality in the set`` of every point (rows) at several lambdas
+    (columns), from :func:`best_quality_steps`."""
+    joined = (sorted_levels[:, :, None] <= lams[None, None, :]).sum(axis=1)
+    best = np.take_along_axis(running_best, np.maximum(joined - 1, 0), axis=1)
+    return 1.0 - np.where(joined > 0, best, 0.0)
+
+
 def served_losses(
     mode: str, decision: np.ndarray, quality: np.ndarray, *, binary: bool | None = None
 ) -> np.ndarray:

@@ -96,6 +96,49 @@ def ltt_pvalues(
     raise ValueError(f"bound must be one of {LTT_BOUNDS}, got {bound!r}.")
 
 
+def risk_cost_front(
+    training_risk: np.ndarray, training_cost: np.ndarray, first: int | None = None
+) -> np.ndarray:
+    """A fixed-sequence order from a training split: its risk-cost front, safest first.
+
+    Configurations sorted by increasing training risk (ties: cheaper first); one that a
+    safer configuration already beats on cost is dropped, because each hypothesis tested
+    spends family-wise error and a dominated configuration would never be chosen.
+    ``first``, when given, is kept at its place whatever it costs. Computed from the
+    training split only, the returned order is fixed before the calibration data is seen,
+    so testing it by :func:`racer.fwer.fixed_sequence` at the full ``delta`` is valid
+    (METHOD.md section 5b).
+
+    Parameters
+    ----------
+    training_risk, training_cost : numpy.ndarray, shape (K,)
+        Mean training loss and mean training cost of every configuration.
+    first : int, optional
+        A configuration always kept (for example "always call the fallback").
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Positions into the configurations, by increasing training risk, each cheaper
+        than every safer one kept before it (``first`` excepted).
+
+    Examples
+    --------
+    >>> risk_cost_front(np.array([0.0, 0.1, 0.05, 0.2]), np.array([3.0, 1.0, 2.5, 2.0]))
+    array([0, 2, 1])
+    """
+    risk = np.asarray(training_risk, dtype=float)
+    cost = np.asarray(training_cost, dtype=float)
+    order = np.lexsort((cost, risk))
+    sorted_cost = cost[order]
+    cheaper_than_safer = sorted_cost < np.minimum.accumulate(
+        np.concatenate([[np.inf], sorted_cost[:-1]])
+    )
+    if first is not None:
+        cheaper_than_safer |= order == first
+    return order[cheaper_than_safer].astype(int)
+
+
 @dataclass(frozen=True)
 class LTTResult:
     """The certified configurations of a Learn-then-Test run.

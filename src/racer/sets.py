@@ -96,11 +96,16 @@ def entry_levels(
     family: str = "threshold",
     *,
     abstention: bool = True,
+    refusals: bool = True,
     costs: np.ndarray | None = None,
     cost_weight: float = 1.0,
     overwrite: bool = False,
 ) -> np.ndarray:
     """Smallest lambda at which each candidate joins the set.
+
+    The set at ``lambda`` is ``{k : entry[k] <= lambda}`` (the one set rule, see
+    :func:`served_decision`): candidate ``k`` is in as soon as its entry level is at most
+    lambda, so a larger lambda only adds candidates.
 
     Parameters
     ----------
@@ -114,6 +119,11 @@ def entry_levels(
     abstention : bool
         When False the abstain option never joins (entry ``+inf``) and the top-ranked
         model is always in the set (entry ``-inf``).
+    refusals : bool
+        With ``abstention``: whether a set may hold the abstain option and no model (a
+        refusal). False keeps the abstain option (the flag) and puts the family's first
+        model (the top-scored one for ``"threshold"`` and ``"cumulative"``) in every set
+        (entry ``-inf``); the sets stay nested.
     costs : numpy.ndarray, shape (M,), optional
         Per-model cost, required by ``"cost"``.
     cost_weight : float
@@ -138,10 +148,13 @@ def entry_levels(
         entry = _cost_entry(augmented, np.asarray(costs, dtype=float), cost_weight)
     else:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
-    if not abstention:
-        entry[:, 0] = np.inf
-        top = np.argmin(entry[:, 1:], axis=1) + 1
+    if not (abstention and refusals):
+        abstain_entry = entry[:, 0].copy()
+        entry[:, 0] = np.inf  # a contiguous argmin over all columns is faster than over a view
+        top = np.argmin(entry, axis=1)
         entry[np.arange(entry.shape[0]), top] = -np.inf
+        if abstention:
+            entry[:, 0] = abstain_entry
     return entry
 
 
@@ -152,11 +165,12 @@ def sets_at(entry: np.ndarray, lam: float) -> np.ndarray:
 
 def served_decision(
     augmented: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     *,
     family: str = "threshold",
     abstention: str = "flag",
-    abstain_threshold: float | None = None,
+    abstain_threshold: float | np.ndarray | None = None,
+    refusals: bool = False,
     costs: np.ndarray | None = None,
     cost_weight: float = 1.0,
 ) -> np.ndarray:
@@ -171,14 +185,18 @@ def served_decision(
     ----------
     augmented : numpy.ndarray, shape (n, M + 1)
         Augmented scores (:func:`augmented_scores`); not modified.
-    threshold : float
-        The calibrated lambda.
+    threshold : float or numpy.ndarray of shape (n,)
+        The calibrated lambda, or one per query (per-group calibration).
     family : {"threshold", "cumulative", "cost"}
         The nested family.
     abstention : {"flag", "strict", "off"}
         The abstention mode (:mod:`racer.losses`).
-    abstain_threshold : float, optional
-        tau of ``"strict"``: abstain iff ``s_0 >= tau``.
+    abstain_threshold : float or numpy.ndarray of shape (n,), optional
+        tau of ``"strict"``: abstain iff ``s_0 >= tau``; one per query allowed.
+    refusals : bool
+        Flag mode: whether an empty set of models may be served (see
+        :func:`entry_levels`); False (RACER's default) serves the top model with the flag
+        raised.
     costs, cost_weight
         As in :func:`entry_levels`.
 
@@ -188,6 +206,7 @@ def served_decision(
         Column 0: the abstain flag (flag), the abstain decision (strict), False (off).
         Columns 1..M: the models invoked (none on a strict abstention).
     """
+    lam = np.reshape(threshold, (-1, 1)) if np.ndim(threshold) else threshold
     if abstention == "strict":
         if abstain_threshold is None:
             raise ValueError('abstention="strict" needs abstain_threshold (tau).')
@@ -195,29 +214,37 @@ def served_decision(
         entry = entry_levels(
             augmented, family, abstention=False, costs=costs, cost_weight=cost_weight
         )
-        decision = entry <= threshold
+        decision = entry <= lam
         decision[:, 0] = abstained
         decision[abstained, 1:] = False
         return decision
     entry = entry_levels(
-        augmented, family, abstention=abstention == "flag", costs=costs, cost_weight=cost_weight
+        augmented,
+        family,
+        abstention=abstention == "flag",
+        refusals=refusals,
+        costs=costs,
+        cost_weight=cost_weight,
     )
-    return entry <= threshold
+    return entry <= lam
 
 
 def decision_from_scores(
     scores: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     *,
     family: str = "threshold",
     abstention: str = "flag",
-    abstain_threshold: float | None = None,
+    abstain_threshold: float | np.ndarray | None = None,
     abstain_score: str = "max",
     abstain_scores: np.ndarray | None = None,
+    refusals: bool = False,
     costs: np.ndarray | None = None,
     cost_weight: float = 1.0,
 ) -> np.ndarray:
     """Rebuild the served decision from router scores and a stored calibration.
+
+    Parameters are those of :func:`augmented_scores` and :func:`served_decision`.
 
     Examples
     --------
@@ -233,6 +260,7 @@ def decision_from_scores(
         family=family,
         abstention=abstention,
         abstain_threshold=abstain_threshold,
+        refusals=refusals,
         costs=costs,
         cost_weight=cost_weight,
     )

@@ -8,6 +8,7 @@ from racer.data.generic import (
     merge_duplicate_ids,
 )
 from racer.data.load import concat_datasets, detect_format, load_dataset
+from racer.data.routellm import load_routellm
 from racer.data.routerbench import load_routerbench
 from racer.data.routerdc import load_routerdc
 from racer.data.split import (
@@ -25,6 +26,7 @@ __all__ = [
     "concat_datasets",
     "detect_format",
     "load_dataset",
+    "load_routellm",
     "load_routerbench",
     "load_routerdc",
     "load_table",

@@ -24,27 +24,31 @@ from racer.data.generic import (
     load_table,
     merge_and_report,
 )
+from racer.data.routellm import is_routellm_header, load_routellm
 from racer.data.routerbench import is_routerbench_header, load_routerbench
 from racer.data.routerdc import is_routerdc_records, load_routerdc
 
 __all__ = ["concat_datasets", "detect_format", "load_dataset"]
 
-Format = Literal["routerdc", "routerbench", "table"]
+Format = Literal["routerdc", "routerbench", "routellm", "table"]
 PathLike = str | Path
 
 LOADERS: dict[str, Callable[..., RoutingDataset]] = {
     "routerdc": load_routerdc,
     "routerbench": load_routerbench,
+    "routellm": load_routellm,
     "table": load_table,
 }
 
 
 def detect_format(path: PathLike) -> Format:
-    """Which loader reads ``path``: ``"routerdc"``, ``"routerbench"`` or ``"table"``.
+    """Which loader reads ``path``: ``"routerdc"``, ``"routerbench"``, ``"routellm"`` or
+    ``"table"``.
 
     A JSON list of objects with a ``scores`` mapping is RouterDC; a CSV with
-    ``sample_id``, ``prompt`` and ``<model>|total_cost`` columns is RouterBench; any other
-    CSV, TSV, JSONL, JSON list of records or Parquet file is a generic table.
+    ``sample_id``, ``prompt`` and ``<model>|total_cost`` columns is RouterBench; a CSV
+    with ``prompt`` and ``<model>_response`` columns is RouteLLM's; any other CSV, TSV,
+    JSONL, JSON list of records or Parquet file is a generic table.
     """
     path = existing_file(path, "data file")
     suffix = path.suffix.lower()
@@ -53,7 +57,9 @@ def detect_format(path: PathLike) -> Format:
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             header = next(csv.reader(handle), [])
-        return "routerbench" if is_routerbench_header(header) else "table"
+        if is_routerbench_header(header):
+            return "routerbench"
+        return "routellm" if is_routellm_header(header) else "table"
     if suffix in TABLE_SUFFIXES:
         return "table"
     raise ValueError(
@@ -182,7 +188,7 @@ def concat_datasets(
 def load_dataset(
     path: PathLike | Sequence[PathLike],
     *,
-    format: Literal["auto", "routerdc", "routerbench", "table"] = "auto",
+    format: Literal["auto", "routerdc", "routerbench", "routellm", "table"] = "auto",
     models: Sequence[str] | None = None,
     missing: MissingPolicy = "keep",
     name: str | None = None,
@@ -193,12 +199,13 @@ def load_dataset(
     Parameters
     ----------
     path : str, pathlib.Path, or a sequence of them
-        A RouterDC JSON file, a RouterBench CSV, a generic long or wide table (CSV,
+        A RouterDC JSON file, a RouterBench CSV, a RouteLLM response CSV
+        (:func:`racer.data.routellm.load_routellm`), a generic long or wide table (CSV,
         TSV, JSONL, JSON records, Parquet), a folder of such files, or a list of files.
         Several files are pooled: they must score the same models, each row's source
         becomes its file stem, and rows that repeat a query id across files are merged
         (with a warning).
-    format : {"auto", "routerdc", "routerbench", "table"}, default "auto"
+    format : {"auto", "routerdc", "routerbench", "routellm", "table"}, default "auto"
         The reader; ``"auto"`` picks it per file (see :func:`detect_format`).
     models : sequence of str, optional
         Keep only these models, in this order; unknown names raise ValueError.

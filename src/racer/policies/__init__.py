@@ -2,7 +2,8 @@
 
 - :mod:`~racer.policies.losses`: the loss of what the user receives (set, error, regret);
 - :mod:`~racer.policies.families`: single models, cascades and parallel sets, and the grid;
-- :mod:`~racer.policies.certify`: Learn-then-Test over the grid, the cheapest certified policy.
+- :mod:`~racer.policies.certify`: Learn-then-Test over the grid, the cheapest certified policy;
+- :mod:`~racer.policies.groups`: the same, one certificate per group of queries.
 """
 
 from racer.policies.certify import (
@@ -24,6 +25,7 @@ from racer.policies.families import (
     policy_from_state,
     policy_grid,
 )
+from racer.policies.groups import certify_groups
 from racer.policies.losses import OBJECTIVES, answer_losses
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Single",
     "answer_losses",
     "certify",
+    "certify_groups",
     "loss_and_cost",
     "policy_from_state",
     "policy_grid",

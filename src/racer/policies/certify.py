@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from racer.fwer import FWER_METHODS
+from racer.ltt import learn_then_test, risk_cost_front
 from racer.policies.families import Outcome, Policy, PolicyData, Single
 from racer.policies.losses import answer_losses, check_objective
 
@@ -53,13 +54,12 @@ def training_front(
 ) -> np.ndarray:
     """The policies on the training risk-cost front, safest first, ``first`` always kept.
 
-    A policy that another beats on both training risk and training cost is dropped:
-    each hypothesis tested costs family-wise error, and a dominated policy would never
-    be chosen. ``first`` (always calling the fallback) is kept at its place by training
-    risk, whatever it costs: under regret it is the safest and leads; under error or set
-    objectives a dearer but safer policy (a larger set, a cascade) may come before it.
-    Everything comes from the training split, so the returned positions are a valid
-    fixed-sequence order (METHOD.md section 5b).
+    :func:`racer.ltt.risk_cost_front` of the policies' mean training losses and costs.
+    ``first`` (always calling the fallback) is kept at its place by training risk, whatever
+    it costs: under regret it is the safest and leads; under error or set objectives a
+    dearer but safer policy (a larger set, a cascade) may come before it. Everything comes
+    from the training split, so the returned positions are a valid fixed-sequence order
+    (METHOD.md section 5b).
 
     Returns
     -------
@@ -67,15 +67,11 @@ def training_front(
         Positions into the family by increasing training risk (ties: cheaper first),
         each cheaper than every safer one kept before it, ``first`` included.
     """
-    risk = np.asarray(training_losses, dtype=float).mean(axis=0)
-    cost = np.asarray(training_costs, dtype=float).mean(axis=0)
-    kept: list[int] = []
-    cheapest = np.inf
-    for index in np.lexsort((cost, risk)):
-        if index == first or cost[index] < cheapest:
-            kept.append(int(index))
-            cheapest = min(cheapest, cost[index])
-    return np.asarray(kept, dtype=int)
+    return risk_cost_front(
+        np.asarray(training_losses, dtype=float).mean(axis=0),
+        np.asarray(training_costs, dtype=float).mean(axis=0),
+        first=first,
+    )
 
 
 @dataclass(frozen=True)
@@ -198,8 +194,6 @@ def certify(
     -------
     Certificate
     """
-    from racer.calibration import learn_then_test
-
     check_objective(objective, 0)
     if method not in FWER_METHODS:
         raise ValueError(f"method must be one of {FWER_METHODS}, got {method!r}.")

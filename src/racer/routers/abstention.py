@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from racer.routers.base import check_router_labels
-from racer.routers.embeddings import Embedder, check_queries
+from racer.routers.embeddings import Embedder, QueryTexts, check_queries
 from racer.routers.linear import LogisticRouter
 
 __all__ = ["AbstentionHead", "no_model_correct"]
@@ -74,7 +74,7 @@ class AbstentionHead(BaseEstimator):
         self.cv = cv
         self.random_state = random_state
 
-    def fit(self, queries: Sequence[str], labels: Any) -> AbstentionHead:
+    def fit(self, queries: QueryTexts, labels: Any) -> AbstentionHead:
         """Learn "no model is correct" from training queries and their (n, M) labels."""
         texts = check_queries(queries)
         target = no_model_correct(check_router_labels(labels, len(texts)))
@@ -88,7 +88,7 @@ class AbstentionHead(BaseEstimator):
         self.base_rate_ = float(np.nanmean(target))
         return self
 
-    def abstain_score(self, queries: Sequence[str]) -> np.ndarray:
+    def abstain_score(self, queries: QueryTexts) -> np.ndarray:
         """P(no model answers the query correctly), shape (n,), in [0, 1]."""
         if not hasattr(self, "classifier_"):
             raise NotFittedError(

@@ -13,6 +13,7 @@ from sklearn.model_selection import KFold
 from racer._validation import check_matrix
 from racer.routers.embeddings import (
     Embedder,
+    QueryTexts,
     check_queries,
     embedder_from_state,
     make_embedder,
@@ -144,7 +145,7 @@ class BaseRouter(BaseEstimator):
     name = "base"
 
     def fit(
-        self, queries: Sequence[str], labels: Any, model_names: Sequence[str] | None = None
+        self, queries: QueryTexts, labels: Any, model_names: Sequence[str] | None = None
     ) -> BaseRouter:
         """Learn from training queries and their (n, M) 0/1 labels (NaN = unknown)."""
         raise NotImplementedError
@@ -163,7 +164,7 @@ class BaseRouter(BaseEstimator):
         self.model_names_ = check_names(model_names, n_models)
         self.n_models_ = n_models
 
-    def predict_proba(self, queries: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, queries: QueryTexts) -> np.ndarray:
         """Probability that each model answers each query correctly.
 
         Parameters
@@ -233,7 +234,7 @@ class EmbeddingRouter(BaseRouter):
         return clone(self.embedder).fit(texts)
 
     def fit(
-        self, queries: Sequence[str], labels: Any, model_names: Sequence[str] | None = None
+        self, queries: QueryTexts, labels: Any, model_names: Sequence[str] | None = None
     ) -> EmbeddingRouter:
         """Embed the training queries and fit the per-model scorer.
 
@@ -257,7 +258,7 @@ class EmbeddingRouter(BaseRouter):
         self._set_models(model_names, label_matrix.shape[1])
         return self
 
-    def _predict(self, queries: Sequence[str]) -> np.ndarray:
+    def _predict(self, queries: QueryTexts) -> np.ndarray:
         return self._predict_embeddings(self.embedder_.transform(check_queries(queries)))
 
     def _params_state(self) -> dict[str, Any]:

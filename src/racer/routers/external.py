@@ -15,7 +15,7 @@ import numpy as np
 from racer._validation import check_scores
 from racer.data.generic import existing_file, read_table, to_float
 from racer.routers.base import BaseRouter
-from racer.routers.embeddings import check_queries
+from racer.routers.embeddings import QueryTexts, check_queries
 
 __all__ = ["ExternalScoresRouter", "read_scores"]
 
@@ -108,7 +108,7 @@ class ExternalScoresRouter(BaseRouter):
 
     def fit(
         self,
-        queries: Sequence[str] | None = None,
+        queries: QueryTexts | None = None,
         labels: Any = None,
         model_names: Sequence[str] | None = None,
     ) -> ExternalScoresRouter:
@@ -155,7 +155,7 @@ class ExternalScoresRouter(BaseRouter):
             )
         return rows
 
-    def _predict(self, queries: Sequence[str]) -> np.ndarray:
+    def _predict(self, queries: QueryTexts) -> np.ndarray:
         texts = check_queries(queries)
         if self.scores_ is not None:
             return self.scores_[self._rows(texts)]

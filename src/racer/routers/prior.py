@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from racer.routers.base import BaseRouter, check_router_labels, smoothed_accuracy
-from racer.routers.embeddings import check_queries
+from racer.routers.embeddings import QueryTexts, check_queries
 
 __all__ = ["PriorRouter"]
 
@@ -34,7 +34,7 @@ class PriorRouter(BaseRouter):
     name = "prior"
 
     def fit(
-        self, queries: Sequence[str], labels: Any, model_names: Sequence[str] | None = None
+        self, queries: QueryTexts, labels: Any, model_names: Sequence[str] | None = None
     ) -> PriorRouter:
         """Record each model's training accuracy; the query texts are not read."""
         label_matrix = check_router_labels(labels, len(check_queries(queries)))
@@ -42,7 +42,7 @@ class PriorRouter(BaseRouter):
         self._set_models(model_names, label_matrix.shape[1])
         return self
 
-    def _predict(self, queries: Sequence[str]) -> np.ndarray:
+    def _predict(self, queries: QueryTexts) -> np.ndarray:
         return np.tile(self.accuracy_, (len(check_queries(queries)), 1))
 
     def _fitted_state(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from racer.routers.embeddings.base import Embedder, check_queries, shared_prefix
+from racer.routers.embeddings.base import Embedder, QueryTexts, check_queries, shared_prefix
 from racer.routers.embeddings.cache import EmbeddingCache, default_cache_dir
 from racer.routers.embeddings.hybrid import HybridEmbedder
 from racer.routers.embeddings.minilm import MiniLMEmbedder
@@ -36,6 +36,7 @@ __all__ = [
     "EmbeddingCache",
     "HybridEmbedder",
     "MiniLMEmbedder",
+    "QueryTexts",
     "TfidfEmbedder",
     "check_queries",
     "default_cache_dir",

@@ -21,7 +21,10 @@ from sklearn.exceptions import NotFittedError
 
 from racer.routers.embeddings.cache import EmbeddingCache, default_cache_dir, text_keys
 
-__all__ = ["CacheSetting", "Embedder", "check_queries", "shared_prefix"]
+__all__ = ["CacheSetting", "Embedder", "QueryTexts", "check_queries", "shared_prefix"]
+
+#: Query texts as users pass them: a list of str, or a dataset's ``queries`` array.
+QueryTexts = Sequence[str] | np.ndarray
 
 CacheSetting = bool | str | Path
 
@@ -143,18 +146,18 @@ class Embedder(BaseEstimator):
                 f"This {type(self).__name__} is not fitted yet. Call fit(texts) first."
             )
 
-    def fit(self, texts: Sequence[str]) -> Embedder:
+    def fit(self, texts: QueryTexts) -> Embedder:
         """Learn whatever the embedding needs from ``texts``; returns self."""
         texts = check_queries(texts)
         self.shared_prefix_ = shared_prefix(texts) if self.strip_shared_prefix else ""
         self._fit(self._view(texts))
         return self
 
-    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+    def fit_transform(self, texts: QueryTexts) -> np.ndarray:
         """Fit on ``texts`` and return their embeddings."""
         return self.fit(texts).transform(texts)
 
-    def transform(self, texts: Sequence[str]) -> np.ndarray:
+    def transform(self, texts: QueryTexts) -> np.ndarray:
         """Embed ``texts`` as float32 rows of unit norm, shape (n, ``dim_``).
 
         Batches of at least ``batch_size`` texts go through the cache when ``cache`` is

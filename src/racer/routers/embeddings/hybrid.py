@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from racer.routers.embeddings.base import CacheSetting, Embedder, check_queries
+from racer.routers.embeddings.base import CacheSetting, Embedder, QueryTexts, check_queries
 from racer.routers.embeddings.minilm import MiniLMEmbedder
 from racer.routers.embeddings.tfidf import TfidfEmbedder
 
@@ -94,7 +93,7 @@ class HybridEmbedder(Embedder):
         ).fit([])
         self.dim_ = self.tfidf_.dim_ + self.minilm_.dim_
 
-    def transform(self, texts: Sequence[str]) -> np.ndarray:
+    def transform(self, texts: QueryTexts) -> np.ndarray:
         """Embed ``texts`` as float32 rows of unit norm, shape (n, ``dim_``)."""
         self._check_fitted()
         return self._embed(self._view(check_queries(texts)))

@@ -58,8 +58,7 @@ def test_vectorised_lambdas_equal_the_estimators(synthetic_pool, bound, family):
     for alpha in (0.05, 0.15):
         lambdas = thresholds(method, pool, cal, alpha, 0.1)
         expected = [
-            # the evaluation still scores the family with refusals (second phase)
-            RACER(alpha, 0.1, bound=bound, family=family, costs=prices, refusals=True)
+            RACER(alpha, 0.1, bound=bound, family=family, costs=prices)
             .fit(pool.scores[rows], pool.labels[rows])
             .threshold_
             for rows in cal
@@ -122,7 +121,7 @@ def test_guarantee_holds_on_real_routerdc_data_and_uncorrected_breaks_it(shared_
         resampled = TrialPlan(pool.n, settings_n_cal(settings, pool.n), 200).resample_rows()
         violations = []
         for rows in resampled[:40]:
-            fitted = RACER(alpha, 0.1, refusals=True).fit(pool.scores[rows], pool.labels[rows])
+            fitted = RACER(alpha, 0.1).fit(pool.scores[rows], pool.labels[rows])
             sets = fitted.predict(pool.scores, include_abstain=True)
             good = np.column_stack([(pool.labels == 0).all(axis=1), pool.labels == 1])
             violations.append(np.mean(~(sets & good).any(axis=1)) > alpha)

@@ -111,14 +111,22 @@ def racer_methods(
     model_costs: np.ndarray | None = None,
     cost_weight: float = 1.0,
     abstain_score: str = "max",
+    refusals: bool = False,
 ) -> list[Method]:
-    """RACER (with abstention) for every bound and family, on the pool ``scores``."""
+    """RACER (flag mode) for every bound and family, on the pool ``scores``.
+
+    ``refusals`` is RACER's parameter of the same name: by default (False) a set never
+    refuses, the top model answers with the flag raised, exactly as ``RACER().predict``
+    serves, so the evaluated risk is the risk of what RACER serves.
+    """
     augmented = augmented_scores(scores, abstain_score)
     methods = []
     for family in families:
         if family == "cost" and model_costs is None:
             continue
-        entry = entry_levels(augmented, family, costs=model_costs, cost_weight=cost_weight)
+        entry = entry_levels(
+            augmented, family, refusals=refusals, costs=model_costs, cost_weight=cost_weight
+        )
         breakpoints = _breakpoints(entry, labels)
         methods += [
             _method(

@@ -19,7 +19,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from racer.serve.answering import AnsweringStrategy, Services, strategies
@@ -34,7 +34,7 @@ from racer.serve.metrics import GatewayMetrics
 from racer.serve.records import DecisionRecorder
 from racer.serve.route import Route, load_route
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest, completion_body
-from racer.serve.streaming import answer_events
+from racer.serve.streaming import EventStream, answer_events
 
 logger = logging.getLogger("racer.serve")
 
@@ -82,6 +82,7 @@ class Gateway:
         self.backends = dict(backends)
         self.decision_log = decision_log
         self.metrics = GatewayMetrics(max(len(r.model_names) for r in self.routes.values()))
+        self.metrics.watch_breakers({name: b.breaker for name, b in self.backends.items()})
         self._background: set[asyncio.Task[Any]] = set()
         self._feedback_seen = 0
         self._sync_lock = threading.Lock()
@@ -221,7 +222,7 @@ class Gateway:
         request: ChatCompletionRequest,
         started: float | None = None,
         owner: str | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> EventStream:
         """Answer a chat completion as server-sent events (``stream`` true).
 
         The answer is made as for :meth:`complete`; only its sending differs. Everything

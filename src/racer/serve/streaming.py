@@ -6,7 +6,9 @@ An answer is made once; streaming is only how it is sent. A finished
 own stream, opened and read up to its first chunk before the response starts (so a
 failure there still fails over like a failed call), then passed through re-labelled
 with the gateway's id. A relay that breaks later ends with an OpenAI-style error event
-and no ``[DONE]``; its decision is logged when it ends, either way.
+and no ``[DONE]``; its decision is logged when it ends, either way. A relay cut at its
+deadline while it streams, or ended by an upstream error event that rejects the request
+(:func:`racer.serve.backends.blames_request`), tells the backend's breaker nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +16,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
+from racer.serve.backends import (
+    Backend,
+    BackendCall,
+    UpstreamError,
+    UpstreamStream,
+    blames_request,
+)
 from racer.serve.decision import Answer, Decision
-from racer.serve.records import DecisionRecorder
+from racer.serve.records import DecisionRecorder, answer_headers
 from racer.serve.schemas import chunk_body, error_event, message_events, sse
+
+
+def error_of(chunk: dict[str, Any]) -> UpstreamError:
+    """The failure an upstream error event stands for (a client error counts for nothing)."""
+    detail = chunk["error"]
+    text = detail.get("message") if isinstance(detail, dict) else detail
+    rejected = blames_request(detail)
+    return UpstreamError(
+        f"upstream error event: {text}"[:300],
+        retryable=False,
+        status=400 if rejected else None,
+        counts=not rejected,
+    )
 
 
 def parse_event(line: str) -> dict[str, Any] | str | None:
@@ -52,11 +74,16 @@ async def first_chunk(upstream: UpstreamStream) -> list[dict[str, Any]]:
                 continue
             if chunk == "[DONE]":
                 break
+            if "error" in chunk:
+                raise error_of(chunk)
             read.append(chunk)
             if chunk.get("choices"):
                 return read
     except BaseException as error:
-        await upstream.aclose(ok=None if isinstance(error, asyncio.CancelledError) else False)
+        says_nothing = isinstance(error, asyncio.CancelledError) or (
+            isinstance(error, UpstreamError) and not error.counts
+        )
+        await upstream.aclose(ok=None if says_nothing else False)
         if isinstance(error, Exception) and not isinstance(error, UpstreamError):
             raise UpstreamError(
                 f"stream failed before its first chunk ({type(error).__name__})",
@@ -150,9 +177,7 @@ class Relay:
         try:
             async for chunk in chunks():
                 if "error" in chunk:
-                    detail = chunk["error"]
-                    text = detail.get("message") if isinstance(detail, dict) else detail
-                    raise UpstreamError(f"upstream error event: {text}"[:300], retryable=False)
+                    raise error_of(chunk)
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):
                     prompt_tokens = usage.get("prompt_tokens")
@@ -172,7 +197,11 @@ class Relay:
         except (Exception, TimeoutError) as failure:  # noqa: B014 (TimeoutError for clarity)
             kind = "deadline passed" if isinstance(failure, TimeoutError) else str(failure)
             error = backend.redact(f"stream interrupted ({type(failure).__name__}: {kind})")
-            ok = False
+            # a stream still sending at its deadline is a long answer, not a dead backend
+            says_nothing = isinstance(failure, TimeoutError) or (
+                isinstance(failure, UpstreamError) and not failure.counts
+            )
+            ok = None if says_nothing else False
         except BaseException:  # the client went away: still log the decision
             error = "client disconnected"
             raise
@@ -198,12 +227,35 @@ class Relay:
         yield sse("[DONE]")
 
 
-def answer_events(decision: Decision, answer: Answer | Relay) -> AsyncIterator[bytes]:
-    """The server-sent events of an answer: relayed as it streams, or its finished message."""
+@dataclass
+class EventStream:
+    """An answer's server-sent events (iterate it), and the headers known before the first."""
+
+    events: AsyncIterator[bytes]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self.events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the events (the client went away)."""
+        if isinstance(self.events, AsyncGenerator):
+            await self.events.aclose()
+
+
+def answer_events(decision: Decision, answer: Answer | Relay) -> EventStream:
+    """The server-sent events of an answer: relayed as it streams, or its finished message.
+
+    A relay is a one-model set's own answer, within the certificate.
+    """
     if isinstance(answer, Relay):
-        return answer.events()
+        return EventStream(answer.events(), answer_headers({"certified": True}))
     route = decision.route.name
     final = chunk_body(decision.id, decision.created, route, None, racer=answer.racer)
-    return message_events(
+    events = message_events(
         decision.id, decision.created, route, answer.message, answer.finish_reason, final
     )
+    return EventStream(events, answer_headers(answer.racer))

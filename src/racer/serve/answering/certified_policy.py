@@ -19,6 +19,12 @@ extracted by :func:`racer.aggregate.answer_codes` with the policy's answer kind,
 not called yet counted as "no response"). A cascade stops exactly when ``simulate``
 would have stopped with those answers, and serves the answer ``simulate`` serves. When
 every call failed, the route's fallbacks are tried.
+
+Outside the certificate: when a cascade escalates to its reference and the reference
+fails, the route's ``on_reference_failure`` decides: ``error`` (the default) serves no
+tier's answer (the route's fallbacks, flagged, else 502); ``serve`` serves the cheaper
+tiers' weighted vote, flagged ``reference_failed``. An answer from the route's fallbacks
+is flagged ``fallback``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from racer.serve.answering.base import Services
 from racer.serve.backends import Backend, BackendCall
 from racer.serve.decision import Answer, Decision
 from racer.serve.fanout import call_each, call_fallbacks
+from racer.serve.records import FALLBACK, REFERENCE_FAILED
 from racer.serve.served_policy import ServedPolicy
 
 
@@ -68,6 +75,7 @@ class PolicyRun:
         self.texts: list[str | None] = [None] * len(self.names)
         self.judge_call: BackendCall | None = None
         self.stopped = ""
+        self.uncertified: str | None = None  # why the answer is outside the certificate
 
     async def _call(self, models: Sequence[str]) -> list[BackendCall]:
         """Call ``models`` at once within the deadline; record their answers."""
@@ -109,7 +117,14 @@ class PolicyRun:
                 return self._call_of(int(outcome.served[0]))
         await self._call([self.names[policy.fallback]])
         self.stopped = f"escalated to {self._fallback_role(policy.fallback)}"
-        return self._call_of(policy.fallback) or self._best_so_far(asked)
+        served = self._call_of(policy.fallback)
+        if served is not None:
+            return served
+        self.uncertified = REFERENCE_FAILED
+        if self.decision.route.config.on_reference_failure == "serve":
+            return self._best_so_far(asked)
+        self.stopped += " (failed; on_reference_failure: error)"
+        return None
 
     async def _parallel(self, policy: ParallelSets) -> BackendCall | None:
         members = policy.sets(self.decision.scores[None, :])[0]
@@ -219,10 +234,21 @@ class CertifiedPolicy:
         backends = self.services.backends
         run = PolicyRun(backends, decision, served)
         chosen = await run.run()
+        uncertified = run.uncertified
         if chosen is None:
             chosen = await call_fallbacks(backends, decision, run.calls)
+            uncertified = None if chosen is None else FALLBACK
         decision.invoked = list(dict.fromkeys(c.backend for c in run.calls))
         decision.completion = {"rule": "policy", "reason": run.stopped}
         name = None if chosen is None else chosen.backend
         extra = {"policy": run.report(name), "cost_usd": run.cost()}
-        return await self.services.records.answer(decision, run.calls, chosen, extra)
+        why = (
+            "The certified policy's reference failed, and this route serves no answer "
+            "outside its certificate (on_reference_failure: error)"
+            if run.uncertified == REFERENCE_FAILED
+            and decision.route.config.on_reference_failure == "error"
+            else None
+        )
+        return await self.services.records.answer(
+            decision, run.calls, chosen, extra, uncertified=uncertified, why=why
+        )

@@ -201,8 +201,10 @@ class Gateway:
         Raises
         ------
         GatewayError
-            404 for an unknown route, 429 when every backend was rate-limited, 502 when
-            every backend failed, 504 when none answered within the deadline.
+            404 for an unknown route; the upstream's 400 / 404 / 413 / 422 when it
+            rejected the request and no member answered; 429 when every backend was
+            rate-limited, 502 when every backend failed (or a certified route's reference
+            did, see ``on_reference_failure``), 504 when none answered within the deadline.
         """
         decision = await self.decide(request, started, owner)
         answer = await self.strategy(decision.route).answer(decision)

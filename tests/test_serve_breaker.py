@@ -152,15 +152,17 @@ async def test_a_refusal_from_the_top_member_is_served_or_passed_over_and_flagge
     route = {"on_reference_failure": "serve"}
     async with serving(refused, A_THEN_B, route=route) as (client, gw):
         served = await client.post("/v1/chat/completions", json=chat("q"))
+        streamed = await client.post("/v1/chat/completions", json=chat("q", stream=True))
         logged = await gw.decision_log.find(served.json()["racer"]["id"])
         metrics = gw.metrics.render().decode()
     assert safe.headers["x-racer-certified"] == "true"
     assert safe.json()["choices"][0]["message"]["refusal"] == "No."
-    assert served.headers["x-racer-certified"] == "false"
+    assert served.headers["x-racer-certified"] == streamed.headers["x-racer-certified"] == "false"
+    assert '"uncertified":"top_model_refused"' in streamed.text
     assert served.json()["choices"][0]["message"]["content"] == "B-answer"
     assert served.json()["racer"]["uncertified"] == "top_model_refused"
     assert logged.uncertified == "top_model_refused"
-    assert 'racer_uncertified_answers_total{reason="top_model_refused",route="racer"} 1.0' in (
+    assert 'racer_uncertified_answers_total{reason="top_model_refused",route="racer"} 2.0' in (
         metrics
     )
 

@@ -93,9 +93,10 @@ class BackendConfig(_Strict):
         attempt, the probe) is let through: success closes the breaker, failure opens
         it for twice the last cooldown, up to ``max_cooldown_s``. A probe that meets a
         client error tells nothing, and the next call probes. So a backend that comes
-        back is serving again within about a second of a short outage, and a dead one
-        gets one probe per ``max_cooldown_s`` once the cooldown has grown.
-    max_cooldown_s : float, default 15
+        back serves again within the cooldown then running (1 s after a short outage,
+        never more than ``max_cooldown_s``), and a dead one gets one probe per
+        ``max_cooldown_s`` once the cooldown has grown.
+    max_cooldown_s : float, default 5
         The longest cooldown (at least ``cooldown_s``).
     backoff_s : float, default 0.25
         The first retry waits this long, each later one twice as long as the last.
@@ -120,7 +121,7 @@ class BackendConfig(_Strict):
     max_concurrency: int = Field(64, ge=1)
     breaker_failures: int = Field(3, ge=1)
     cooldown_s: float = Field(1.0, gt=0)
-    max_cooldown_s: float = Field(15.0, gt=0)
+    max_cooldown_s: float = Field(5.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

@@ -85,14 +85,21 @@ def test_the_cooldown_doubles_on_each_failed_probe_and_transitions_are_told():
         breaker.failure()
         cooldowns.append(breaker.retry_in())
     assert cooldowns == [2.0, 3.0, 3.0, 3.0]
+    breaker.failure()  # a late failure while open changes nothing
+    assert breaker.retry_in() == 3.0
     now[0] += 3.0
     assert breaker.admit()
     breaker.release()  # the probe met a bad prompt: the next call probes at once
     assert breaker.admit()
+    breaker.release()  # cancelled at the route's deadline (released), then counted
+    breaker.failure()
+    assert breaker.state == "open" and breaker.retry_in() == 3.0
+    now[0] += 3.0
+    assert breaker.admit()
     breaker.success()
     assert breaker.state_code == 0 and breaker.describe()["cooldown_s"] == 1.0
     assert moves[0] == ("m", "closed", "open") and moves[-1] == ("m", "half_open", "closed")
-    assert [new for _, _, new in moves].count("half_open") == 6
+    assert [new for _, _, new in moves].count("half_open") == 7
 
 
 @pytest.mark.asyncio

@@ -126,16 +126,21 @@ class CircuitBreaker:
             self._moved(old, "closed")
 
     def failure(self) -> None:
-        """A call failed: count it; open (again) at the limit or when the probe failed."""
+        """A call failed: count it; open at the limit, again when the probe failed.
+
+        A failure once the cooldown is over is the probe's (or as good as); one that
+        comes while the breaker is open (a call sent before it opened) changes nothing.
+        """
         self._consecutive += 1
-        if self._probing:
+        if self._opened_at is None:
+            if self._consecutive >= self.failures:
+                self._opened_at = self._clock()
+                self._moved("closed", "open")
+        elif self.state == "half_open":
             self._cooldown = min(2 * self._cooldown, self.max_cooldown_s)
             self._opened_at = self._clock()
             self._probing = False
             self._moved("half_open", "open")
-        elif self._opened_at is None and self._consecutive >= self.failures:
-            self._opened_at = self._clock()
-            self._moved("closed", "open")
 
     def release(self) -> None:
         """A call ended without telling anything about the backend (cancelled, client error)."""

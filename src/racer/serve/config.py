@@ -179,7 +179,10 @@ class RouteConfig(_Strict):
         not finish (and bill) an answer nobody uses; ``racer.completion.cancelled``
         lists them. A member cut at the deadline counts as a failure for its circuit
         breaker (a hung member ends up skipped like a dead one); one cut by ``grace_s``
-        or because the answer was decided counts as nothing (it was only slower).
+        or because the answer was decided counts as nothing (it was only slower). Of
+        the members cut by ``grace_s``, one call per backend at a time is not cancelled
+        but runs to its end (up to ``timeout_s``), so that the breaker still learns
+        whether the backend is slow (it answers) or hung (it times out).
         ``false``: they keep running in the background up to their own ``timeout_s``
         (unused).
     abstention : {"flag", "strict", "off"}, optional

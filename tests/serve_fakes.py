@@ -165,6 +165,67 @@ def tool_call(name: str = "get_weather", text: str | None = None) -> Handler:
     return handle
 
 
+def refusing(refusal: str = "I can't help with that.") -> Handler:
+    """An upstream that refuses (structured-output refusal: ``content: null``)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        message = {"role": "assistant", "content": None, "refusal": refusal}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return httpx.Response(200, json={"id": "up", "choices": [choice]})
+
+    return handle
+
+
+def content_filtered() -> Handler:
+    """An upstream whose content filter stops the answer (``content: null``)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        message = {"role": "assistant", "content": None}
+        choice = {"index": 0, "message": message, "finish_reason": "content_filter"}
+        return httpx.Response(200, json={"id": "up", "choices": [choice]})
+
+    return handle
+
+
+class _Events(httpx.AsyncByteStream):
+    """Server-sent events, one every ``every_s`` seconds."""
+
+    def __init__(self, events: Sequence[dict[str, Any] | str], every_s: float):
+        self.events, self.every_s = events, every_s
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self.events:
+            data = event if isinstance(event, str) else json.dumps(event)
+            yield f"data: {data}\n\n".encode()
+            await asyncio.sleep(self.every_s)
+
+
+def streaming(events: Sequence[dict[str, Any] | str], every_s: float = 0.0) -> Handler:
+    """An upstream that streams ``events`` (chunks, error objects, "[DONE]") at that pace."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream"}
+        return httpx.Response(200, stream=_Events(events, every_s), headers=headers)
+
+    return handle
+
+
+def delta(text: str) -> dict[str, Any]:
+    """A stream chunk carrying ``text``."""
+    return {"id": "up", "choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+def by_prompt(handlers: Mapping[str, Handler], default: Handler) -> Handler:
+    """An upstream answering with the handler of the first word found in the prompt."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        word = next((w for w in handlers if w in prompt), None)
+        return await (handlers[word] if word else default)(request)
+
+    return handle
+
+
 def counting(handler: Handler, counter: dict[str, int], name: str) -> Handler:
     """``handler``, counting its calls in ``counter[name]``."""
 

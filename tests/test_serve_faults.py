@@ -305,7 +305,12 @@ def test_an_eleven_model_set_survives_a_killed_a_hung_and_a_failing_backend():
                     "breaker_failures": 3,
                     "cooldown_s": cooldown_s,
                 },
-                "backends": [{"name": m, "base_url": f"{u}/v1"} for m, u in urls.items()],
+                # The hung member is cut by grace_s on every request; one call at a time
+                # runs on to its timeout_s, and three such timeouts open its breaker.
+                "backends": [
+                    {"name": m, "base_url": f"{u}/v1", **({"timeout_s": 0.4} if m == hung else {})}
+                    for m, u in urls.items()
+                ],
                 "routes": [{"name": "racer", "artifact": "unused", "grace_s": 0.15}],
                 "auth": {"api_keys": ["k"]},
                 "decision_log": {"url": "sqlite:///:memory:"},

@@ -380,11 +380,11 @@ def rule_model(answer) -> FastAPI:
     return app
 
 
-def test_cascade_stops_on_agreement_and_serves_the_tiers_vote_when_the_fallback_fails():
+def test_a_cascade_whose_reference_fails_says_so_or_fails_as_its_route_chooses(tmp_path):
     rules = (
         lambda prompt: "A",
         lambda prompt: "A" if "agree" in prompt else "B",
-        lambda prompt: None,  # the fallback is down
+        lambda prompt: None,  # the fallback (the reference) is down
     )
     cascade = Cascade((0, 1), 3.0, 2, weights=(2.0, 1.5))
     state = {
@@ -392,16 +392,20 @@ def test_cascade_stops_on_agreement_and_serves_the_tiers_vote_when_the_fallback_
         "answer_kind": "choice",
     }
 
-    async def ask(urls: list[str]) -> list[dict]:
+    async def ask(urls: list[str], choice: str | None) -> tuple[list[httpx.Response], str, list]:
+        log = f"sqlite:///{tmp_path / f'{choice}.sqlite3'}"
         config = parse_config(
             {
                 "backend_defaults": {"retries": 0, "cost_from_upstream": True},
                 "backends": [
                     {"name": m, "base_url": f"{u}/v1"} for m, u in zip(MODELS, urls, strict=True)
                 ],
-                "routes": [{"name": "racer", "artifact": "unused"}],
+                "routes": [
+                    {"name": "racer", "artifact": "unused"}
+                    | ({"on_reference_failure": choice} if choice else {})
+                ],
                 "auth": {"api_keys": [KEY]},
-                "decision_log": {"url": "sqlite:///:memory:"},
+                "decision_log": {"url": log},
             }
         )
         gateway = _policy_gateway(config, state)
@@ -411,31 +415,53 @@ def test_cascade_stops_on_agreement_and_serves_the_tiers_vote_when_the_fallback_
                 base_url="http://gw",
                 headers=AUTH,
             ) as client:
-                return [
-                    (
-                        await client.post(
-                            "/v1/chat/completions",
-                            json={"model": "racer", "messages": [{"role": "user", "content": q}]},
-                        )
-                    ).json()
+                responses = [
+                    await client.post(
+                        "/v1/chat/completions",
+                        json={"model": "racer", "messages": [{"role": "user", "content": q}]},
+                    )
                     for q in ("we agree", "we differ")
                 ]
+            metrics = gateway.metrics.render().decode()
+            logged = [
+                (await gateway.decision_log.find(r.json()["racer"]["id"])).uncertified
+                for r in responses
+                if r.status_code == 200
+            ]
         finally:
             await gateway.aclose()
+        return responses, metrics, logged
 
     with ServerThread([rule_model(rule) for rule in rules]) as servers:
-        agree, differ = asyncio.run(ask(servers.urls))
+        (agree, refused), refused_metrics, _ = asyncio.run(ask(servers.urls, None))
+        (_, differ), metrics, logged = asyncio.run(ask(servers.urls, "serve"))
     # Agreement: margin 2 + 1.5 = 3.5 >= 3 after the second tier; the fallback is not called.
+    assert agree.headers["x-racer-certified"] == "true"
+    agree = agree.json()
     assert agree["racer"]["policy"]["called"] == ["alpha-small", "beta-medium"]
     assert agree["racer"]["policy"]["stopped"] == "agreement margin 3.5 >= 3"
     assert agree["racer"]["cost_usd"] == pytest.approx(0.02)
-    # Disagreement: margin 2 - 1.5 < 3, escalated; the fallback failed, so the tiers'
-    # weighted vote (alpha-small, weight 2) is served rather than an error.
+    assert agree["racer"]["certified"] is True and agree["racer"]["uncertified"] is None
+    # Disagreement: margin 2 - 1.5 < 3, escalated; the reference failed. By default the
+    # route serves nothing outside its certificate: 502, saying why.
+    assert refused.status_code == 502
+    message = refused.json()["error"]["message"]
+    assert message.startswith("The certified policy's reference failed")
+    assert "gamma-large: HTTP 500: down" in message and "alpha-small" not in message
+    assert "racer_uncertified_answers_total{" not in refused_metrics
+    # on_reference_failure: serve: the tiers' weighted vote (alpha-small, weight 2),
+    # flagged in the response, its header, the decision log and the metrics.
+    assert differ.status_code == 200 and differ.headers["x-racer-certified"] == "false"
+    differ = differ.json()
     assert differ["racer"]["policy"]["called"] == ["alpha-small", "beta-medium", "gamma-large"]
     assert differ["racer"]["policy"]["stopped"] == (
         "escalated to gamma-large (failed; the tiers' vote served)"
     )
     assert differ["choices"][0]["message"]["content"] == "A"
+    assert differ["racer"]["certified"] is False
+    assert differ["racer"]["uncertified"] == "reference_failed"
+    assert logged == [None, "reference_failed"]
+    assert 'racer_uncertified_answers_total{reason="reference_failed",route="racer"} 1.0' in metrics
 
 
 def test_a_policy_route_is_refused_at_load_when_it_cannot_be_served(arc, tmp_path):

@@ -6,7 +6,7 @@ Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{
 without an admin key is a bare liveness probe (``{"status": "ok"}``); ``POST
 /admin/reload`` (:mod:`racer.serve.admin`). Errors use
 OpenAI's error object, with the codes the OpenAPI schema documents (400, 401, 404,
-413, 429, 502, 504); malformed input is a 4xx, never a 500, and error messages never
+413, 422, 429, 502, 504); malformed input is a 4xx, never a 500, and error messages never
 echo long input.
 """
 
@@ -58,11 +58,13 @@ _ERROR_SCHEMA = {
     "required": ["error"],
 }
 _ERRORS = {
-    400: "Invalid request (malformed JSON, invalid field, text that is not Unicode).",
+    400: "Invalid request (malformed JSON, invalid field, text that is not Unicode), or the "
+    "upstream rejected it (its status and message are passed on: 400, 404, 413, 422).",
     401: "Missing or invalid gateway API key.",
-    404: "Unknown model (route) or decision.",
+    404: "Unknown model (route) or decision (or the upstream's 404 for this request).",
     409: "Different feedback was already given on this decision.",
-    413: "Request body over the configured limit.",
+    413: "Request body over the configured limit (or the upstream's limit).",
+    422: "The upstream rejected the request as unprocessable (its message is passed on).",
     429: "Every backend of the routed set is rate-limited; see Retry-After.",
     502: "Every backend of the routed set failed.",
     504: "No backend of the routed set answered within the route's deadline_s.",
@@ -141,7 +143,7 @@ def create_app(
 
     @app.post(
         "/v1/chat/completions",
-        responses=_responses(400, 401, 404, 413, 429, 502, 504),
+        responses=_responses(400, 401, 404, 413, 422, 429, 502, 504),
     )
     async def chat_completions(
         request: ChatCompletionRequest,
@@ -208,7 +210,9 @@ def create_app(
         schema = app.openapi()
         for path in schema.get("paths", {}).values():
             for operation in path.values():
-                operation.get("responses", {}).pop("422", None)
+                responses = operation.get("responses", {})
+                if responses.get("422", {}).get("description") == "Validation Error":
+                    responses.pop("422")  # FastAPI's own: validation errors are 400 here
         return schema
 
     @app.get("/openapi.json", dependencies=admin_only, include_in_schema=False)

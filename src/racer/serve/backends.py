@@ -5,6 +5,14 @@ returns a :class:`BackendCall` that holds either the answer or the reason it fai
 so that the gateway can leave a failed model out of the aggregation and report why.
 The upstream key is read once from the environment and kept out of every message,
 log line and response (:meth:`Backend.redact`).
+
+Which outcomes are the backend's (they count for its circuit breaker): a failed
+connection, a timeout before the answer began, a 5xx, a 429 left after the retries, any
+other HTTP error but a client error, and a malformed or broken answer. A client error
+(:data:`CLIENT_ERROR_STATUS`: the upstream rejects this request, e.g. a prompt over the
+context length) is the request's: it never counts, and it reaches the client with the
+upstream's status and message. A refusal (``refusal``, ``content: null``) and
+``finish_reason: content_filter`` are answers.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from racer.serve.breaker import CircuitBreaker
 from racer.serve.config import BackendConfig, ConfigError
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Upstream statuses that reject the request, not the backend: passed on to the client.
+CLIENT_ERROR_STATUS = frozenset({400, 404, 413, 422})
+_CLIENT_ERROR_WORDS = ("invalid_request", "badrequest", "content_filter", "content_policy")
 _ERROR_TEXT_LIMIT = 300
 
 
@@ -61,6 +72,9 @@ class BackendCall:
         The upstream's whole JSON answer (every choice with its ``logprobs``, ``usage``
         with its details, ``system_fingerprint``); for a relayed stream, its usage
         chunk; None for a failed call.
+
+    A call that answered (``ok``) may hold no text: a tool call, or a refusal
+    (:attr:`refused`).
     """
 
     backend: str
@@ -82,6 +96,16 @@ class BackendCall:
     def ok(self) -> bool:
         """Whether the backend answered."""
         return self.error is None
+
+    @property
+    def refused(self) -> bool:
+        """Whether the backend answered with a refusal or a content filter, not an answer."""
+        return self.ok and self.text is None and not self.has_tool_calls
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the upstream rejected the request itself (a client error)."""
+        return self.status in CLIENT_ERROR_STATUS
 
     @property
     def has_tool_calls(self) -> bool:
@@ -122,7 +146,7 @@ class UpstreamError(Exception):
         self.retry_after_s = retry_after_s
         self.attempts = attempts
         self.status = status
-        self.counts = counts  # whether it says the backend is unhealthy (not a 429)
+        self.counts = counts  # whether it says the backend is unhealthy (not a client error)
 
 
 @dataclass
@@ -169,6 +193,32 @@ class UpstreamStream:
         finally:
             self._backend._slots.release()
             self._backend._settle(ok)
+
+
+def blames_request(detail: Any) -> bool:
+    """Whether an upstream error object (an error event's ``error``) rejects the request.
+
+    A client-error status in ``code`` or ``status``, or a ``type`` / ``code`` naming an
+    invalid request or a content filter (OpenAI's and vLLM's spellings).
+    """
+    if not isinstance(detail, dict):
+        return False
+    code = detail.get("code", detail.get("status"))
+    if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+        return int(code) in CLIENT_ERROR_STATUS
+    words = f"{detail.get('type', '')} {code or ''}".lower()
+    return any(word in words for word in _CLIENT_ERROR_WORDS)
+
+
+def is_answer(message: dict[str, Any], finish_reason: Any) -> bool:
+    """Whether an upstream message answers: text, a tool call, a refusal or a content filter."""
+    return bool(
+        isinstance(message.get("content"), str)
+        or message.get("tool_calls")
+        or message.get("function_call")
+        or isinstance(message.get("refusal"), str)
+        or finish_reason == "content_filter"
+    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -233,13 +283,30 @@ class Backend:
             transport=transport,
         )
         self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._watched: asyncio.Task[Any] | None = None
         self._url = httpx.URL(f"{config.base_url}/chat/completions")
-        self.breaker = CircuitBreaker(config.breaker_failures, config.cooldown_s)
+        self.breaker = CircuitBreaker(
+            config.breaker_failures, config.cooldown_s, config.max_cooldown_s, name=config.name
+        )
 
     @property
     def name(self) -> str:
         """The backend's configured name."""
         return self.config.name
+
+    def watch(self, task: asyncio.Task[Any]) -> bool:
+        """Leave ``task``, a call the answer no longer waits for, to finish; False if busy.
+
+        A member cut by a route's ``grace_s`` says nothing about its backend, only that
+        it was slower than the others: one such call per backend at a time is left to
+        run to its end (up to ``timeout_s``), so that the breaker learns whether the
+        backend is slow (it answers: success) or hung (it times out: a failure). The
+        others are cancelled.
+        """
+        if self._watched is not None and not self._watched.done():
+            return False
+        self._watched = task
+        return True
 
     def redact(self, text: str) -> str:
         """``text`` with the upstream key (should an upstream echo it) masked."""
@@ -298,7 +365,7 @@ class Backend:
             retryable=response.status_code in RETRYABLE_STATUS,
             retry_after_s=_retry_after(response),
             status=response.status_code,
-            counts=response.status_code != 429,
+            counts=response.status_code not in CLIENT_ERROR_STATUS,
         )
 
     def _backoff(self, attempt: int, error: UpstreamError) -> float:
@@ -394,10 +461,10 @@ class Backend:
             if not isinstance(message, dict):
                 raise TypeError("message is not an object")
             text = message.get("content")
-            if not (
-                isinstance(text, str) or message.get("tool_calls") or message.get("function_call")
-            ):
-                raise UpstreamError("upstream answer has no content or tool call", retryable=False)
+            if not is_answer(message, choice.get("finish_reason")):
+                raise UpstreamError(
+                    "upstream answer has no content, tool call or refusal", retryable=False
+                )
         except UpstreamError as error:
             self._settle(False if error.counts else None)
             return BackendCall(

@@ -87,14 +87,26 @@ class BackendConfig(_Strict):
         no byte of an answer has arrived (a broken answer is never re-sent, so a
         request is never billed twice).
     breaker_failures : int, default 3
-        Consecutive failed calls (errors, timeouts, broken answers; not 429s) that
-        open the backend's circuit breaker. While open, calls fail at once without
-        contacting the backend.
-    cooldown_s : float, default 30
-        How long an open breaker stays open. Then one call (a single attempt, the
-        probe) is let through: success closes the breaker, failure opens it for
-        another ``cooldown_s``. A dead backend thus gets at most one probe per
-        cooldown window.
+        Consecutive failed calls that open the backend's circuit breaker. Only the
+        backend's own failures count: a failed connection, a timeout before the answer
+        began (or a relayed stream silent for ``timeout_s``), a 5xx, a 429 left after
+        the retries, any other HTTP error (a 401: the gateway's upstream key) and a
+        malformed or broken answer. A client error the upstream answers (400, 404, 413,
+        422: a too-long prompt; passed on to the client), a refusal, ``finish_reason:
+        content_filter``, a stream ending in a client-error event and a member cut by
+        ``grace_s`` say nothing about the backend and never count (a healthy long
+        stream is never cut). While open, calls fail at once without contacting the
+        backend.
+    cooldown_s : float, default 1
+        How long the breaker stays open the first time. Then one call (a single
+        attempt, the probe) is let through: success closes the breaker, failure opens
+        it for twice the last cooldown, up to ``max_cooldown_s``. A probe that meets a
+        client error tells nothing, and the next call probes. So a backend that comes
+        back serves again within the cooldown then running (1 s after a short outage,
+        never more than ``max_cooldown_s``), and a dead one gets one probe per
+        ``max_cooldown_s`` once the cooldown has grown.
+    max_cooldown_s : float, default 5
+        The longest cooldown (at least ``cooldown_s``).
     backoff_s : float, default 0.25
         The first retry waits this long, each later one twice as long as the last.
     max_backoff_s : float, default 8
@@ -117,7 +129,8 @@ class BackendConfig(_Strict):
     max_backoff_s: float = Field(8.0, ge=0)
     max_concurrency: int = Field(64, ge=1)
     breaker_failures: int = Field(3, ge=1)
-    cooldown_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(1.0, gt=0)
+    max_cooldown_s: float = Field(5.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -195,10 +208,14 @@ class RouteConfig(_Strict):
         Cancel the calls of abandoned members once the answer is final: their
         connections are closed, so an upstream that stops work on a disconnect does
         not finish (and bill) an answer nobody uses; ``racer.completion.cancelled``
-        lists them. A member cut at the deadline or by ``grace_s`` counts as a failure
-        for its circuit breaker (a hung member ends up skipped like a dead one); one
-        cut because the answer was decided counts as nothing. ``false``: they keep
-        running in the background up to their own ``timeout_s`` (unused).
+        lists them. A member cut at the deadline counts as a failure for its circuit
+        breaker (a hung member ends up skipped like a dead one); one cut by ``grace_s``
+        or because the answer was decided counts as nothing (it was only slower). Of
+        the members cut by ``grace_s``, one call per backend at a time is not cancelled
+        but runs to its end (up to ``timeout_s``), so that the breaker still learns
+        whether the backend is slow (it answers) or hung (it times out).
+        ``false``: they keep running in the background up to their own ``timeout_s``
+        (unused).
     abstention : {"flag", "strict", "off"}, optional
         The abstention mode the route serves; an artifact calibrated for another
         mode is refused at start-up. Unset: the artifact's mode.
@@ -215,6 +232,20 @@ class RouteConfig(_Strict):
     shadow : ShadowConfig, optional
         A candidate artifact that decides on this route's traffic without serving
         (its decisions logged for comparison); reloaded with the route.
+    on_reference_failure : {"error", "serve"}, default "error"
+        What a route does when the answer its certificate calls for cannot be had: a
+        certified cascade or policy whose reference (last tier) failed, or a calibrated
+        set whose top-scored member refused while another member answered.
+        ``"error"``: the certified route never serves outside its certificate; a
+        cascade fails (502, or the route's ``fallbacks``, flagged), and a set serves the
+        top member's refusal. ``"serve"``: serve the cascade's cheaper tiers' vote, or
+        the next member's answer, flagged. Every answer outside the certificate says
+        so: ``racer.certified: false`` with ``racer.uncertified`` (the reason), the
+        header ``x-racer-certified: false``, the decision log's ``uncertified`` column
+        and ``racer_uncertified_answers_total{route,reason}``. The default is the
+        safe one: the queries a cascade escalates are exactly those its cheap tiers
+        are unreliable on, so an operator who chose a certificate gets an error, not
+        a silently weaker answer, unless they opt in.
     """
 
     name: str = Field(min_length=1)
@@ -233,6 +264,7 @@ class RouteConfig(_Strict):
     audit_seed: int = 0
     judge: str | None = None
     shadow: ShadowConfig | None = None
+    on_reference_failure: Literal["error", "serve"] = "error"
 
     @property
     def shadow_route(self) -> RouteConfig | None:

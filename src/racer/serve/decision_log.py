@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     latency_ms DOUBLE PRECISION,
     owner TEXT,
     mode TEXT,
-    abstain_flag INTEGER
+    abstain_flag INTEGER,
+    uncertified TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
@@ -109,10 +110,11 @@ class DecisionRecord:
     owner: str | None = None
     mode: str | None = None
     abstain_flag: bool | None = None
+    uncertified: str | None = None  # why the answer is outside the certificate (None: within)
 
 
 # Columns added after the first release: added to older databases when opened.
-_ADDED_COLUMNS = {"owner": "TEXT", "mode": "TEXT", "abstain_flag": "INTEGER"}
+_ADDED_COLUMNS = {"owner": "TEXT", "mode": "TEXT", "abstain_flag": "INTEGER", "uncertified": "TEXT"}
 
 
 @dataclass(frozen=True)

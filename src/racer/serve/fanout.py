@@ -6,7 +6,9 @@ The shared ways of calling upstreams that every way of answering uses:
 - :func:`call_each`: several backends at once, each bounded by the deadline;
 - :func:`fan_out`: the calibrated set at once, stopping at the route's completion rule
   (all answered, decided, grace after the first answer, or the deadline), abandoned
-  members cancelled or left to finish in the background;
+  members cancelled or left to finish in the background; a member cut by ``grace_s``
+  is left to finish when its backend has no such call running (:meth:`Backend.watch`),
+  so that its breaker learns whether the backend is only slow or hung;
 - :func:`call_fallbacks`: the route's fallbacks in order, until one answers.
 """
 
@@ -125,11 +127,14 @@ async def fan_out(
         if grace_end is None and config.grace_s and any(c.ok for c in done.values()):
             grace_end = time.perf_counter() + config.grace_s
     cancel = config.cancel_abandoned
+    cancelled = []
     for task in pending:  # abandoned: cancelled (not billed further), or left to finish
-        if cancel:
+        backend = backends[tasks[task]]
+        if cancel and not (reason == "grace" and backend.watch(task)):
             task.cancel()
-            if reason in ("deadline", "grace"):  # missed the route's bound: a failure
-                breaker = backends[tasks[task]].breaker  # (a hung member opens it)
+            cancelled.append(tasks[task])
+            if reason == "deadline":  # missed the whole deadline: a failure (a hung member
+                breaker = backend.breaker  # opens it); by grace: only slower, nothing
                 task.add_done_callback(lambda t, b=breaker: t.cancelled() and b.failure())
         keep_running(task)
     calls = [
@@ -149,6 +154,6 @@ async def fan_out(
         "reason": reason,
         "answered": sum(c.ok for c in calls),
         "abandoned": [c.backend for c in calls if c.abandoned],
-        "cancelled": [c.backend for c in calls if c.abandoned] if cancel else [],
+        "cancelled": [m for m in decision.invoked if m in cancelled],
     }
     return calls

@@ -88,6 +88,7 @@ class Gateway:
         self.backends = dict(backends)
         self.decision_log = decision_log
         self.metrics = GatewayMetrics(max(len(r.model_names) for r in self.routes.values()))
+        self.metrics.watch_breakers({name: b.breaker for name, b in self.backends.items()})
         self._background: set[asyncio.Task[Any]] = set()
         self._feedback_seen = 0
         self._sync_lock = threading.Lock()
@@ -209,9 +210,11 @@ class Gateway:
         Raises
         ------
         GatewayError
-            404 for an unknown route, 429 when the key is over its limits
-            (:mod:`racer.serve.limits`) or every backend was rate-limited, 502 when
-            every backend failed, 504 when none answered within the deadline.
+            404 for an unknown route; the upstream's 400 / 404 / 413 / 422 when it
+            rejected the request and no member answered; 429 when the key is over its
+            limits (:mod:`racer.serve.limits`) or every backend was rate-limited, 502 when
+            every backend failed (or a certified route's reference did, see
+            ``on_reference_failure``), 504 when none answered within the deadline.
         """
         self.limits.admit(owner)
         decision = await self.decide(request, started, owner)

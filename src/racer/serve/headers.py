@@ -13,14 +13,20 @@
   reported usage; ``pending`` on a relayed stream (see below);
 - ``x-racer-certificate``: what the route guarantees, ``alpha=A; delta=D;
   abstention=MODE`` for a calibrated set, ``objective=O; alpha=A; delta=D;
-  certified=C`` for a certified policy.
+  certified=C`` for a certified policy (``; this answer: uncertified`` appended when
+  the answer is outside it);
+- ``x-racer-certified``: ``true`` when the answer is within the route's certificate,
+  ``false`` when it is not (``racer.uncertified`` says why: a cascade whose reference
+  failed, a set whose top member's refusal was passed over, a fallback's answer); absent
+  on a failure (no answer).
 
 Headers leave before the first byte of the body. A finished answer (JSON, or a stream
 made from a finished answer: multi-model sets, policies that compared answers,
 abstentions) knows everything then. A relayed stream (a one-model set; a policy's
 single model or the fallback it escalated to) is sent as the upstream streams it, so
 its headers say what is known when it starts (route, models called so far, decision
-``set of 1: relayed`` or ``policy: STOP (relayed)``, certificate) and
+``set of 1: relayed`` or ``policy: STOP (relayed)``, certificate, ``x-racer-certified:
+true``: a relayed answer is the set's or the policy's own) and
 ``x-racer-cost-usd: pending``: its cost is in the final chunk's ``racer.cost_usd``,
 sent just before ``[DONE]``.
 
@@ -84,7 +90,7 @@ def models_called(racer: Mapping[str, Any]) -> list[str]:
 
 
 def answer_headers(racer: Mapping[str, Any]) -> dict[str, str]:
-    """The ``x-racer-*`` headers of an answer whose ``racer`` object is known."""
+    """The ``x-racer-*`` headers of an answer (or a failure) whose ``racer`` object is known."""
     headers = {
         "x-racer-id": str(racer.get("id", "")),
         "x-racer-route": str(racer.get("route", "")),
@@ -93,6 +99,8 @@ def answer_headers(racer: Mapping[str, Any]) -> dict[str, str]:
         "x-racer-cost-usd": cost_text(racer.get("cost_usd")),
         "x-racer-certificate": certificate_text(racer),
     }
+    if "certified" in racer:  # an answer, not a failure
+        headers["x-racer-certified"] = "false" if racer["certified"] is False else "true"
     return {name: header_value(value) for name, value in headers.items()}
 
 
@@ -107,7 +115,8 @@ def relay_headers(
 
     ``models`` are the models called so far, the relayed one last; ``guarantee`` is a
     ``racer``-like mapping for :func:`certificate_text`; the cost is ``pending`` (it
-    comes in the final chunk's ``racer.cost_usd``).
+    comes in the final chunk's ``racer.cost_usd``). A relayed answer is within the
+    certificate (``x-racer-certified: true``).
     """
     headers = {
         "x-racer-id": decision_id,
@@ -116,5 +125,6 @@ def relay_headers(
         "x-racer-decision": decided,
         "x-racer-cost-usd": "pending",
         "x-racer-certificate": certificate_text(guarantee),
+        "x-racer-certified": "true",
     }
     return {name: header_value(value) for name, value in headers.items()}

@@ -5,18 +5,21 @@ prometheus_client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` names a dire
 shared by the workers (set before they start), every scrape, whichever worker answers
 it, sums the counters and histograms of all workers, and the monitor gauges show the
 most recent value (every worker derives the same monitor state from the database).
+Breakers are per process: ``racer_breaker_state`` shows the worst state among the
+workers, and ``racer_breaker_transitions_total`` sums their transitions.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from racer.serve.backends import BackendCall
+from racer.serve.breaker import CircuitBreaker
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -46,7 +49,7 @@ _LATENCY_BUCKETS = (*(round(s * 10.0**e, 6) for e in range(-3, 2) for s in _STEP
 
 
 class GatewayMetrics:
-    """Requests, set sizes, abstentions, backend latencies, errors, cost and the monitor.
+    """Requests, set sizes, abstentions, backend latencies, errors, cost, breakers, the monitor.
 
     Parameters
     ----------
@@ -95,6 +98,27 @@ class GatewayMetrics:
             "racer_backend_errors", "Backend calls that failed after retries.", "backend"
         )
         self.cost = counter("racer_cost_usd", "US dollars spent on backend calls.", "backend")
+        self.uncertified = counter(
+            "racer_uncertified_answers",
+            "Answers served outside the route's certificate, by reason (reference_failed, "
+            "top_model_refused, fallback).",
+            "route",
+            "reason",
+        )
+        self.breaker_state = Gauge(
+            "racer_breaker_state",
+            "Circuit breaker state of each backend: 0 closed, 1 half-open, 2 open.",
+            ["backend"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.breaker_transitions = counter(
+            "racer_breaker_transitions",
+            "Circuit breaker transitions of each backend, by the state entered.",
+            "backend",
+            "state",
+        )
+        self._breakers: dict[str, CircuitBreaker] = {}
         self.monitor = {
             key: Gauge(
                 f"racer_monitor_{name}",
@@ -129,6 +153,21 @@ class GatewayMetrics:
         if call.cost_usd:
             self.cost.labels(call.backend).inc(call.cost_usd)
 
+    def observe_uncertified(self, route: str, reason: str) -> None:
+        """Count one answer served outside ``route``'s certificate."""
+        self.uncertified.labels(route, reason).inc()
+
+    def watch_breakers(self, breakers: Mapping[str, CircuitBreaker]) -> None:
+        """Export these backends' breaker states and count their transitions."""
+        for name, breaker in breakers.items():
+            self._breakers[name] = breaker
+            breaker.listeners.append(self._breaker_moved)
+            self.breaker_state.labels(name).set(breaker.state_code)
+
+    def _breaker_moved(self, backend: str, old: str, new: str) -> None:
+        self.breaker_transitions.labels(backend, new).inc()
+        self.breaker_state.labels(backend).set(self._breakers[backend].state_code)
+
     def set_monitor(self, route: str, state: dict[str, Any]) -> None:
         """Publish a route's monitor state (see :meth:`RiskMonitor.state`)."""
         for key, gauge in self.monitor.items():
@@ -136,6 +175,8 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, if several)."""
+        for name, breaker in self._breakers.items():  # an open breaker turns half-open in time
+            self.breaker_state.labels(name).set(breaker.state_code)
         if os.environ.get(MULTIPROCESS_ENV):
             from prometheus_client import multiprocess
 

@@ -2,8 +2,15 @@
 
 Every way of answering ends here: :meth:`DecisionRecorder.answer` logs an answered
 decision and returns its :class:`~racer.serve.decision.Answer`, or logs a failed one and
-raises the failure (429, 504 or 502). Logging is durable before the answer is sent; the
-metrics and the audit draw (:class:`~racer.serve.audit.Auditor`) see every decision.
+raises the failure (the upstream's client error, 429, 504 or 502). Logging is durable
+before the answer is sent; the metrics and the audit draw
+(:class:`~racer.serve.audit.Auditor`) see every decision.
+
+An answer outside the route's certificate (a cascade whose reference failed, a set
+whose top member's refusal was passed over, a fallback's answer) says why everywhere:
+``racer.certified: false`` and ``racer.uncertified`` (the reason), the header
+``x-racer-certified: false`` (:mod:`racer.serve.headers`), the decision log's
+``uncertified`` column and ``racer_uncertified_answers_total{route,reason}``.
 """
 
 from __future__ import annotations
@@ -53,29 +60,53 @@ def racer_object(
     }
 
 
-def upstream_failure(decision: Decision, calls: Sequence[BackendCall]) -> GatewayError:
-    """The error of a decision no call answered: 429 (all rate-limited), 504 or 502."""
-    reasons = "; ".join(f"{c.backend}: {c.error}" for c in calls)
-    if calls and all(c.status == 429 for c in calls):
-        waits = [c.retry_after_s for c in calls if c.retry_after_s is not None]
+# Why an answer is outside its route's certificate (the ``reason`` label of the metric).
+REFERENCE_FAILED = "reference_failed"
+TOP_MODEL_REFUSED = "top_model_refused"
+FALLBACK = "fallback"
+
+
+def upstream_failure(
+    decision: Decision, calls: Sequence[BackendCall], why: str | None = None
+) -> GatewayError:
+    """The error of a decision with no answer to serve.
+
+    The upstream's own status and message when every member it answered rejected the
+    request (a client error: 400, 404, 413, 422; the others' breakers were open);
+    else 429 (every failure rate-limited), 504 (the deadline) or 502. ``why`` starts the
+    message (a route that served no answer although some calls answered).
+    """
+    failed = [c for c in calls if not c.ok]
+    reasons = "; ".join(f"{c.backend}: {c.error}" for c in failed)
+    rejected = [c for c in failed if c.rejected]
+    if rejected and all(c.rejected or c.attempts == 0 for c in failed):
+        return GatewayError(
+            rejected[0].status or 400,
+            f"The upstream rejected the request: {rejected[0].backend}: {rejected[0].error}",
+            "invalid_request_error",
+            "upstream_rejected",
+        )
+    prefix = f"{why}: " if why else ""
+    if failed and all(c.status == 429 for c in failed):
+        waits = [c.retry_after_s for c in failed if c.retry_after_s is not None]
         return GatewayError(
             429,
-            f"Every backend of the routed set is rate-limited: {reasons}",
+            f"{prefix}Every backend of the routed set is rate-limited: {reasons}",
             "rate_limit_error",
             "rate_limited",
             headers={"Retry-After": str(max(1, math.ceil(min(waits) if waits else 1)))},
         )
-    if decision.remaining() <= 0 and any(c.abandoned for c in calls):
+    if decision.remaining() <= 0 and any(c.abandoned for c in failed):
         return GatewayError(
             504,
-            f"No backend of the routed set answered within deadline_s = "
+            f"{prefix}No backend of the routed set answered within deadline_s = "
             f"{decision.route.config.deadline_s:g} s: {reasons}",
             "upstream_error",
             "deadline_exceeded",
         )
     return GatewayError(
         502,
-        f"Every backend of the routed set failed: {reasons}",
+        f"{why}: {reasons}" if why else f"Every backend of the routed set failed: {reasons}",
         "upstream_error",
         "all_backends_failed",
     )
@@ -116,13 +147,20 @@ class DecisionRecorder:
         chosen: str | None,
         outcome: str,
         extra: dict[str, Any] | None = None,
+        uncertified: str | None = None,
     ) -> dict[str, Any]:
         """Log (durably, before the answer leaves) and count a decision; its ``racer``.
 
         ``extra`` replaces or adds fields of the ``racer`` object (a certified policy's
-        report and its cost, judge included) before it is logged.
+        report and its cost, judge included) before it is logged. ``uncertified``: why
+        the answer served is outside the route's certificate (None: it is within).
         """
         racer = {**racer_object(decision, calls, chosen), **(extra or {})}
+        if outcome != "failed":
+            racer["certified"] = uncertified is None
+            racer["uncertified"] = uncertified
+            if uncertified is not None:
+                self.metrics.observe_uncertified(decision.route.name, uncertified)
         latency_s = time.perf_counter() - decision.started
         racer["latency_ms"] = round(latency_s * 1000, 3)
         self.metrics.observe_request(decision.route.name, outcome, len(decision.invoked), calls)
@@ -145,6 +183,7 @@ class DecisionRecorder:
                 owner=decision.owner,
                 mode=decision.route.mode,
                 abstain_flag=decision.column_0,
+                uncertified=uncertified if outcome != "failed" else None,
             )
         )
         self.audit.observe(decision, calls)  # hook (issue 12): audit draw, call probabilities
@@ -156,19 +195,24 @@ class DecisionRecorder:
         calls: Sequence[BackendCall],
         chosen: BackendCall | None,
         extra: dict[str, Any] | None = None,
+        uncertified: str | None = None,
+        why: str | None = None,
     ) -> Answer:
         """Log the decision and return ``chosen``'s message as its answer.
+
+        ``uncertified``: why ``chosen`` is outside the route's certificate, if it is.
+        ``why``: the failure's reason when ``chosen`` is None although calls answered.
 
         Raises
         ------
         GatewayError
-            When ``chosen`` is None (no call answered): logged as failed first; it
+            When ``chosen`` is None (no answer to serve): logged as failed first; it
             carries the decision's ``x-racer-*`` headers.
         """
         if chosen is None:
             racer = await self.finish(decision, calls, None, "failed", extra)
-            failure = upstream_failure(decision, calls)
+            failure = upstream_failure(decision, calls, why)
             failure.headers = {**(failure.headers or {}), **answer_headers(racer)}
             raise failure
-        racer = await self.finish(decision, calls, chosen.backend, "answered", extra)
+        racer = await self.finish(decision, calls, chosen.backend, "answered", extra, uncertified)
         return answer_of(chosen, racer)

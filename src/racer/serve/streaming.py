@@ -11,7 +11,8 @@ upstream sent them; its usage, details included, in the final ``racer`` chunk). 
 it has started, the backend's ``timeout_s`` bounds the wait for each next chunk, not
 the whole stream: a healthy long stream is never cut. A relay that breaks later ends
 with an OpenAI-style error event and no ``[DONE]``; its decision is logged when it
-ends, either way.
+ends, either way. A relay ended by an upstream error event that rejects the request
+(:func:`racer.serve.backends.blames_request`) tells the backend's breaker nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +20,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
-from racer.serve.backends import Backend, BackendCall, UpstreamError, UpstreamStream
+from racer.serve.backends import (
+    Backend,
+    BackendCall,
+    UpstreamError,
+    UpstreamStream,
+    blames_request,
+)
 from racer.serve.decision import Answer, Decision
 from racer.serve.headers import answer_headers, relay_headers
 from racer.serve.records import DecisionRecorder
 from racer.serve.schemas import chunk_body, error_event, message_events, sse
+
+
+def error_of(chunk: dict[str, Any]) -> UpstreamError:
+    """The failure an upstream error event stands for (a client error counts for nothing)."""
+    detail = chunk["error"]
+    text = detail.get("message") if isinstance(detail, dict) else detail
+    rejected = blames_request(detail)
+    return UpstreamError(
+        f"upstream error event: {text}"[:300],
+        retryable=False,
+        status=400 if rejected else None,
+        counts=not rejected,
+    )
 
 
 def parse_event(line: str) -> dict[str, Any] | str | None:
@@ -58,11 +78,16 @@ async def first_chunk(upstream: UpstreamStream) -> list[dict[str, Any]]:
                 continue
             if chunk == "[DONE]":
                 break
+            if "error" in chunk:
+                raise error_of(chunk)
             read.append(chunk)
             if chunk.get("choices"):
                 return read
     except BaseException as error:
-        await upstream.aclose(ok=None if isinstance(error, asyncio.CancelledError) else False)
+        says_nothing = isinstance(error, asyncio.CancelledError) or (
+            isinstance(error, UpstreamError) and not error.counts
+        )
+        await upstream.aclose(ok=None if says_nothing else False)
         if isinstance(error, Exception) and not isinstance(error, UpstreamError):
             raise UpstreamError(
                 f"stream failed before its first chunk ({type(error).__name__})",
@@ -190,9 +215,7 @@ class Relay:
         try:
             async for chunk in chunks():
                 if "error" in chunk:
-                    detail = chunk["error"]
-                    text = detail.get("message") if isinstance(detail, dict) else detail
-                    raise UpstreamError(f"upstream error event: {text}"[:300], retryable=False)
+                    raise error_of(chunk)
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):
                     usage_chunk = {"usage": usage}
@@ -213,7 +236,10 @@ class Relay:
         except (Exception, TimeoutError) as failure:  # noqa: B014 (TimeoutError for clarity)
             kind = "deadline passed" if isinstance(failure, TimeoutError) else str(failure)
             error = backend.redact(f"stream interrupted ({type(failure).__name__}: {kind})")
-            ok = False
+            # a client-error event is the request's; a stream silent for timeout_s (a
+            # healthy one is never cut: the wait is per chunk) is the backend's failure
+            says_nothing = isinstance(failure, UpstreamError) and not failure.counts
+            ok = None if says_nothing else False
         except BaseException:  # the client went away: still log the decision
             error = "client disconnected"
             raise
@@ -252,8 +278,16 @@ class AnswerStream:
         self.events = events
         self.headers = headers
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.events
+    def __aiter__(self) -> AnswerStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self.events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the events (the client went away)."""
+        if isinstance(self.events, AsyncGenerator):
+            await self.events.aclose()
 
 
 def answer_events(decision: Decision, answer: Answer | Relay) -> AnswerStream:

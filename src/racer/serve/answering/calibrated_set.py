@@ -9,7 +9,14 @@ or any member answered with a tool call, the answer is the highest-scored answer
 member's message, unchanged (tool calls, ``finish_reason`` and all): tool calls are
 never voted on. Otherwise the route's aggregator picks among the text answers. A
 one-model set's message always passes through unchanged. When no member answers, the
-route's fallbacks are tried in order.
+route's fallbacks are tried in order (their answer is outside the set: flagged
+uncertified).
+
+A refusal (or content filter) is an answer but not one to aggregate: the set's answer
+is formed from the other members, and is the top refusal only when no member answered.
+When a member scored above the one served refused, serving the lower member passes over
+the top model's answer: with ``on_reference_failure: serve`` it is served, flagged
+uncertified; with ``error`` (the default) the top refusal is served instead.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ from racer.serve.answering.base import Services
 from racer.serve.backends import BackendCall
 from racer.serve.decision import Answer, Decision, single_choice
 from racer.serve.fanout import call_fallbacks, fan_out
+from racer.serve.records import FALLBACK, TOP_MODEL_REFUSED
 from racer.serve.streaming import Relay
 
 
 def is_decided(decision: Decision, done: Mapping[str, BackendCall], pending: Sequence[str]) -> bool:
     """Whether no answer of the ``pending`` members could change the chosen answer."""
-    answered = [c for c in done.values() if c.ok]
+    answered = [c for c in done.values() if c.ok and not c.refused]
     if not answered:
         return False
     best_pending = max(decision.score_of(m) for m in pending)
@@ -59,9 +67,9 @@ def is_decided(decision: Decision, done: Mapping[str, BackendCall], pending: Seq
 
 def choose(decision: Decision, calls: Sequence[BackendCall]) -> BackendCall | None:
     """The call whose answer is returned (the module's rule); None when none answered."""
-    answered = [c for c in calls if c.ok]
+    answered = [c for c in calls if c.ok and not c.refused]
     if not answered:
-        return None
+        return top_refusal(decision, calls)
     if decision.needs_whole_message or any(c.has_tool_calls for c in answered):
         return max(answered, key=lambda c: decision.score_of(c.backend))
     config = decision.route.config
@@ -72,6 +80,15 @@ def choose(decision: Decision, calls: Sequence[BackendCall]) -> BackendCall | No
         answer_kind=config.answer_kind,
     )
     return None if index is None else answered[index]
+
+
+def top_refusal(
+    decision: Decision, calls: Sequence[BackendCall], above: BackendCall | None = None
+) -> BackendCall | None:
+    """The highest-scored refusal (scored above ``above``'s member, when given), or None."""
+    floor = -np.inf if above is None else decision.score_of(above.backend)
+    refusals = [c for c in calls if c.refused and decision.score_of(c.backend) > floor]
+    return max(refusals, key=lambda c: decision.score_of(c.backend)) if refusals else None
 
 
 class CalibratedSet:
@@ -108,6 +125,18 @@ class CalibratedSet:
                 services.keep_running,
             )
             chosen = choose(decision, calls)
+        uncertified = None
+        passed_over = (
+            top_refusal(decision, calls, above=chosen)
+            if chosen is not None and not chosen.refused
+            else None
+        )
+        if passed_over is not None:
+            if decision.route.config.on_reference_failure == "serve":
+                uncertified = TOP_MODEL_REFUSED
+            else:
+                chosen = passed_over
         if chosen is None:
             chosen = await call_fallbacks(services.backends, decision, calls)
-        return await services.records.answer(decision, calls, chosen)
+            uncertified = None if chosen is None else FALLBACK
+        return await services.records.answer(decision, calls, chosen, uncertified=uncertified)

@@ -25,6 +25,12 @@ fallback a cascade or a set escalates to, once it is chosen) is relayed as the
 upstream streams it, so time to first token is that tier's, after the lower tiers
 answered. Every other answer depends on comparing answers (a cascade's stop rule, a
 set's aggregation, a judge), so it is sent once it is chosen, as a finished answer.
+
+Outside the certificate: when a cascade escalates to its reference and the reference
+fails, the route's ``on_reference_failure`` decides: ``error`` (the default) serves no
+tier's answer (the route's fallbacks, flagged, else 502); ``serve`` serves the cheaper
+tiers' weighted vote, flagged ``reference_failed``. An answer from the route's fallbacks
+is flagged ``fallback``. A relayed answer is the policy's own, within the certificate.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from racer.serve.answering.base import Services
 from racer.serve.backends import Backend, BackendCall
 from racer.serve.decision import Answer, Decision
 from racer.serve.fanout import call_each, call_fallbacks
-from racer.serve.records import DecisionRecorder
+from racer.serve.records import FALLBACK, REFERENCE_FAILED, DecisionRecorder
 from racer.serve.served_policy import ServedPolicy
 from racer.serve.streaming import Relay
 
@@ -88,6 +94,7 @@ class PolicyRun:
         self.texts: list[str | None] = [None] * len(self.names)
         self.judge_call: BackendCall | None = None
         self.stopped = ""
+        self.uncertified: str | None = None  # why the answer is outside the certificate
 
     async def _call(self, models: Sequence[str]) -> list[BackendCall]:
         """Call ``models`` at once within the deadline; record their answers."""
@@ -148,7 +155,14 @@ class PolicyRun:
                 self.stopped = f"agreement margin {float(margin[0]):.3g} >= {policy.threshold:g}"
                 return self._call_of(int(outcome.served[0]))
         self.stopped = f"escalated to {self._fallback_role(policy.fallback)}"
-        return await self._last_tier(policy.fallback) or self._best_so_far(asked)
+        served = await self._last_tier(policy.fallback)
+        if served is not None:
+            return served
+        self.uncertified = REFERENCE_FAILED
+        if self.decision.route.config.on_reference_failure == "serve":
+            return self._best_so_far(asked)
+        self.stopped += " (failed; on_reference_failure: error)"
+        return None
 
     async def _parallel(self, policy: ParallelSets) -> BackendCall | Relay | None:
         members = policy.sets(self.decision.scores[None, :])[0]
@@ -260,10 +274,21 @@ class CertifiedPolicy:
         chosen = await run.run()
         if isinstance(chosen, Relay):
             return chosen
+        uncertified = run.uncertified
         if chosen is None:
             chosen = await call_fallbacks(backends, decision, run.calls)
+            uncertified = None if chosen is None else FALLBACK
         decision.invoked = list(dict.fromkeys(c.backend for c in run.calls))
         decision.completion = {"rule": "policy", "reason": run.stopped}
         name = None if chosen is None else chosen.backend
         extra = {"policy": run.report(name), "cost_usd": run.cost()}
-        return await self.services.records.answer(decision, run.calls, chosen, extra)
+        why = (
+            "The certified policy's reference failed, and this route serves no answer "
+            "outside its certificate (on_reference_failure: error)"
+            if run.uncertified == REFERENCE_FAILED
+            and decision.route.config.on_reference_failure == "error"
+            else None
+        )
+        return await self.services.records.answer(
+            decision, run.calls, chosen, extra, uncertified=uncertified, why=why
+        )

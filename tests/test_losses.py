@@ -51,7 +51,7 @@ def test_calibration_loss_equals_served_loss_for_flag_and_off(seed, lam, flag):
     mode = "flag" if flag else "off"
     augmented = augmented_scores(scores)
     decision = served_decision(augmented, lam, abstention=mode)
-    entry = entry_levels(augmented, abstention=flag)
+    entry = entry_levels(augmented, abstention=flag, refusals=False)  # what is served
     assert np.array_equal(
         served_losses(mode, decision, quality), point_losses(entry, quality, lam, flag)
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ from racer.cli.batch import (
     route_tables,
 )
 from racer.cli.common import (
+    DEFAULT_ROUTER,
     DeltaOption,
     FwerOption,
     JsonOption,
@@ -34,15 +35,20 @@ from racer.cli.common import (
     ReferenceOption,
     RouterOption,
     UserError,
+    check_router_option,
     data_options,
     load_data,
     note,
+    one_line,
     progress,
     set_quiet,
     user_errors,
     warnings_as_notes,
     without_leakage,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ABSTENTION_CHOICES = ("flag", "strict", "off")
 
@@ -59,15 +65,103 @@ def _check_artifact_out(out: Path, overwrite: bool) -> None:
         )
 
 
+def _check_calibrate_options(
+    alpha: float, delta: float, bound: str, family: str, guarantee: str, abstention: str
+) -> None:
+    """The options that need no data, checked before anything is loaded."""
+    from racer.calibration import GUARANTEES
+    from racer.estimator import BOUND_CHOICES
+    from racer.sets import FAMILIES
+
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"--alpha must lie strictly between 0 and 1; got {alpha}.")
+    if not 0.0 < delta < 1.0:
+        raise UserError(f"--delta must lie strictly between 0 and 1; got {delta}.")
+    for option, value, choices in (
+        ("--abstention", abstention, ABSTENTION_CHOICES),
+        ("--bound", bound, BOUND_CHOICES),
+        ("--family", family, FAMILIES),
+        ("--guarantee", guarantee, GUARANTEES),
+    ):
+        if value not in choices:
+            raise UserError(f"{option} takes one of {list(choices)}; got {value!r}.")
+
+
+def check_calibration_size(
+    labels: np.ndarray, alpha: float, delta: float, bound: str, guarantee: str
+) -> None:
+    """Refuse a calibration set below :func:`racer.minimum_calibration_size` before training.
+
+    The bound is the one calibration would use: ``crc`` for the expectation guarantee,
+    and for ``auto`` the exact binomial on 0/1 labels, Waudby-Smith-Ramdas on graded ones.
+    """
+    import numpy as np
+
+    from racer.estimator import minimum_calibration_size
+
+    known = labels[~np.isnan(labels)]
+    if guarantee == "expectation":
+        used = "crc"
+    elif bound == "auto":
+        used = "binomial" if np.isin(known, (0.0, 1.0)).all() else "wsr"
+    else:
+        used = bound
+    needed = minimum_calibration_size(alpha, delta, used)
+    if len(labels) < needed:
+        raise UserError(
+            f"The calibration data has {len(labels)} queries; certifying risk <= {alpha:g} "
+            f"with probability {1 - delta:g} by the {used} bound needs at least {needed} "
+            "(racer.minimum_calibration_size). Give more calibration data, or a larger "
+            "--alpha or --delta."
+        )
+
+
+def _base_router(
+    router: str, scores: Path | None, train_data: Any, cal_data: Any
+) -> tuple[Any, np.ndarray]:
+    """The base router (fitted on --train, or over --scores) and its calibration scores."""
+    if scores is not None:
+        from racer.routers.external import fit_external_scores
+
+        try:
+            return fit_external_scores(
+                scores, cal_data.model_names, cal_data.query_ids, cal_data.queries
+            )
+        except ValueError as error:
+            raise UserError(
+                f"--scores {str(scores)!r} does not fit the calibration data's models "
+                f"{list(cal_data.model_names)}: {one_line(error)}"
+            ) from None
+    from racer.routers import make_router
+
+    with progress("Training the base router") as step:
+        step(router)
+        base = make_router(router).fit(
+            list(train_data.queries), train_data.labels, model_names=list(train_data.model_names)
+        )
+        return base, base.predict_proba(list(cal_data.queries))
+
+
 def calibrate(
-    train: Annotated[
-        list[Path], typer.Option(help="Training data of the base router (repeatable).")
-    ],
     calibration: Annotated[
         list[Path], typer.Option(help="Calibration data, exchangeable with future queries.")
     ],
+    train: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Training data of the base router (repeatable); optional with --scores."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Artifact folder to write.")] = Path("racer-artifact"),
-    router: RouterOption = "knn",
+    router: RouterOption = DEFAULT_ROUTER,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per-model scores from another router (RouteLLM, RouterDC, yours): a CSV, "
+            "JSONL, Parquet or .npz file with a query column (text or id) and one column "
+            "per model; replaces --router (the artifact routes the queries of this file)."
+        ),
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Target misrouting risk, in (0, 1).")] = 0.1,
     delta: DeltaOption = 0.1,
     bound: Annotated[str, typer.Option(help="auto, binomial, hb, hoeffding or wsr.")] = "auto",
@@ -95,47 +189,49 @@ def calibrate(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
+    """Fit a base router (or read --scores) and calibrate RACER on held-out data; save both
+    as an artifact."""
     import numpy as np
 
     from racer.artifact import save_artifact
     from racer.estimator import RACER
-    from racer.evaluation.certified import certify_for_artifact
+    from racer.evaluation.certified import (
+        certify_for_artifact,
+        check_objective_options,
+        model_index,
+    )
     from racer.evaluation.task import align_models
-    from racer.routers import make_router
 
     set_quiet(quiet or as_json)
     with user_errors():
-        if not 0.0 < alpha < 1.0:
-            raise UserError(f"--alpha must lie strictly between 0 and 1; got {alpha}.")
-        if not 0.0 < delta < 1.0:
-            raise UserError(f"--delta must lie strictly between 0 and 1; got {delta}.")
-        if abstention not in ABSTENTION_CHOICES:
+        _check_calibrate_options(alpha, delta, bound, family, guarantee, abstention)
+        check_router_option(router, scores, train)
+        check_objective_options(objective, reference, fwer)
+        if objective is not None and not train:
             raise UserError(
-                f"--abstention takes one of {list(ABSTENTION_CHOICES)}; got {abstention!r}."
+                f"--objective {objective} plans its policies on the --train data; give --train."
             )
         _check_artifact_out(out, overwrite)
         options = data_options(kind, pass_threshold, missing)
-        train_data = load_data(train, "train", options)
-        cal_data = align_models(train_data, load_data(calibration, "calibration", options))
-        train_data = without_leakage(train_data, cal_data, "calibration")
+        train_data = load_data(train, "train", options) if train else None
+        cal_data = load_data(calibration, "calibration", options)
+        if train_data is not None:
+            cal_data = align_models(train_data, cal_data)
+            train_data = without_leakage(train_data, cal_data, "calibration")
+        if reference is not None:
+            model_index(cal_data.model_names, reference)
+        check_calibration_size(cal_data.labels, alpha, delta, bound, guarantee)
         prices = None
         if family == "cost":
-            prices = train_data.mean_costs()
+            prices = None if train_data is None else train_data.mean_costs()
             if prices is None or not np.isfinite(prices).all():
                 raise UserError(
                     "--family cost needs per-model prices in the --train data (for example "
                     "RouterBench's <model>|total_cost columns, or a cost column in a table); "
-                    f"{train_data.name} has none for every model. Use --family threshold."
+                    f"{'no --train was given' if train_data is None else train_data.name} has "
+                    "none for every model. Use --family threshold."
                 )
-        with progress("Training the base router") as step:
-            step(router)
-            base = make_router(router).fit(
-                list(train_data.queries),
-                train_data.labels,
-                model_names=list(train_data.model_names),
-            )
-            cal_scores = base.predict_proba(list(cal_data.queries))
+        base, cal_scores = _base_router(router, scores, train_data, cal_data)
         estimator = RACER(
             alpha,
             delta,
@@ -165,7 +261,8 @@ def calibrate(
         "family": family,
         "abstention": getattr(estimator, "abstention_mode_", abstention),
         "abstain_threshold": getattr(estimator, "abstain_threshold_", None),
-        "prices_from": train_data.name if prices is not None else None,
+        "prices_from": train_data.name if prices is not None and train_data else None,
+        "scores_from": None if scores is None else str(scores),
         "policy": None if policy is None else policy["summary"],
     }
     if as_json:

@@ -45,8 +45,15 @@ FwerOption = Annotated[
         help="Family-wise error control of --objective: fixed_sequence, bonferroni or holm."
     ),
 ]
+#: The base router of every command that trains one: knn needs no tuning, is robust on the
+#: real benchmarks, and is what the README and the committed results use.
+DEFAULT_ROUTER = "knn"
 RouterOption = Annotated[
-    str, typer.Option(help="Base router, by name (see racer.routers.ROUTER_NAMES).")
+    str,
+    typer.Option(
+        help="Base router, by name: prior, knn, logistic, mlp, mf, cluster, ensemble, or "
+        "external (scores from a file: --scores FILE)."
+    ),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")
@@ -131,6 +138,23 @@ def one_line(error: BaseException | str) -> str:
     ):
         text = text.replace(python, option)
     return text
+
+
+def check_router_option(router: str, scores: Path | None, train: list[Path] | None) -> None:
+    """Check --router, --scores and --train together, before any data is read."""
+    from racer.routers import ROUTER_NAMES
+
+    if router not in ROUTER_NAMES:
+        raise UserError(f"Unknown router {router!r}; choose one of {list(ROUTER_NAMES)}.")
+    if scores is None and router == "external":
+        raise UserError(
+            "--router external reads per-model scores from a file (RouteLLM, RouterDC, "
+            "your own): pass it as --scores FILE."
+        )
+    if scores is not None and not scores.is_file():
+        raise UserError(f"The scores file {str(scores)!r} does not exist.")
+    if scores is None and not train:
+        raise UserError("Give --train PATH to fit the base router, or --scores FILE.")
 
 
 def set_quiet(on: bool) -> None:

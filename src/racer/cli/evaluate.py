@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from racer.cli.common import (
+    DEFAULT_ROUTER,
     DeltaOption,
     FwerOption,
     JsonOption,
@@ -26,6 +27,7 @@ from racer.cli.common import (
     ReferenceOption,
     RouterOption,
     UserError,
+    check_router_option,
     data_options,
     is_quiet,
     load_data,
@@ -59,7 +61,10 @@ BoundsOption = Annotated[
         help="RACER bounds: binomial, hb, hoeffding, wsr (wsr calibrates trial by trial: slow)."
     ),
 ]
-SeedOption = Annotated[int, typer.Option(help="Seed of the trials (and of the demo data).")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the random calibration/test splits.")]
+DemoSeedOption = Annotated[
+    int, typer.Option(help="Seed of the synthetic data, its train/test split and the trials.")
+]
 OverwriteOption = Annotated[
     bool, typer.Option(help="Replace the report or artifact already in --out.")
 ]
@@ -235,11 +240,11 @@ def _finish_evaluation(
 def demo(
     out: OutOption = Path("racer-out"),
     queries: Annotated[int, typer.Option(help="Synthetic queries (half train, half test).")] = 4000,
-    router: RouterOption = "logistic",
+    router: RouterOption = DEFAULT_ROUTER,
     alpha: AlphaOption = DEFAULT_ALPHAS,
     delta: DeltaOption = 0.1,
     trials: TrialsOption = 200,
-    seed: SeedOption = 0,
+    seed: DemoSeedOption = 0,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -265,6 +270,13 @@ def demo(
     with user_errors():
         if queries < 200:
             raise UserError(f"--queries must be at least 200 for a meaningful demo; got {queries}.")
+        if router == "external":
+            raise UserError(
+                "racer demo trains its base router on made-up queries, and no external "
+                "router has scores for them: choose another --router (default "
+                f"{DEFAULT_ROUTER}), or run racer evaluate --scores FILE on your data."
+            )
+        check_router_option(router, None, [Path("synthetic")])
         settings = _settings(alpha, delta, trials, 0.5, DEFAULT_FAMILIES, DEFAULT_BOUNDS, seed)
         _check_out_folder(out, overwrite, "report.md")
         start = time.perf_counter()
@@ -295,7 +307,7 @@ def evaluate(
         list[Path] | None,
         typer.Option(help="Test data: the pool of the trials (file or folder; repeatable)."),
     ] = None,
-    router: RouterOption = "knn",
+    router: RouterOption = DEFAULT_ROUTER,
     scores: Annotated[
         Path | None,
         typer.Option(
@@ -339,7 +351,7 @@ def evaluate(
     the risk on the whole pool. Training queries that are also in --test are removed
     from training (leakage). The cost family's per-model prices come from --train.
     """
-    from racer.evaluation.certified import check_objective_options
+    from racer.evaluation.certified import check_objective_options, model_index
     from racer.evaluation.certified_trials import records_for_evaluation
     from racer.evaluation.scoring import router_scores
     from racer.evaluation.task import (
@@ -354,10 +366,7 @@ def evaluate(
         check_objective_options(objective, reference, fwer)
         if not test:
             raise UserError("Give the test data with --test PATH.")
-        if scores is None and not train:
-            raise UserError("Give --train PATH to fit the base router, or --scores FILE.")
-        if scores is None and router == "external":
-            raise UserError("The external router reads a file: pass it as --scores FILE.")
+        check_router_option(router, scores, train)
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
         options = data_options(kind, pass_threshold, missing)
         _check_out_folder(out, overwrite, "report.md")
@@ -367,6 +376,12 @@ def evaluate(
         if train_data is not None:
             test_data = align_models(train_data, test_data)
             train_data = without_leakage(train_data, test_data, "test")
+        if reference is not None:
+            model_index(test_data.model_names, reference)
+        if objective is not None and train_data is None:
+            raise UserError(
+                f"--objective {objective} plans its policies on the --train data; give --train."
+            )
         start = time.perf_counter()
         if scores is not None:
             test_scores = _external_scores(scores, test_data)
@@ -396,25 +411,12 @@ def evaluate(
 
 def _external_scores(path: Path, test: Any) -> Any:
     """Scores of the test queries from a file, keyed by query id, query text or row."""
-    from racer.routers import make_router
+    from racer.routers.external import fit_external_scores
 
-    if not path.exists():
-        raise UserError(f"The scores file {str(path)!r} does not exist.")
-    names = list(test.model_names)
     try:
-        router = make_router("external", source=path).fit(None, test.labels, model_names=names)
+        return fit_external_scores(path, test.model_names, test.query_ids, test.queries)[1]
     except ValueError as error:
         raise UserError(
-            f"--scores {str(path)!r} does not fit the test data's {len(names)} models "
-            f"{names}: {one_line(error)}"
+            f"--scores {str(path)!r} does not fit the test data's {test.n_models} models "
+            f"{list(test.model_names)}: {one_line(error)}"
         ) from None
-    if router.keys_ is None:
-        keys = [str(i) for i in range(test.n_queries)]
-    elif all(key in router.row_of_ for key in test.query_ids):
-        keys = list(test.query_ids)
-    else:
-        keys = list(test.queries)
-    try:
-        return router.predict_proba(keys)
-    except KeyError as error:
-        raise UserError(error.args[0]) from None

@@ -160,7 +160,8 @@ def _print_replay(summary: dict[str, Any]) -> None:
         (f"accuracy ({summary['aggregator']})", f"{summary['accuracy']:.4f}"),
         ("mean cost", format_cost(summary["mean_cost"], summary["cost_unit"])),
         ("mean set size", f"{summary['mean_set_size']:.3f}"),
-        ("abstention rate", f"{summary['abstention_rate']:.4f}"),
+        ("refusal rate (no model called)", f"{summary['refusal_rate']:.4f}"),
+        ("flag rate (answers served flagged)", f"{summary['flag_rate']:.4f}"),
         ("any invoked model correct", f"{summary['any_correct']:.4f}"),
     ]
     for name, value in rows:

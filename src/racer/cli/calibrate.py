@@ -280,10 +280,13 @@ def calibrate(
         )
 
 
-def _read_queries(source: str) -> list[str | None]:
-    """One entry per input line; None for a blank line (kept so output lines align)."""
+def _read_queries(source: str) -> list[tuple[str, str] | None]:
+    """(id, query) per input line, None for a blank line (kept so output lines align).
+
+    The id is a JSON line's ``"id"`` field when it has one, else the line number.
+    """
     text = sys.stdin.read() if source == "-" else _read_file(Path(source))
-    queries: list[str | None] = []
+    queries: list[tuple[str, str] | None] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             queries.append(None)
@@ -294,9 +297,9 @@ def _read_queries(source: str) -> list[str | None]:
                 raise UserError(f"Line {number} is not valid JSON: {error}.") from None
             if not isinstance(record, dict) or not isinstance(record.get("query"), str):
                 raise UserError(f'Line {number}: a JSON line needs a string field "query".')
-            queries.append(record["query"])
+            queries.append((str(record.get("id", number)), record["query"]))
         else:
-            queries.append(line)
+            queries.append((str(number), line))
     if not any(q is not None for q in queries):
         raise UserError("No queries to route: the input is empty.")
     return queries
@@ -379,32 +382,23 @@ def route(
 def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> None:
     """Route plain-text queries (one per line, or JSONL); output line i answers input line i.
 
-    A blank input line gets a record with ``"skipped": "blank line"``.
+    Each record has the fields of a routed table row (:mod:`racer.batch.records`) after
+    its ``line`` and ``query``; a blank input line gets ``"skipped": "blank line"``.
     """
     from racer.artifact import load_artifact
+    from racer.batch.records import route_records
 
     lines = _read_queries(source)
-    queries = [q for q in lines if q is not None]
-    loaded = load_artifact(artifact)
-    scores = loaded.predict_proba(queries)
-    sets = loaded.predict_sets(queries, scores=scores)
-    names = loaded.model_names
-    routed = iter(zip(queries, sets, scores, strict=True))
+    given = [q for q in lines if q is not None]
+    routed = iter(
+        route_records(load_artifact(artifact), [q for _, q in given], [i for i, _ in given])
+    )
     records = []
     for number, line in enumerate(lines, start=1):
         if line is None:
             records.append({"line": number, "query": "", "skipped": "blank line"})
-            continue
-        query, row, score_row = next(routed)
-        records.append(
-            {
-                "line": number,
-                "query": query,
-                "models": [names[j] for j in row.nonzero()[0]],
-                "abstain": not row.any(),
-                "scores": {names[j]: round(float(s), 6) for j, s in enumerate(score_row)},
-            }
-        )
+        else:
+            records.append({"line": number, "query": line[1], **next(routed)})
     if as_json:
         text = json.dumps(records) + "\n"
     else:
@@ -413,4 +407,4 @@ def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> Non
         sys.stdout.write(text)
     else:
         Path(output).write_text(text, encoding="utf-8")
-        note(f"Routed {len(queries)} queries -> {output}")
+        note(f"Routed {len(given)} queries -> {output}")

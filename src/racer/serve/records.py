@@ -13,6 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from racer.refusal import refusal_reasons
 from racer.serve.audit import Auditor
 from racer.serve.backends import BackendCall
 from racer.serve.decision import Answer, Decision, message_of
@@ -29,6 +32,7 @@ def racer_object(
     costs = [c.cost_usd for c in calls if c.cost_usd is not None]
     prompt_tokens = sum(c.prompt_tokens or 0 for c in calls)
     completion_tokens = sum(c.completion_tokens or 0 for c in calls)
+    refused = not decision.invoked
     return {
         "id": decision.id,
         "route": route.name,
@@ -38,7 +42,11 @@ def racer_object(
         "alpha": float(route.calibration.alpha),
         "delta": float(route.calibration.delta),
         "abstention": route.mode,
-        "abstained": not decision.invoked,
+        "refused": refused,
+        "refusal_reason": refusal_of(decision) if refused else None,
+        "flagged": route.mode == "flag" and bool(decision.column_0) and not refused,
+        # the names before the one vocabulary (docs/method.md), kept for old clients
+        "abstained": refused,
         "abstain_flag": decision.column_0 if route.mode == "flag" else None,
         "chosen": chosen,
         "backends": {c.backend: c.summary() for c in calls},
@@ -50,6 +58,15 @@ def racer_object(
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def refusal_of(decision: Decision) -> str:
+    """Why no model is called for ``decision``: the calibrated level and the best score."""
+    route = decision.route
+    scores = np.asarray(decision.scores, dtype=float).reshape(1, -1)
+    return str(
+        refusal_reasons(route.calibration, scores, route.model_names, np.array([True]))[0]
+    )
 
 
 def upstream_failure(decision: Decision, calls: Sequence[BackendCall]) -> GatewayError:
@@ -124,7 +141,7 @@ class DecisionRecorder:
                 invoked=decision.invoked,
                 scores=racer["scores"],
                 threshold=racer["threshold"],
-                abstained=racer["abstained"],
+                abstained=racer["refused"],
                 chosen=chosen,
                 backends=racer["backends"],
                 cost_usd=racer["cost_usd"],

@@ -173,7 +173,10 @@ def grade(
     out: Annotated[Path, typer.Option(help="Graded long-form table (.jsonl or .parquet).")],
     references: Annotated[
         Path | None,
-        typer.Option(help="JSONL/CSV with `reference` and `query_id` (or `id` / `query`)."),
+        typer.Option(
+            help="JSONL/CSV with `reference` and `query_id` (or `id` / `query`); by default "
+            "the references racer collect stored in each row."
+        ),
     ] = None,
     judge: Annotated[
         str | None, typer.Option(help="A backend of --config that judges each response.")
@@ -193,19 +196,24 @@ def grade(
         Path | None, typer.Option(help="JSON file for the agreement report (both given).")
     ] = None,
 ) -> None:
-    """Label each response 0/1 by exact rules against references, or by an LLM judge."""
+    """Label each response 0/1 by exact rules against references, or by an LLM judge.
+
+    Without --references and --judge, the references that racer collect stored in each
+    row are used; a row without one stays unlabelled (counted).
+    """
     from racer.owndata.collect import read_rows
     from racer.owndata.grade import (
         agreement,
+        check_references_match,
         grade_references,
         judge_rows,
         read_references,
+        stored_references,
         write_rows,
     )
 
+    skipped = 0
     with user_errors(missing_extra="serve"):
-        if references is None and judge is None:
-            raise UserError("Give --references FILE, --judge MODEL, or both.")
         if label_from not in ("references", "judge"):
             raise UserError(f"--label-from must be references or judge, got {label_from!r}.")
         if judge is not None and config is None:
@@ -213,8 +221,18 @@ def grade(
         if not data.is_file():
             raise UserError(f"--data {data}: no such file.")
         rows = read_rows(data)
+        refs = None
         if references is not None:
-            refs = read_references(references)
+            refs, skipped = read_references(references)
+            check_references_match(rows, refs, f"--references {references}")
+        elif judge is None:
+            refs = stored_references(rows)
+            if not refs:
+                raise UserError(
+                    f"Give --references FILE, --judge MODEL, or both: no row of {data} holds "
+                    "a `reference` (racer collect stores one when the queries file has it)."
+                )
+        if refs is not None:
             rows = grade_references(rows, refs, rule=rule, tolerance=tolerance)
         if judge is not None:
             backends = _config_backends(config, [judge])
@@ -229,14 +247,23 @@ def grade(
                     await backends[judge].aclose()
 
             rows = asyncio.run(run())
-        both = references is not None and judge is not None
-        source = label_from if both else ("references" if references is not None else "judge")
+        both = refs is not None and judge is not None
+        source = label_from if both else ("references" if refs is not None else "judge")
         for row in rows:
             row["label"] = row.get("label_references" if source == "references" else "label_judge")
         write_rows(rows, out)
     printer = Console()
     labelled = sum(row["label"] is not None for row in rows)
-    printer.print(f"Graded {labelled} of {len(rows)} responses ({source}) -> {out}")
+    origin = "references stored by racer collect" if references is None and refs else source
+    printer.print(f"Graded {labelled} of {len(rows)} responses ({origin}) -> {out}")
+    if refs is not None:
+        unmatched = sum(row.get("label_references") is None for row in rows)
+        if skipped or unmatched:
+            printer.print(
+                f"{unmatched} responses have no reference and stay unlabelled"
+                + (f"; {skipped} records of {references} had a null reference" if skipped else "")
+                + "."
+            )
     if judge is not None:
         failed = sum(row.get("label_judge") is None for row in rows)
         if failed:

@@ -174,6 +174,24 @@ def test_kill_9_halfway_then_resume(arc, replays, tmp_path):
     assert f"{len(written)} from earlier runs" in rerun.stdout.decode()
 
 
+def test_budget_holds_with_prices_from_the_upstream(arc, replays, tmp_path):
+    """`cost_from_upstream: true` (no token prices): the recorded costs of the replay
+    servers are what is spent, and the budget still holds."""
+    urls, _ = replays
+    config = gateway_yaml(tmp_path / "gateway.yaml", urls, cost_from_upstream=True)
+    queries = write_queries(arc.subset(np.arange(30)), tmp_path / "queries.jsonl")
+    out = tmp_path / "responses.jsonl"
+    result = invoke(
+        "collect", "--config", config, "--queries", queries, "--out", out,
+        "--budget-usd", "0.05", "--no-progress",
+    )  # fmt: skip
+    rows = rows_of(out)
+    spent = sum(r["cost"] for r in rows)
+    assert all(r["cost"] is not None and r["cost"] > 0 for r in rows)
+    assert 0 < len(rows) < 330 and spent <= 0.05
+    assert "Stopped by the budget" in result.output
+
+
 def test_budget_stops_before_it_is_exceeded_and_resumes(arc, replays, tmp_path):
     urls, counts = replays
     config = gateway_yaml(

@@ -5,7 +5,7 @@ here, in :data:`COMMANDS`:
 
 - :mod:`racer.cli.evaluate`: ``demo``, ``evaluate``;
 - :mod:`racer.cli.calibrate`: ``calibrate``, ``route``;
-- :mod:`racer.cli.owndata`: ``collect``, ``grade``, ``dataset``;
+- :mod:`racer.cli.owndata`: ``collect``, ``grade``, ``split``, ``dataset``;
 - :mod:`racer.cli.serve`: ``serve``, ``replay-server``;
 - :mod:`racer.cli.batch`: ``replay`` (and ``route``'s Parquet / Ray path).
 
@@ -45,6 +45,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "replay-server": serve.replay_server,
     "collect": owndata.collect,
     "grade": owndata.grade,
+    "split": owndata.split,
     "dataset": owndata.dataset,
     "route": calibrate.route,
     "replay": batch.replay,

@@ -1,9 +1,10 @@
-"""``racer collect``, ``racer grade`` and ``racer dataset``: calibration data from your own
-models and traffic.
+"""``racer collect``, ``racer grade``, ``racer split`` and ``racer dataset``: calibration
+data from your own models and traffic.
 
 ``racer collect`` (every model's response to every query), ``racer grade`` (0/1 labels
-from references or an LLM judge) and ``racer dataset`` (the audited sample of a
-gateway's decision log). Parsing and printing only; the work is in :mod:`racer.owndata`.
+from references or an LLM judge), ``racer split`` (train, calibration and test files)
+and ``racer dataset`` (the audited sample of a gateway's decision log). Parsing and
+printing only; the work is in :mod:`racer.owndata`.
 """
 
 from __future__ import annotations
@@ -318,3 +319,47 @@ def dataset(
         f"Exported {decisions} audited decisions ({len(rows)} responses, {labelled} labelled) "
         f"-> {out}"
     )
+
+
+def split(
+    data: Annotated[
+        Path,
+        typer.Option(help="The file to split: RouterBench CSV, RouterDC JSON or JSONL."),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for train, calibration and test files (same format).")
+    ],
+    fractions: Annotated[
+        str, typer.Option(help="Shares of the queries for train, calibration and test.")
+    ] = "0.6,0.2,0.2",
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="A column to stratify by (for example RouterBench's eval_name)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace split files already in --out.")] = False,
+) -> None:
+    """Split a data file into train, calibration and test files; no query in two of them.
+
+    Records that share a query id or text move together; the draw is seeded, and
+    stratified by --group-by when given. The files feed racer calibrate --train ...
+    --calibration ... and racer evaluate --test ....
+    """
+    from racer.owndata.split import split_file
+
+    with user_errors():
+        try:
+            shares = [float(part) for part in fractions.split(",") if part.strip()]
+        except ValueError:
+            raise UserError(
+                f"--fractions takes three numbers such as 0.6,0.2,0.2; got {fractions!r}."
+            ) from None
+        written = split_file(
+            data, out, fractions=shares, seed=seed, group_by=group_by, overwrite=overwrite
+        )
+    printer = Console()
+    for part in written:
+        printer.print(
+            f"{part.name}: {part.n_queries} queries ({part.n_records} records) -> {part.path}",
+            highlight=False,
+        )

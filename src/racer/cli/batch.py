@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from racer.cli.common import UserError, note, user_errors
+from racer.cli.common import UserError, note, results_console, user_errors, warnings_as_notes
 
 EngineOption = Annotated[
     str, typer.Option(help="local (this process, one core) or ray (a Ray Data pipeline).")
@@ -166,8 +165,9 @@ def _print_replay(summary: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
-    Console().print(
+    printer = results_console()
+    printer.print(table)
+    printer.print(
         f"Certificate: risk <= {certificate['alpha']:g} with probability >= "
         f"{1 - certificate['delta']:g} ({certificate['bound']} bound, "
         f"n = {certificate['n_calibration']}, mode {certificate['abstention_mode']}); "
@@ -210,7 +210,8 @@ def replay(
         from racer.data.load import load_dataset
 
         names = load_artifact(artifact).model_names
-        dataset = load_dataset(data if len(data) > 1 else data[0])
+        with warnings_as_notes("replay data"):
+            dataset = load_dataset(data if len(data) > 1 else data[0])
         prepared = replay_data(dataset, names)
         summary = run_replay(
             artifact,

@@ -352,16 +352,24 @@ def route(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No notes on stderr (errors still show).")
     ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
     """Choose the set of models for each query with a saved artifact.
 
-    Parquet/JSONL input gives one output row per query, in input order, with its id, the
-    invoked models, the abstention decision, the scores and the artifact's id and
-    certificate (see docs/ray.md); both engines write identical rows.
+    Every input gives one record per query, in input order, with the same fields: its
+    id, the models called, refused (no model called) and flagged (an answer with the
+    abstain flag), the reason of a refusal, each model's score, and the artifact's id and
+    certificate (see docs/ray.md). Text input adds the line number and the query; both
+    engines write identical rows.
     """
     inputs = input or ["-"]
     set_quiet(quiet)
     with user_errors():
+        if output != "-" and Path(output).is_file() and not overwrite:
+            raise UserError(
+                f"--output {output!r} already exists; pass --overwrite to replace it, or "
+                "choose another --output."
+            )
         tables = check_route_options(artifact, inputs, output, engine, batch_size, workers)
         if not tables:
             _route_lines(artifact, inputs[0], output, as_json)

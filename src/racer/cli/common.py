@@ -157,6 +157,13 @@ def check_router_option(router: str, scores: Path | None, train: list[Path] | No
         raise UserError("Give --train PATH to fit the base router, or --scores FILE.")
 
 
+def results_console() -> Console:
+    """The console for results on stdout: the terminal's width, or, when stdout is a pipe
+    or a file, wide enough that no table cell (a method name) is cut."""
+    printer = Console()
+    return printer if printer.is_terminal else Console(width=1000)
+
+
 def set_quiet(on: bool) -> None:
     """--quiet: no progress and no notes from now on (errors still show)."""
     _quiet["on"] = on
@@ -175,20 +182,31 @@ def note(text: str) -> None:
 
 @contextmanager
 def progress(title: str) -> Iterator[Callable[..., None]]:
-    """A progress line on a terminal (percentage and time left when steps are counted);
-    nothing at all when stderr is not a terminal or with --quiet."""
+    """A progress line on a terminal (time elapsed; percentage and time left when steps are
+    counted); nothing at all when stderr is not a terminal or with --quiet."""
     if _quiet["on"] or not console.is_terminal:
         yield lambda message, done=None, total=None: None
         return
+    from datetime import timedelta
+
     from rich.progress import (
         BarColumn,
         Progress,
+        ProgressColumn,
         SpinnerColumn,
         TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class TimeLeft(ProgressColumn):
+        """"0:00:12 left" while the steps are counted; nothing for a spinner."""
+
+        def render(self, task: Any) -> Text:
+            if task.total is None or task.time_remaining is None:
+                return Text("")
+            return Text(f"{timedelta(seconds=int(task.time_remaining))} left")
 
     columns = (
         SpinnerColumn(),
@@ -196,8 +214,8 @@ def progress(title: str) -> Iterator[Callable[..., None]]:
         BarColumn(bar_width=20),
         TaskProgressColumn(),
         TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
+        TextColumn("elapsed"),
+        TimeLeft(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(title, total=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from racer.cli.common import (
@@ -34,6 +34,7 @@ from racer.cli.common import (
     note,
     one_line,
     progress,
+    results_console,
     set_quiet,
     user_errors,
     without_leakage,
@@ -183,9 +184,9 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
         ]
         cells += [format_cost(r["mean_cost"], unit)] if dollars else []
         table.add_row(*cells, "-" if refused else f"{r['accuracy']:.3f}")
-    Console().print(table)
+    results_console().print(table)
     if never:
-        Console().print(
+        results_console().print(
             f"[bold yellow]Warning:[/] RACER could not certify alpha = "
             f"{', '.join(f'{a:g}' for a in never)} in any trial: {evaluation.plan.n_cal} "
             "calibration queries are too few (see racer.minimum_calibration_size). Pass more "
@@ -194,7 +195,7 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
         )
     found = verdict(evaluation)
     total = len(found["per_alpha"])
-    Console().print(
+    results_console().print(
         f"Against the best single model, {found['method']} is more accurate at "
         f"{found['more_accurate_at']} of {total} alphas and cheaper at {found['cheaper_at']} "
         f"of {total}."
@@ -202,15 +203,17 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
     match = paths.get("match")
     if match and match["cheapest"]:
         best = match["cheapest"]
-        Console().print(
+        results_console().print(
             f"Cheapest RACER configuration matching {match['reference']['model']}: "
             f"{best['method']}, alpha={best['alpha']:g}, {best['aggregator']} -> accuracy "
             f"{best['accuracy']:.3f} vs {match['reference']['accuracy']:.3f}, cost "
             f"{100 * best['cost_share']:.1f} % of the reference."
         )
     if paths.get("figures_note"):
-        Console().print(f"[yellow]No figures:[/] {paths['figures_note']}", highlight=False)
-    Console().print(f"Report: {paths['report']}\nResults: {paths['results']}")
+        results_console().print(
+            f"[yellow]No figures:[/] {escape(paths['figures_note'])}", highlight=False
+        )
+    results_console().print(f"Report: {paths['report']}\nResults: {paths['results']}")
 
 
 def _finish_evaluation(

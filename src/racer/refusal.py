@@ -1,7 +1,7 @@
 """One vocabulary for what a served decision says, and why a query was refused.
 
 Every tool (the gateway, ``racer route``, ``racer replay``, the reports) describes a
-decision with the same two words (``docs/method.md``, "Refusals and flags"):
+decision with the same two words (``docs/method.md`` section 3, "One vocabulary"):
 
 - **refused**: no model is called. In mode ``flag`` the calibrated set is empty; in mode
   ``strict`` the abstain score reached the abstention threshold tau. Mode ``off`` never

@@ -206,3 +206,14 @@ def test_figures_hint_without_matplotlib_keeps_the_extra(small_arc, tmp_path, mo
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert 'pip install "racer-routing[plots]"' in result.output
+
+
+def test_an_invalid_gateway_file_is_one_error_line_naming_every_problem(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("backends: []\nnonsense_key: 1\n")
+    line = error_line(invoke("serve", "--config", config))
+    assert line == (
+        "Error: Invalid gateway configuration: backends: List should have at least 1 item "
+        "after validation, not 0; routes: Field required; nonsense_key: Extra inputs are not "
+        "permitted"
+    )

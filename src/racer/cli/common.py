@@ -89,8 +89,16 @@ class UserError(Exception):
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``message`` as one ``Error:`` line on stderr and exit with status 2."""
-    text = message.removeprefix("Error:").strip()
+    """Print ``message`` as one ``Error:`` line on stderr and exit with status 2.
+
+    A message of several lines (a heading, then one problem per line) is joined into
+    one: the heading, then the problems separated by semicolons.
+    """
+    heading, *problems = [
+        line.strip() for line in message.removeprefix("Error:").strip().splitlines()
+    ] or [""]
+    problems = [line for line in problems if line]
+    text = f"{heading} {'; '.join(problems)}" if problems else heading
     console.print(f"[bold red]Error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 

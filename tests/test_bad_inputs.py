@@ -145,6 +145,7 @@ def external_artifact(small_arc, tmp_path_factory) -> tuple[Path, dict]:
     summary = json.loads(result.stdout)
     assert summary["scores_from"] == str(folder / "scores.csv")
     assert summary["risk_bound"] <= 0.3
+    assert summary["refusal_rate"] >= 1 / 60  # the query no model is likely to answer
     return out, {"queries": list(data.queries), "names": list(data.model_names), **summary}
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from racer.cli.batch import (
     AddressOption,
@@ -41,6 +40,7 @@ from racer.cli.common import (
     note,
     one_line,
     progress,
+    results_console,
     set_quiet,
     user_errors,
     warnings_as_notes,
@@ -261,6 +261,9 @@ def calibrate(
         "family": family,
         "abstention": getattr(estimator, "abstention_mode_", abstention),
         "abstain_threshold": getattr(estimator, "abstain_threshold_", None),
+        "mean_set_size": estimator.mean_set_size_,
+        "refusal_rate": estimator.abstention_rate_,
+        "flag_rate": estimator.flag_rate_,
         "prices_from": train_data.name if prices is not None and train_data else None,
         "scores_from": None if scores is None else str(scores),
         "policy": None if policy is None else policy["summary"],
@@ -271,12 +274,19 @@ def calibrate(
         typer.echo(str(out))
     else:
         if policy is not None:
-            Console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
-        Console().print(
+            results_console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
+        results_console().print(
             f"Calibrated on {estimator.n_calibration_} queries: lambda = "
             f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "
             f"{estimator.bound_} bound {estimator.risk_bound_:.4f} <= alpha = {alpha:g}.\n"
-            f"Artifact: {out}"
+            f"On those queries: {estimator.mean_set_size_:.2f} models called per query, "
+            f"refused (no model called) {estimator.abstention_rate_:.3f}"
+            + (
+                ""
+                if estimator.flag_rate_ is None
+                else f", answers flagged {estimator.flag_rate_:.3f}"
+            )
+            + f".\nArtifact: {out}"
         )
 
 

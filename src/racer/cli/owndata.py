@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from racer.cli.common import UserError, console, user_errors
+from racer.cli.common import UserError, console, results_console, user_errors
 
 
 def _config_backends(config_path: Path, models: list[str] | None) -> dict[str, Any]:
@@ -158,12 +157,12 @@ def collect(
             write_parquet(journal.rows.values(), out)
             journal_file.unlink()
     where = out if summary.complete or out.suffix.lower() == ".jsonl" else journal_file
-    Console().print(
+    results_console().print(
         f"{summary.written} rows written now, {summary.resumed} from earlier runs, "
         f"{summary.failed} failed calls, ${summary.spent_usd:.4f} spent -> {where}"
     )
     if not summary.complete:
-        Console().print(
+        results_console().print(
             f"Stopped by the {summary.stopped or 'interruption'} with {summary.skipped} "
             "pairs left; run the same command again to resume."
         )
@@ -253,7 +252,7 @@ def grade(
         for row in rows:
             row["label"] = row.get("label_references" if source == "references" else "label_judge")
         write_rows(rows, out)
-    printer = Console()
+    printer = results_console()
     labelled = sum(row["label"] is not None for row in rows)
     origin = "references stored by racer collect" if references is None and refs else source
     printer.print(f"Graded {labelled} of {len(rows)} responses ({origin}) -> {out}")
@@ -315,7 +314,7 @@ def dataset(
         write_rows(rows, out)
     decisions = len({row["query_id"] for row in rows})
     labelled = sum(row.get("label") is not None for row in rows)
-    Console().print(
+    results_console().print(
         f"Exported {decisions} audited decisions ({len(rows)} responses, {labelled} labelled) "
         f"-> {out}"
     )
@@ -357,7 +356,7 @@ def split(
         written = split_file(
             data, out, fractions=shares, seed=seed, group_by=group_by, overwrite=overwrite
         )
-    printer = Console()
+    printer = results_console()
     for part in written:
         printer.print(
             f"{part.name}: {part.n_queries} queries ({part.n_records} records) -> {part.path}",

@@ -42,7 +42,7 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from racer.artifact import METADATA_FILE, RouterArtifact, load_artifact
-from racer.batch.records import abstention_mode, certificate, decision_fields, output_columns
+from racer.route_record import abstention_mode, certificate, decision_fields, output_columns
 
 __all__ = [
     "BatchRouter",

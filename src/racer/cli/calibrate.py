@@ -400,11 +400,11 @@ def route(
 def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> None:
     """Route plain-text queries (one per line, or JSONL); output line i answers input line i.
 
-    Each record has the fields of a routed table row (:mod:`racer.batch.records`) after
+    Each record has the fields of a routed table row (:mod:`racer.route_record`) after
     its ``line`` and ``query``; a blank input line gets ``"skipped": "blank line"``.
     """
     from racer.artifact import load_artifact
-    from racer.batch.records import route_records
+    from racer.route_record import route_records
 
     lines = _read_queries(source)
     given = [q for q in lines if q is not None]

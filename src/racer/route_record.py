@@ -1,5 +1,8 @@
 """What one routed query's output record says, for every input and engine (no pyarrow).
 
+The batch engines (:mod:`racer.batch.routing`) and the plain-text route of the command
+line both build their rows here.
+
 ``racer route`` writes the same fields for plain text and for Parquet / JSONL tables
 (``docs/ray.md``): the models called, the decision in the one vocabulary of
 :mod:`racer.refusal` (``refused``, ``flagged``, ``refusal_reason``), each model's score,

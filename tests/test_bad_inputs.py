@@ -218,3 +218,20 @@ def test_an_invalid_gateway_file_is_one_error_line_naming_every_problem(tmp_path
         "after validation, not 0; routes: Field required; nonsense_key: Extra inputs are not "
         "permitted"
     )
+
+
+def test_the_spinner_shows_time_elapsed_never_as_time_left(monkeypatch):
+    import io
+    import re
+
+    from rich.console import Console
+
+    import racer.cli.common as common
+
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "console", Console(file=screen, force_terminal=True, width=200))
+    with common.progress("Training the base router") as step:
+        step("knn")
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())
+    assert "Training the base router: knn" in shown and "0:00:00 elapsed" in shown
+    assert "left" not in shown

@@ -198,15 +198,19 @@ def test_replay_server_refuses_data_without_responses_in_one_line(shared_data):
     assert "has no recorded responses" in error_line(invoke("replay-server", "--data", routerdc))
 
 
-def test_figures_hint_without_matplotlib_keeps_the_extra(small_arc, tmp_path, monkeypatch):
+def test_piped_results_keep_method_names_and_the_figures_hint(small_arc, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    result = invoke(
+    monkeypatch.delenv("COLUMNS", raising=False)
+    args = [
         "evaluate", "--train", small_arc["train"], "--test", small_arc["calibration"],
         "--router", "prior", "--trials", "2", "--alpha", "0.3", "--families", "threshold",
         "--bounds", "binomial", "--out", tmp_path / "out",
-    )  # fmt: skip
+    ]  # fmt: skip
+    result = runner.invoke(app, [str(a) for a in args])  # stdout is a pipe, not a terminal
     assert result.exit_code == 0, result.output
     assert 'pip install "racer-routing[plots]"' in result.output
+    rows = [line for line in result.output.splitlines() if "uncorrected" in line]
+    assert len(rows) == 1 and "uncorrected threshold" in rows[0]
 
 
 def test_an_invalid_gateway_file_is_one_error_line_naming_every_problem(tmp_path):

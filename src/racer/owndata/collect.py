@@ -191,13 +191,15 @@ class Budget:
 
     Each call reserves a conservative estimate of its cost before it starts, and the
     reservation is replaced by the real cost when the call returns. The estimate is the
-    larger of two: the token prices of the backend's configuration (prompt tokens at 4
-    characters per token, plus the longest completion seen so far from that backend, or
-    ``max_tokens`` before any), and the highest dollars per token any earlier call of
-    that backend cost (which covers ``cost_from_upstream: true``, where the configured
-    prices are 0). Until a backend without token prices has answered once, its cost is
-    unknown: such calls are made one at a time (a probe), each only while money is
-    left, so the budget can be crossed by at most that one first call.
+    largest of three: the token prices of the backend's configuration (prompt tokens at
+    4 characters per token, plus the longest completion seen so far from that backend,
+    or ``max_tokens`` before any); the highest dollars per token of any earlier call of
+    that backend times those tokens; and the dearest earlier call of that backend. The
+    last two cover ``cost_from_upstream: true``, where the configured prices are 0.
+    Until a backend without token prices has answered once, its cost is unknown: such
+    calls are made one at a time (a probe), each only while money is left. With prices
+    from the upstream the budget therefore holds unless a call costs more, per token and
+    in all, than every earlier call of its backend.
 
     Parameters
     ----------
@@ -214,6 +216,7 @@ class Budget:
     exhausted: bool = False
     _longest: dict[str, int] = field(default_factory=dict)
     _rate: dict[str, float] = field(default_factory=dict)
+    _dearest: dict[str, float] = field(default_factory=dict)
     probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def estimate(self, backend: Any, prompt: str) -> float | None:
@@ -231,7 +234,7 @@ class Budget:
         if rate is None:
             unpriced = config.input_cost_per_token == 0 and config.output_cost_per_token == 0
             return None if config.cost_from_upstream or unpriced else priced
-        return max(priced, rate * (prompt_tokens + completion))
+        return max(priced, rate * (prompt_tokens + completion), self._dearest[backend.name])
 
     def reserve(self, amount: float, probe: bool = False) -> bool:
         """Reserve ``amount``; False (and exhausted from then on) when it does not fit.
@@ -267,6 +270,7 @@ class Budget:
         tokens = (prompt_tokens or 0) + (completion or 0)
         rate = 0.0 if cost is None or tokens == 0 else cost / tokens
         self._rate[backend] = max(self._rate.get(backend, 0.0), rate)
+        self._dearest[backend] = max(self._dearest.get(backend, 0.0), cost or 0.0)
 
 
 @dataclass
@@ -296,7 +300,8 @@ async def _ask(
     except BaseException:
         budget.settle(name, reserved, None, None)
         raise
-    prompt_tokens = call.prompt_tokens or -(-len(query.text) // CHARS_PER_TOKEN)
+    # tokens counted as the estimate counts them, so that dollars per token compare
+    prompt_tokens = -(-len(query.text) // CHARS_PER_TOKEN)
     budget.settle(name, reserved, call.cost_usd, call.completion_tokens, prompt_tokens)
     return call
 

@@ -26,7 +26,7 @@ def main() -> None:
     print(f"lambda = {racer.threshold_:.4f}, calibration risk {racer.empirical_risk_:.4f}, "
           f"bound {racer.risk_bound_:.4f} on n = {racer.n_calibration_}")
     print(f"test risk {racer.risk(router.predict_proba(test.queries), test.labels):.4f}, "
-          f"mean set size {sets.sum(1).mean():.2f}, abstention rate {(~sets.any(1)).mean():.3f}")
+          f"mean set size {sets.sum(1).mean():.2f}, refusal rate {(~sets.any(1)).mean():.3f}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def test_route_keeps_order_numbers_rows_and_serves_the_calibrated_sets(artifact,
     decision = loaded.racer.predict(scores, include_abstain=True)
     served = [[names[j] for j in np.flatnonzero(row)] for row in decision[:, 1:]]
     assert table.column("models").to_pylist() == served
-    assert table.column("abstain").to_pylist() == decision[:, 0].tolist()
+    refused = ~decision[:, 1:].any(axis=1)
+    assert table.column("refused").to_pylist() == refused.tolist()
+    assert table.column("flagged").to_pylist() == (decision[:, 0] & ~refused).tolist()
     assert any(len(m) > 1 for m in served) and any(len(m) == 1 for m in served)
 
 
@@ -76,7 +78,7 @@ def test_every_row_carries_the_artifact_id_and_certificate(artifact, queries, tm
 
 
 @pytest.mark.parametrize("mode", ["off", "strict"])
-def test_the_abstain_column_follows_the_artifacts_mode(tmp_path, queries, mode):
+def test_the_refused_column_follows_the_artifacts_mode(tmp_path, queries, mode):
     # free refusals on a fine tau grid, so that strict mode abstains on this synthetic data
     artifact = synthetic_artifact(
         tmp_path / mode, abstention=mode, refusal_cost=0.0, abstain_grid_size=20
@@ -84,14 +86,20 @@ def test_the_abstain_column_follows_the_artifacts_mode(tmp_path, queries, mode):
     source = write_parquet(tmp_path / "in.parquet", queries[:600])
     route_files(artifact, [str(source)], str(tmp_path / "out.parquet"))
     table = pq.read_table(tmp_path / "out.parquet")
-    abstained = np.array(table.column("abstain").to_pylist())
+    refused = np.array(table.column("refused").to_pylist())
+    reasons = table.column("refusal_reason").to_pylist()
     models = table.column("models").to_pylist()
     assert set(table.column("abstention_mode").to_pylist()) == {mode}
+    assert not any(table.column("flagged").to_pylist())  # flags exist in mode flag only
     if mode == "off":
-        assert not abstained.any()
-    else:  # an abstained query calls no model; every other query calls at least one
-        assert abstained.any()
-        assert all((len(m) == 0) == a for m, a in zip(models, abstained, strict=True))
+        assert not refused.any() and set(reasons) == {None}
+    else:  # a refused query calls no model and says why; every other calls at least one
+        assert refused.any()
+        assert all((len(m) == 0) == r for m, r in zip(models, refused, strict=True))
+        assert all(
+            (reason or "").startswith("the abstain score ") == r
+            for reason, r in zip(reasons, refused, strict=True)
+        )
 
 
 def test_jsonl_ids_are_kept_and_folders_are_read_in_path_order(artifact, queries, tmp_path):

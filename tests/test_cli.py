@@ -115,5 +115,6 @@ def test_evaluate_on_routerdc_and_calibrate_then_route(shared_data, tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["query"] for line in lines] == ["Which gas do plants absorb?", "What is 2 + 2?"]
     for line in lines:
-        assert line["abstain"] == (not line["models"])
-        assert np.all(np.array(list(line["scores"].values())) <= 1)
+        assert line["refused"] == (not line["models"])
+        scores = [value for key, value in line.items() if key.startswith("score:")]
+        assert len(scores) == 7 and np.all(np.array(scores) <= 1)

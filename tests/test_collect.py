@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from racer.cli import app
 from racer.data.load import load_dataset
-from racer.owndata.collect import Journal, Query, collect
+from racer.owndata.collect import Budget, Journal, Query, collect
 from racer.serve.replay import ReplayBook, create_replay_app
 from racer.serve.runner import ServerThread
 
@@ -172,6 +173,52 @@ def test_kill_9_halfway_then_resume(arc, replays, tmp_path):
     after = counts - before
     assert all(after[(m, prompt_of[q])] == 1 for q, m in written)
     assert f"{len(written)} from earlier runs" in rerun.stdout.decode()
+
+
+class UpstreamPriced:
+    """A backend whose upstream reports the cost (``cost_from_upstream: true``, no token
+    prices): ``dollars_per_token`` times the prompt's tokens (4 characters each) and the
+    answer's, like a provider's bill."""
+
+    def __init__(self, name: str, dollars_per_token: float, answer_tokens: int):
+        self.name = name
+        self.config = SimpleNamespace(
+            max_concurrency=4, input_cost_per_token=0.0, output_cost_per_token=0.0,
+            cost_from_upstream=True,
+        )  # fmt: skip
+        self.dollars_per_token = dollars_per_token
+        self.answer_tokens = answer_tokens
+        self.calls = 0
+
+    async def complete(self, body):
+        self.calls += 1
+        await asyncio.sleep(0.001)
+        prompt_tokens = -(-len(body["messages"][0]["content"]) // 4)
+        tokens = prompt_tokens + self.answer_tokens
+        return SimpleNamespace(
+            backend=self.name, text="A", cost_usd=self.dollars_per_token * tokens,
+            latency_s=0.001, prompt_tokens=prompt_tokens, completion_tokens=self.answer_tokens,
+            error=None,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("budget_usd", [0.01, 0.05, 0.2])
+def test_budget_holds_with_prices_from_the_upstream(budget_usd, tmp_path):
+    """The review's case: 3.2x the budget spent when the upstream priced the calls."""
+    queries = [Query(str(i), "Which gas do plants absorb? " * (1 + i % 7)) for i in range(300)]
+    backends = {
+        "big": UpstreamPriced("big", 2e-5, 40),
+        "small": UpstreamPriced("small", 1e-6, 5),
+    }
+    journal = Journal(tmp_path / "rows.jsonl")
+    summary = asyncio.run(
+        collect(queries, backends, journal, budget=Budget(budget_usd, max_tokens=64))
+    )
+    journal.close()
+    spent = sum(row["cost"] for row in journal.rows.values())
+    assert summary.stopped == "budget" and 0 < summary.written < 600
+    assert spent == pytest.approx(summary.spent_usd) and budget_usd / 2 < spent <= budget_usd
+    assert sum(b.calls for b in backends.values()) == summary.written
 
 
 def test_budget_stops_before_it_is_exceeded_and_resumes(arc, replays, tmp_path):

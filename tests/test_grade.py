@@ -203,7 +203,52 @@ def test_judge_labels_load_as_dataset(responses, tmp_path):
 
 def test_grade_needs_a_source(responses, tmp_path):
     data, _ = responses
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "reference"}) + "\n" for r in rows_of(data)
+    ))  # fmt: skip
     result = CliRunner().invoke(
-        app, ["grade", "--data", str(data), "--out", str(tmp_path / "o.jsonl")]
+        app, ["grade", "--data", str(bare), "--out", str(tmp_path / "o.jsonl")]
     )
     assert result.exit_code == 2 and result.output.startswith("Error: Give --references")
+    assert "no row of" in result.output
+
+
+def test_grade_uses_the_references_collect_stored_and_skips_null_ones(responses, tmp_path):
+    data, refs = responses
+    rows = rows_of(data)
+    first_query = rows[0]["query_id"]
+    for row in rows:  # one query without a known answer, as racer collect allows
+        if row["query_id"] == first_query:
+            row["reference"] = None
+    stored = tmp_path / "stored.jsonl"
+    stored.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "graded.jsonl"
+    result = CliRunner().invoke(app, ["grade", "--data", str(stored), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Graded 319 of 330 responses (references stored by racer collect)" in result.output
+    assert "11 responses have no reference and stay unlabelled" in result.output
+    graded = rows_of(out)
+    assert [r["label"] is None for r in graded] == [r["query_id"] == first_query for r in graded]
+
+    # A references file with a null reference: that record is skipped, not the file.
+    with_null = tmp_path / "refs_null.jsonl"
+    records = [json.loads(line) for line in refs.read_text().splitlines()]
+    records[0]["reference"] = None
+    with_null.write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = ["grade", "--data", str(data), "--out", str(tmp_path / "o2.jsonl")]
+    result = CliRunner().invoke(app, [*args, "--references", str(with_null)])
+    assert result.exit_code == 0, result.output
+    assert "Graded 319 of 330" in result.output and "1 records of" in result.output
+
+
+def test_references_that_match_no_response_are_an_error(responses, tmp_path):
+    data, _ = responses
+    wrong = tmp_path / "wrong.jsonl"
+    lines = [json.dumps({"id": f"x{i}", "reference": "A"}) for i in range(5)]
+    wrong.write_text("\n".join(lines) + "\n")
+    args = ["grade", "--data", str(data), "--out", str(tmp_path / "o.jsonl")]
+    result = CliRunner().invoke(app, [*args, "--references", str(wrong)])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: None of the 5 references of --references")
+    assert "'x0'" in result.output and not (tmp_path / "o.jsonl").exists()

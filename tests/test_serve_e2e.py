@@ -28,6 +28,7 @@ from racer.artifact import load_artifact, save_artifact
 from racer.data.dataset import RoutingDataset
 from racer.data.load import load_dataset
 from racer.estimator import RACER
+from racer.refusal import refusal_reason
 from racer.routers.embeddings import TfidfEmbedder
 from racer.routers.linear import LogisticRouter
 from racer.serve.app import app_from_config
@@ -52,6 +53,7 @@ class Served:
     scores: np.ndarray
     sets: np.ndarray
     aggregator: str
+    threshold: float
 
     def expected_set(self, row: int) -> list[str]:
         order = np.argsort(-self.scores[row], kind="stable")
@@ -59,8 +61,11 @@ class Served:
 
     def expected_answer(self, row: int) -> str:
         members = self.expected_set(row)
-        if not members:
-            return DEFAULT_ABSTENTION_MESSAGE
+        if not members:  # a refusal states its reason: the level and the best score
+            reason = refusal_reason(
+                self.scores[row], self.data.model_names, mode="flag", threshold=self.threshold
+            )
+            return f"{DEFAULT_ABSTENTION_MESSAGE}: {reason}."
         columns = [self.data.model_names.index(m) for m in members]
         responses = [self.data.responses[row, c] for c in columns]
         chosen = choose_response(responses, self.scores[row, columns], method=self.aggregator)
@@ -99,7 +104,9 @@ def deployment(shared_data, tmp_path_factory):
         test = quietly_load(shared_data / "routerbench" / f"{task}_test.csv")
         queries = list(test.queries)
         sets = artifact.predict_sets(queries)
-        served[route] = Served(test, artifact.predict_proba(queries), sets, aggregator)
+        served[route] = Served(
+            test, artifact.predict_proba(queries), sets, aggregator, artifact.racer.threshold_
+        )
     return folder, served
 
 

@@ -85,8 +85,11 @@ async def test_an_empty_set_abstains_at_once_without_calling_any_backend():
     async with serving(counted, NOBODY, route={"abstention_message": "No."}) as (client, _):
         body = (await client.post("/v1/chat/completions", json=chat("q"))).json()
     assert calls == {}
-    assert body["choices"][0]["message"]["content"] == "No."
-    assert body["racer"]["abstained"] and body["racer"]["set"] == []
+    reason = body["racer"]["refusal_reason"]
+    assert reason.startswith("no model's score cleared the calibrated threshold")
+    assert body["choices"][0]["message"]["content"] == f"No: {reason}."
+    assert body["racer"]["refused"] and body["racer"]["set"] == []
+    assert body["racer"]["abstained"] and not body["racer"]["flagged"]
     assert body["racer"]["backends"] == {} and body["racer"]["cost_usd"] is None
 
 
@@ -186,8 +189,8 @@ async def test_streaming_abstains_and_fails_like_the_plain_answer():
         events = sse_events(
             (await client.post("/v1/chat/completions", json=chat("q", stream=True))).text
         )
-    assert events[1]["choices"][0]["delta"]["content"] == "No."
-    assert events[-1]["racer"]["abstained"]
+    assert events[1]["choices"][0]["delta"]["content"].startswith("No: no model's score")
+    assert events[-1]["racer"]["refused"]
     async with serving(handlers(**{A: failing(500)}), ONLY_A) as (client, _):
         response = await client.post("/v1/chat/completions", json=chat("q", stream=True))
     assert response.status_code == 502

@@ -48,7 +48,12 @@ async def test_strict_abstention_calls_no_backend_and_flag_mode_calls_the_set():
         stored = await gateway.decision_log.find(body["id"])
     assert calls == {} and body["racer"]["abstained"] and body["racer"]["set"] == []
     assert body["racer"]["abstention"] == "strict"
-    assert body["choices"][0]["message"]["content"].startswith("I cannot answer")
+    reason = (
+        f"the abstain score 0.550 reached the calibrated abstention threshold 0.500 (best: {A} "
+        "0.450)"
+    )
+    assert body["racer"]["refused"] and body["racer"]["refusal_reason"] == reason
+    assert body["choices"][0]["message"]["content"] == f"I cannot answer this reliably: {reason}."
     assert stored.mode == "strict" and stored.abstain_flag is True and stored.abstained
 
     flag = FixedThreshold(0.6, mode="flag")
@@ -59,6 +64,7 @@ async def test_strict_abstention_calls_no_backend_and_flag_mode_calls_the_set():
         nobody = {"id": body["id"], "models_correct": {A: False, B: False, C: False}}
         loss = (await client.post("/v1/feedback", json=nobody)).json()["loss"]
     assert calls == {A: 1} and body["racer"]["abstain_flag"] is True
+    assert body["racer"]["flagged"] and not body["racer"]["refused"]
     assert body["choices"][0]["message"]["content"] == f"{A} answer"
     assert stored.mode == "flag" and stored.abstain_flag is True and loss == 0.0
 

@@ -7,10 +7,13 @@ Output columns, the same for every engine (see ``docs/ray.md``):
     (files in the order given, folders sorted by path, rows in file order).
 ``models`` (list of string)
     The models invoked, in the artifact's column order; empty when nothing is invoked.
-``abstain`` (bool)
-    Column 0 of the served decision, per the artifact's abstention mode: ``flag`` - the
-    abstain flag (the models are still invoked); ``strict`` - the query is abstained and
-    no model is invoked; ``off`` - always false.
+``refused`` (bool)
+    No model is called (:mod:`racer.refusal`): mode ``flag``, the calibrated set is empty;
+    mode ``strict``, the abstain score reached tau; mode ``off``, always false.
+``flagged`` (bool)
+    An answer is served with the abstain flag raised (mode ``flag`` only).
+``refusal_reason`` (string or null)
+    Why a refused query calls no model: the calibrated level and the best model's score.
 ``score:<model>`` (float64), one per model
     The base router's score of each model, in the artifact's column order.
 ``artifact_id`` (string)
@@ -38,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from racer import losses
 from racer.artifact import METADATA_FILE, RouterArtifact, load_artifact
+from racer.route_record import abstention_mode, certificate, decision_fields, output_columns
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -52,42 +55,6 @@ __all__ = [
     "load_bundle",
     "output_columns",
 ]
-
-
-def abstention_mode(artifact: RouterArtifact) -> str:
-    """The serving mode the artifact was calibrated for: "flag", "strict" or "off"."""
-    return losses.abstention_mode(artifact.racer.abstention_mode_)
-
-
-def certificate(artifact: RouterArtifact) -> dict[str, Any]:
-    """The artifact's id and its guarantee: alpha, delta, n, bound and the mode."""
-    racer = artifact.racer
-    return {
-        "artifact_id": str(artifact.metadata.get("metadata_sha256", "")),
-        "alpha": float(racer.alpha),
-        "delta": float(racer.delta),
-        "n_calibration": int(racer.n_calibration_),
-        "bound": str(racer.bound_),
-        "risk_bound": float(racer.risk_bound_),
-        "abstention_mode": abstention_mode(artifact),
-    }
-
-
-def output_columns(model_names: Sequence[str], with_id: bool = True) -> list[str]:
-    """The output column names, in order."""
-    return [
-        *(["id"] if with_id else []),
-        "models",
-        "abstain",
-        *(f"score:{name}" for name in model_names),
-        "artifact_id",
-        "alpha",
-        "delta",
-        "n_calibration",
-        "bound",
-        "risk_bound",
-        "abstention_mode",
-    ]
 
 
 def artifact_bundle(directory: str | Path) -> dict[str, str]:
@@ -152,12 +119,13 @@ class BatchRouter:
     def _batch_table(self, queries: list[str]) -> pa.Table:
         import pyarrow as pa
 
-        scores, decision, _ = self.decide(queries)
-        names = np.array(self.model_names, dtype=object)
-        invoked = decision[:, 1:]
+        scores, decision, abstain_scores = self.decide(queries)
+        fields = decision_fields(self.artifact, scores, decision, abstain_scores)
+        types = {"models": pa.list_(pa.string()), "refused": pa.bool_(), "flagged": pa.bool_()}
         columns: dict[str, Any] = {
-            "models": pa.array([list(names[row]) for row in invoked], pa.list_(pa.string())),
-            "abstain": pa.array(decision[:, 0], pa.bool_()),
+            name: pa.array(values, types.get(name, pa.string()))
+            for name, values in fields.items()
+            if not name.startswith("score:")
         }
         for j, name in enumerate(self.model_names):
             columns[f"score:{name}"] = pa.array(scores[:, j], pa.float64())
@@ -191,7 +159,9 @@ def _empty(model_names: Sequence[str]) -> pa.Table:
     schema = pa.schema(
         [
             ("models", pa.list_(pa.string())),
-            ("abstain", pa.bool_()),
+            ("refused", pa.bool_()),
+            ("flagged", pa.bool_()),
+            ("refusal_reason", pa.string()),
             *((f"score:{name}", pa.float64()) for name in model_names),
             ("artifact_id", pa.string()),
             ("alpha", pa.float64()),

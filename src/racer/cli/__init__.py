@@ -5,7 +5,7 @@ here, in :data:`COMMANDS`:
 
 - :mod:`racer.cli.evaluate`: ``demo``, ``evaluate``;
 - :mod:`racer.cli.calibrate`: ``calibrate``, ``route``;
-- :mod:`racer.cli.owndata`: ``collect``, ``grade``, ``dataset``;
+- :mod:`racer.cli.owndata`: ``collect``, ``grade``, ``split``, ``dataset``;
 - :mod:`racer.cli.serve`: ``serve``, ``replay-server``;
 - :mod:`racer.cli.batch`: ``replay`` (and ``route``'s Parquet / Ray path).
 
@@ -15,6 +15,7 @@ What they share (the one user-error wrapper, printing, common options) is in
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Annotated
 
@@ -45,6 +46,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "replay-server": serve.replay_server,
     "collect": owndata.collect,
     "grade": owndata.grade,
+    "split": owndata.split,
     "dataset": owndata.dataset,
     "route": calibrate.route,
     "replay": batch.replay,
@@ -70,6 +72,13 @@ def _main(
     guarantee on the misrouting risk (racer/method.md, docs/method.md in the repository)."""
 
 
+def one_paragraph_per_line(docstring: str | None) -> str:
+    """A docstring's paragraphs, each on one line, so that ``--help`` wraps them at the
+    terminal's width instead of at the source's hard line breaks."""
+    paragraphs = inspect.cleandoc(docstring or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
 for _name, _command in COMMANDS.items():
-    app.command(_name)(_command)
+    app.command(_name, help=one_paragraph_per_line(_command.__doc__))(_command)
 

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from racer.batch.io import require_pyarrow
-from racer.cli.common import UserError, note, user_errors
+from racer.cli.common import UserError, note, results_console, user_errors, warnings_as_notes
 
 EngineOption = Annotated[
     str, typer.Option(help="local (this process, one core) or ray (a Ray Data pipeline).")
@@ -153,13 +152,15 @@ def _print_replay(summary: dict[str, Any]) -> None:
         ("top-1 router accuracy, same queries", f"{summary['top1_accuracy']:.4f}"),
         ("mean cost", format_cost(summary["mean_cost"], summary["cost_unit"])),
         ("mean set size", f"{summary['mean_set_size']:.3f}"),
-        ("abstention rate", f"{summary['abstention_rate']:.4f}"),
+        ("refusal rate (no model called)", f"{summary['refusal_rate']:.4f}"),
+        ("flag rate (answers served flagged)", f"{summary['flag_rate']:.4f}"),
         ("any invoked model correct (upper bound)", f"{summary['any_correct']:.4f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
-    Console().print(
+    printer = results_console()
+    printer.print(table)
+    printer.print(
         f"Certificate: risk <= {certificate['alpha']:g} with probability >= "
         f"{1 - certificate['delta']:g} ({certificate['bound']} bound, "
         f"n = {certificate['n_calibration']}, mode {certificate['abstention_mode']}); "
@@ -201,7 +202,8 @@ def replay(
         from racer.data.load import load_dataset
 
         names = load_artifact(artifact).model_names
-        dataset = load_dataset(data if len(data) > 1 else data[0])
+        with warnings_as_notes("replay data"):
+            dataset = load_dataset(data if len(data) > 1 else data[0])
         prepared = replay_data(dataset, names)
         summary = run_replay(
             artifact,

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from racer.cli.batch import (
     AddressOption,
@@ -23,6 +22,7 @@ from racer.cli.batch import (
     route_tables,
 )
 from racer.cli.common import (
+    DEFAULT_ROUTER,
     DeltaOption,
     FwerOption,
     JsonOption,
@@ -34,15 +34,21 @@ from racer.cli.common import (
     ReferenceOption,
     RouterOption,
     UserError,
+    check_router_option,
     data_options,
     load_data,
     note,
+    one_line,
     progress,
+    results_console,
     set_quiet,
     user_errors,
     warnings_as_notes,
     without_leakage,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ABSTENTION_CHOICES = ("flag", "strict", "off")
 
@@ -59,15 +65,103 @@ def _check_artifact_out(out: Path, overwrite: bool) -> None:
         )
 
 
+def _check_calibrate_options(
+    alpha: float, delta: float, bound: str, family: str, guarantee: str, abstention: str
+) -> None:
+    """The options that need no data, checked before anything is loaded."""
+    from racer.calibration import GUARANTEES
+    from racer.estimator import BOUND_CHOICES
+    from racer.sets import FAMILIES
+
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"--alpha must lie strictly between 0 and 1; got {alpha}.")
+    if not 0.0 < delta < 1.0:
+        raise UserError(f"--delta must lie strictly between 0 and 1; got {delta}.")
+    for option, value, choices in (
+        ("--abstention", abstention, ABSTENTION_CHOICES),
+        ("--bound", bound, BOUND_CHOICES),
+        ("--family", family, FAMILIES),
+        ("--guarantee", guarantee, GUARANTEES),
+    ):
+        if value not in choices:
+            raise UserError(f"{option} takes one of {list(choices)}; got {value!r}.")
+
+
+def check_calibration_size(
+    labels: np.ndarray, alpha: float, delta: float, bound: str, guarantee: str
+) -> None:
+    """Refuse a calibration set below :func:`racer.minimum_calibration_size` before training.
+
+    The bound is the one calibration would use: ``crc`` for the expectation guarantee,
+    and for ``auto`` the exact binomial on 0/1 labels, Waudby-Smith-Ramdas on graded ones.
+    """
+    import numpy as np
+
+    from racer.estimator import minimum_calibration_size
+
+    known = labels[~np.isnan(labels)]
+    if guarantee == "expectation":
+        used = "crc"
+    elif bound == "auto":
+        used = "binomial" if np.isin(known, (0.0, 1.0)).all() else "wsr"
+    else:
+        used = bound
+    needed = minimum_calibration_size(alpha, delta, used)
+    if len(labels) < needed:
+        raise UserError(
+            f"The calibration data has {len(labels)} queries; certifying risk <= {alpha:g} "
+            f"with probability {1 - delta:g} by the {used} bound needs at least {needed} "
+            "(racer.minimum_calibration_size). Give more calibration data, or a larger "
+            "--alpha or --delta."
+        )
+
+
+def _base_router(
+    router: str, scores: Path | None, train_data: Any, cal_data: Any
+) -> tuple[Any, np.ndarray]:
+    """The base router (fitted on --train, or over --scores) and its calibration scores."""
+    if scores is not None:
+        from racer.routers.external import fit_external_scores
+
+        try:
+            return fit_external_scores(
+                scores, cal_data.model_names, cal_data.query_ids, cal_data.queries
+            )
+        except ValueError as error:
+            raise UserError(
+                f"--scores {str(scores)!r} does not fit the calibration data's models "
+                f"{list(cal_data.model_names)}: {one_line(error)}"
+            ) from None
+    from racer.routers import make_router
+
+    with progress("Training the base router") as step:
+        step(router)
+        base = make_router(router).fit(
+            list(train_data.queries), train_data.labels, model_names=list(train_data.model_names)
+        )
+        return base, base.predict_proba(list(cal_data.queries))
+
+
 def calibrate(
-    train: Annotated[
-        list[Path], typer.Option(help="Training data of the base router (repeatable).")
-    ],
     calibration: Annotated[
         list[Path], typer.Option(help="Calibration data, exchangeable with future queries.")
     ],
+    train: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Training data of the base router (repeatable); optional with --scores."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Artifact folder to write.")] = Path("racer-artifact"),
-    router: RouterOption = "knn",
+    router: RouterOption = DEFAULT_ROUTER,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per-model scores from another router (RouteLLM, RouterDC, yours): a CSV, "
+            "JSONL, Parquet or .npz file with a query column (text or id) and one column "
+            "per model; replaces --router (the artifact routes the queries of this file)."
+        ),
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Target misrouting risk, in (0, 1).")] = 0.1,
     delta: DeltaOption = 0.1,
     bound: Annotated[str, typer.Option(help="auto, binomial, hb, hoeffding or wsr.")] = "auto",
@@ -95,47 +189,49 @@ def calibrate(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
+    """Fit a base router (or read --scores) and calibrate RACER on held-out data; save both
+    as an artifact."""
     import numpy as np
 
     from racer.artifact import save_artifact
     from racer.estimator import RACER
-    from racer.evaluation.certified import certify_for_artifact
+    from racer.evaluation.certified import (
+        certify_for_artifact,
+        check_objective_options,
+        model_index,
+    )
     from racer.evaluation.task import align_models
-    from racer.routers import make_router
 
     set_quiet(quiet or as_json)
     with user_errors():
-        if not 0.0 < alpha < 1.0:
-            raise UserError(f"--alpha must lie strictly between 0 and 1; got {alpha}.")
-        if not 0.0 < delta < 1.0:
-            raise UserError(f"--delta must lie strictly between 0 and 1; got {delta}.")
-        if abstention not in ABSTENTION_CHOICES:
+        _check_calibrate_options(alpha, delta, bound, family, guarantee, abstention)
+        check_router_option(router, scores, train)
+        check_objective_options(objective, reference, fwer)
+        if objective is not None and not train:
             raise UserError(
-                f"--abstention takes one of {list(ABSTENTION_CHOICES)}; got {abstention!r}."
+                f"--objective {objective} plans its policies on the --train data; give --train."
             )
         _check_artifact_out(out, overwrite)
         options = data_options(kind, pass_threshold, missing)
-        train_data = load_data(train, "train", options)
-        cal_data = align_models(train_data, load_data(calibration, "calibration", options))
-        train_data = without_leakage(train_data, cal_data, "calibration")
+        train_data = load_data(train, "train", options) if train else None
+        cal_data = load_data(calibration, "calibration", options)
+        if train_data is not None:
+            cal_data = align_models(train_data, cal_data)
+            train_data = without_leakage(train_data, cal_data, "calibration")
+        if reference is not None:
+            model_index(cal_data.model_names, reference)
+        check_calibration_size(cal_data.labels, alpha, delta, bound, guarantee)
         prices = None
         if family == "cost":
-            prices = train_data.mean_costs()
+            prices = None if train_data is None else train_data.mean_costs()
             if prices is None or not np.isfinite(prices).all():
                 raise UserError(
                     "--family cost needs per-model prices in the --train data (for example "
                     "RouterBench's <model>|total_cost columns, or a cost column in a table); "
-                    f"{train_data.name} has none for every model. Use --family threshold."
+                    f"{'no --train was given' if train_data is None else train_data.name} has "
+                    "none for every model. Use --family threshold."
                 )
-        with progress("Training the base router") as step:
-            step(router)
-            base = make_router(router).fit(
-                list(train_data.queries),
-                train_data.labels,
-                model_names=list(train_data.model_names),
-            )
-            cal_scores = base.predict_proba(list(cal_data.queries))
+        base, cal_scores = _base_router(router, scores, train_data, cal_data)
         estimator = RACER(
             alpha,
             delta,
@@ -165,7 +261,11 @@ def calibrate(
         "family": family,
         "abstention": getattr(estimator, "abstention_mode_", abstention),
         "abstain_threshold": getattr(estimator, "abstain_threshold_", None),
-        "prices_from": train_data.name if prices is not None else None,
+        "mean_set_size": estimator.mean_set_size_,
+        "refusal_rate": estimator.abstention_rate_,
+        "flag_rate": estimator.flag_rate_,
+        "prices_from": train_data.name if prices is not None and train_data else None,
+        "scores_from": None if scores is None else str(scores),
         "policy": None if policy is None else policy["summary"],
     }
     if as_json:
@@ -174,19 +274,29 @@ def calibrate(
         typer.echo(str(out))
     else:
         if policy is not None:
-            Console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
-        Console().print(
+            results_console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
+        results_console().print(
             f"Calibrated on {estimator.n_calibration_} queries: lambda = "
             f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "
             f"{estimator.bound_} bound {estimator.risk_bound_:.4f} <= alpha = {alpha:g}.\n"
-            f"Artifact: {out}"
+            f"On those queries: {estimator.mean_set_size_:.2f} models called per query, "
+            f"refused (no model called) {estimator.abstention_rate_:.3f}"
+            + (
+                ""
+                if estimator.flag_rate_ is None
+                else f", answers flagged {estimator.flag_rate_:.3f}"
+            )
+            + f".\nArtifact: {out}"
         )
 
 
-def _read_queries(source: str) -> list[str | None]:
-    """One entry per input line; None for a blank line (kept so output lines align)."""
+def _read_queries(source: str) -> list[tuple[str, str] | None]:
+    """(id, query) per input line, None for a blank line (kept so output lines align).
+
+    The id is a JSON line's ``"id"`` field when it has one, else the line number.
+    """
     text = sys.stdin.read() if source == "-" else _read_file(Path(source))
-    queries: list[str | None] = []
+    queries: list[tuple[str, str] | None] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             queries.append(None)
@@ -197,9 +307,9 @@ def _read_queries(source: str) -> list[str | None]:
                 raise UserError(f"Line {number} is not valid JSON: {error}.") from None
             if not isinstance(record, dict) or not isinstance(record.get("query"), str):
                 raise UserError(f'Line {number}: a JSON line needs a string field "query".')
-            queries.append(record["query"])
+            queries.append((str(record.get("id", number)), record["query"]))
         else:
-            queries.append(line)
+            queries.append((str(number), line))
     if not any(q is not None for q in queries):
         raise UserError("No queries to route: the input is empty.")
     return queries
@@ -252,16 +362,24 @@ def route(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No notes on stderr (errors still show).")
     ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
     """Choose the set of models for each query with a saved artifact.
 
-    Parquet/JSONL input gives one output row per query, in input order, with its id, the
-    invoked models, the abstention decision, the scores and the artifact's id and
-    certificate (see docs/ray.md); both engines write identical rows.
+    Every input gives one record per query, in input order, with the same fields: its
+    id, the models called, refused (no model called) and flagged (an answer with the
+    abstain flag), the reason of a refusal, each model's score, and the artifact's id and
+    certificate (see docs/ray.md). Text input adds the line number and the query; both
+    engines write identical rows.
     """
     inputs = input or ["-"]
     set_quiet(quiet)
     with user_errors():
+        if output != "-" and Path(output).is_file() and not overwrite:
+            raise UserError(
+                f"--output {output!r} already exists; pass --overwrite to replace it, or "
+                "choose another --output."
+            )
         tables = check_route_options(artifact, inputs, output, engine, batch_size, workers)
         if not tables:
             _route_lines(artifact, inputs[0], output, as_json)
@@ -282,32 +400,23 @@ def route(
 def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> None:
     """Route plain-text queries (one per line, or JSONL); output line i answers input line i.
 
-    A blank input line gets a record with ``"skipped": "blank line"``.
+    Each record has the fields of a routed table row (:mod:`racer.route_record`) after
+    its ``line`` and ``query``; a blank input line gets ``"skipped": "blank line"``.
     """
     from racer.artifact import load_artifact
+    from racer.route_record import route_records
 
     lines = _read_queries(source)
-    queries = [q for q in lines if q is not None]
-    loaded = load_artifact(artifact)
-    scores = loaded.predict_proba(queries)
-    sets = loaded.predict_sets(queries, scores=scores)
-    names = loaded.model_names
-    routed = iter(zip(queries, sets, scores, strict=True))
+    given = [q for q in lines if q is not None]
+    routed = iter(
+        route_records(load_artifact(artifact), [q for _, q in given], [i for i, _ in given])
+    )
     records = []
     for number, line in enumerate(lines, start=1):
         if line is None:
             records.append({"line": number, "query": "", "skipped": "blank line"})
-            continue
-        query, row, score_row = next(routed)
-        records.append(
-            {
-                "line": number,
-                "query": query,
-                "models": [names[j] for j in row.nonzero()[0]],
-                "abstain": not row.any(),
-                "scores": {names[j]: round(float(s), 6) for j, s in enumerate(score_row)},
-            }
-        )
+        else:
+            records.append({"line": number, "query": line[1], **next(routed)})
     if as_json:
         text = json.dumps(records) + "\n"
     else:
@@ -316,4 +425,4 @@ def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> Non
         sys.stdout.write(text)
     else:
         Path(output).write_text(text, encoding="utf-8")
-        note(f"Routed {len(queries)} queries -> {output}")
+        note(f"Routed {len(given)} queries -> {output}")

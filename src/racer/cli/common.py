@@ -45,8 +45,15 @@ FwerOption = Annotated[
         help="Family-wise error control of --objective: fixed_sequence, bonferroni or holm."
     ),
 ]
+#: The base router of every command that trains one: knn needs no tuning, is robust on the
+#: real benchmarks, and is what the README and the committed results use.
+DEFAULT_ROUTER = "knn"
 RouterOption = Annotated[
-    str, typer.Option(help="Base router, by name (see racer.routers.ROUTER_NAMES).")
+    str,
+    typer.Option(
+        help="Base router, by name: prior, knn, logistic, mlp, mf, cluster, ensemble, or "
+        "external (scores from a file: --scores FILE)."
+    ),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")
@@ -82,8 +89,16 @@ class UserError(Exception):
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``message`` as one ``Error:`` line on stderr and exit with status 2."""
-    text = message.removeprefix("Error:").strip()
+    """Print ``message`` as one ``Error:`` line on stderr and exit with status 2.
+
+    A message of several lines (a heading, then one problem per line) is joined into
+    one: the heading, then the problems separated by semicolons.
+    """
+    heading, *problems = [
+        line.strip() for line in message.removeprefix("Error:").strip().splitlines()
+    ] or [""]
+    problems = [line for line in problems if line]
+    text = f"{heading} {'; '.join(problems)}" if problems else heading
     console.print(f"[bold red]Error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
@@ -133,6 +148,30 @@ def one_line(error: BaseException | str) -> str:
     return text
 
 
+def check_router_option(router: str, scores: Path | None, train: list[Path] | None) -> None:
+    """Check --router, --scores and --train together, before any data is read."""
+    from racer.routers import ROUTER_NAMES
+
+    if router not in ROUTER_NAMES:
+        raise UserError(f"Unknown router {router!r}; choose one of {list(ROUTER_NAMES)}.")
+    if scores is None and router == "external":
+        raise UserError(
+            "--router external reads per-model scores from a file (RouteLLM, RouterDC, "
+            "your own): pass it as --scores FILE."
+        )
+    if scores is not None and not scores.is_file():
+        raise UserError(f"The scores file {str(scores)!r} does not exist.")
+    if scores is None and not train:
+        raise UserError("Give --train PATH to fit the base router, or --scores FILE.")
+
+
+def results_console() -> Console:
+    """The console for results on stdout: the terminal's width, or, when stdout is a pipe
+    or a file, wide enough that no table cell (a method name) is cut."""
+    printer = Console()
+    return printer if printer.is_terminal else Console(width=1000)
+
+
 def set_quiet(on: bool) -> None:
     """--quiet: no progress and no notes from now on (errors still show)."""
     _quiet["on"] = on
@@ -151,20 +190,31 @@ def note(text: str) -> None:
 
 @contextmanager
 def progress(title: str) -> Iterator[Callable[..., None]]:
-    """A progress line on a terminal (percentage and time left when steps are counted);
-    nothing at all when stderr is not a terminal or with --quiet."""
+    """A progress line on a terminal (time elapsed; percentage and time left when steps are
+    counted); nothing at all when stderr is not a terminal or with --quiet."""
     if _quiet["on"] or not console.is_terminal:
         yield lambda message, done=None, total=None: None
         return
+    from datetime import timedelta
+
     from rich.progress import (
         BarColumn,
         Progress,
+        ProgressColumn,
         SpinnerColumn,
         TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class TimeLeft(ProgressColumn):
+        """"0:00:12 left" while the steps are counted; nothing for a spinner."""
+
+        def render(self, task: Any) -> Text:
+            if task.total is None or task.time_remaining is None:
+                return Text("")
+            return Text(f"{timedelta(seconds=int(task.time_remaining))} left")
 
     columns = (
         SpinnerColumn(),
@@ -172,8 +222,8 @@ def progress(title: str) -> Iterator[Callable[..., None]]:
         BarColumn(bar_width=20),
         TaskProgressColumn(),
         TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
+        TextColumn("elapsed"),
+        TimeLeft(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(title, total=None)

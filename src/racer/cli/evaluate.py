@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from racer.cli.common import (
+    DEFAULT_ROUTER,
     DeltaOption,
     FwerOption,
     JsonOption,
@@ -27,12 +28,14 @@ from racer.cli.common import (
     ReferenceOption,
     RouterOption,
     UserError,
+    check_router_option,
     data_options,
     is_quiet,
     load_data,
     note,
     one_line,
     progress,
+    results_console,
     set_quiet,
     user_errors,
     without_leakage,
@@ -60,7 +63,10 @@ BoundsOption = Annotated[
         help="RACER bounds: binomial, hb, hoeffding, wsr (wsr calibrates trial by trial: slow)."
     ),
 ]
-SeedOption = Annotated[int, typer.Option(help="Seed of the trials (and of the demo data).")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the random calibration/test splits.")]
+DemoSeedOption = Annotated[
+    int, typer.Option(help="Seed of the synthetic data, its train/test split and the trials.")
+]
 OverwriteOption = Annotated[
     bool, typer.Option(help="Replace the report or artifact already in --out.")
 ]
@@ -176,7 +182,7 @@ def _print_policy(policy: dict, limit: float) -> None:
                 f"{100 * row['cost_share']:.0f} %",
                 f"[{color}]{row['violation_rate']:.3f}[/]",
             )
-        Console().print(table)
+        results_console().print(table)
         served: dict[str, list[str]] = {}
         for row in rows:
             what = (
@@ -186,7 +192,7 @@ def _print_policy(policy: dict, limit: float) -> None:
             )
             served.setdefault(what, []).append(f"{row['alpha']:g}")
         for what, alphas in served.items():
-            Console().print(f"  alpha {', '.join(alphas)}: serve: {what}", highlight=False)
+            results_console().print(f"  alpha {', '.join(alphas)}: serve: {what}", highlight=False)
 
 
 def _top1_line(rows: list[dict[str, Any]]) -> str:
@@ -241,9 +247,9 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
         ]
         cells += [format_cost(r["mean_cost"], unit)] if dollars else []
         table.add_row(*cells, "-" if refused else f"{r['accuracy']:.3f}")
-    Console().print(table)
+    results_console().print(table)
     if never:
-        Console().print(
+        results_console().print(
             f"[bold yellow]Warning:[/] RACER could not certify alpha = "
             f"{', '.join(f'{a:g}' for a in never)} in any trial: {evaluation.plan.n_cal} "
             "calibration queries are too few (see racer.minimum_calibration_size). Pass more "
@@ -251,26 +257,28 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
             highlight=False,
         )
     total = len(found["per_alpha"])
-    Console().print(
+    results_console().print(
         f"Against the best single model, the sets of {found['method']} are more accurate at "
         f"{found['more_accurate_at']} of {total} alphas and cheaper at {found['cheaper_at']} "
         f"of {total}.",
         highlight=False,
     )
-    Console().print(_top1_line(found["per_alpha"]), highlight=False)
-    Console().print(f"[bold]Serve the {found['serve']}.[/] {found['why']}", highlight=False)
+    results_console().print(_top1_line(found["per_alpha"]), highlight=False)
+    results_console().print(f"[bold]Serve the {found['serve']}.[/] {found['why']}", highlight=False)
     match = paths.get("match")
     if match and match["cheapest"]:
         best = match["cheapest"]
-        Console().print(
+        results_console().print(
             f"Cheapest RACER configuration matching {match['reference']['model']}: "
             f"{best['method']}, alpha={best['alpha']:g}, {best['aggregator']} -> accuracy "
             f"{best['accuracy']:.3f} vs {match['reference']['accuracy']:.3f}, cost "
             f"{100 * best['cost_share']:.1f} % of the reference."
         )
     if paths.get("figures_note"):
-        Console().print(f"[yellow]No figures:[/] {paths['figures_note']}", highlight=False)
-    Console().print(f"Report: {paths['report']}\nResults: {paths['results']}")
+        results_console().print(
+            f"[yellow]No figures:[/] {escape(paths['figures_note'])}", highlight=False
+        )
+    results_console().print(f"Report: {paths['report']}\nResults: {paths['results']}")
 
 
 def _finish_evaluation(
@@ -300,11 +308,11 @@ def _finish_evaluation(
 def demo(
     out: OutOption = Path("racer-out"),
     queries: Annotated[int, typer.Option(help="Synthetic queries (half train, half test).")] = 4000,
-    router: RouterOption = "logistic",
+    router: RouterOption = DEFAULT_ROUTER,
     alpha: AlphaOption = DEFAULT_ALPHAS,
     delta: DeltaOption = 0.1,
     trials: TrialsOption = 200,
-    seed: SeedOption = 0,
+    seed: DemoSeedOption = 0,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -330,6 +338,13 @@ def demo(
     with user_errors():
         if queries < 200:
             raise UserError(f"--queries must be at least 200 for a meaningful demo; got {queries}.")
+        if router == "external":
+            raise UserError(
+                "racer demo trains its base router on made-up queries, and no external "
+                "router has scores for them: choose another --router (default "
+                f"{DEFAULT_ROUTER}), or run racer evaluate --scores FILE on your data."
+            )
+        check_router_option(router, None, [Path("synthetic")])
         settings = _settings(alpha, delta, trials, 0.5, DEFAULT_FAMILIES, DEFAULT_BOUNDS, seed)
         _check_out_folder(out, overwrite, "report.md")
         start = time.perf_counter()
@@ -360,7 +375,7 @@ def evaluate(
         list[Path] | None,
         typer.Option(help="Test data: the pool of the trials (file or folder; repeatable)."),
     ] = None,
-    router: RouterOption = "knn",
+    router: RouterOption = DEFAULT_ROUTER,
     scores: Annotated[
         Path | None,
         typer.Option(
@@ -404,7 +419,7 @@ def evaluate(
     the risk on the whole pool. Training queries that are also in --test are removed
     from training (leakage). The cost family's per-model prices come from --train.
     """
-    from racer.evaluation.certified import check_objective_options
+    from racer.evaluation.certified import check_objective_options, model_index
     from racer.evaluation.certified_trials import records_for_evaluation
     from racer.evaluation.scoring import router_scores
     from racer.evaluation.task import (
@@ -419,10 +434,7 @@ def evaluate(
         check_objective_options(objective, reference, fwer)
         if not test:
             raise UserError("Give the test data with --test PATH.")
-        if scores is None and not train:
-            raise UserError("Give --train PATH to fit the base router, or --scores FILE.")
-        if scores is None and router == "external":
-            raise UserError("The external router reads a file: pass it as --scores FILE.")
+        check_router_option(router, scores, train)
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
         options = data_options(kind, pass_threshold, missing)
         _check_out_folder(out, overwrite, "report.md")
@@ -432,6 +444,12 @@ def evaluate(
         if train_data is not None:
             test_data = align_models(train_data, test_data)
             train_data = without_leakage(train_data, test_data, "test")
+        if reference is not None:
+            model_index(test_data.model_names, reference)
+        if objective is not None and train_data is None:
+            raise UserError(
+                f"--objective {objective} plans its policies on the --train data; give --train."
+            )
         start = time.perf_counter()
         if scores is not None:
             test_scores = _external_scores(scores, test_data)
@@ -461,25 +479,12 @@ def evaluate(
 
 def _external_scores(path: Path, test: Any) -> Any:
     """Scores of the test queries from a file, keyed by query id, query text or row."""
-    from racer.routers import make_router
+    from racer.routers.external import fit_external_scores
 
-    if not path.exists():
-        raise UserError(f"The scores file {str(path)!r} does not exist.")
-    names = list(test.model_names)
     try:
-        router = make_router("external", source=path).fit(None, test.labels, model_names=names)
+        return fit_external_scores(path, test.model_names, test.query_ids, test.queries)[1]
     except ValueError as error:
         raise UserError(
-            f"--scores {str(path)!r} does not fit the test data's {len(names)} models "
-            f"{names}: {one_line(error)}"
+            f"--scores {str(path)!r} does not fit the test data's {test.n_models} models "
+            f"{list(test.model_names)}: {one_line(error)}"
         ) from None
-    if router.keys_ is None:
-        keys = [str(i) for i in range(test.n_queries)]
-    elif all(key in router.row_of_ for key in test.query_ids):
-        keys = list(test.query_ids)
-    else:
-        keys = list(test.queries)
-    try:
-        return router.predict_proba(keys)
-    except KeyError as error:
-        raise UserError(error.args[0]) from None

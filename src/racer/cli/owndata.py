@@ -1,9 +1,10 @@
-"""``racer collect``, ``racer grade`` and ``racer dataset``: calibration data from your own
-models and traffic.
+"""``racer collect``, ``racer grade``, ``racer split`` and ``racer dataset``: calibration
+data from your own models and traffic.
 
 ``racer collect`` (every model's response to every query), ``racer grade`` (0/1 labels
-from references or an LLM judge) and ``racer dataset`` (the audited sample of a
-gateway's decision log). Parsing and printing only; the work is in :mod:`racer.owndata`.
+from references or an LLM judge), ``racer split`` (train, calibration and test files)
+and ``racer dataset`` (the audited sample of a gateway's decision log). Parsing and
+printing only; the work is in :mod:`racer.owndata`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from racer.cli.common import UserError, console, user_errors
+from racer.cli.common import UserError, console, results_console, user_errors
 
 
 def _config_backends(config_path: Path, models: list[str] | None) -> dict[str, Any]:
@@ -157,12 +157,12 @@ def collect(
             write_parquet(journal.rows.values(), out)
             journal_file.unlink()
     where = out if summary.complete or out.suffix.lower() == ".jsonl" else journal_file
-    Console().print(
+    results_console().print(
         f"{summary.written} rows written now, {summary.resumed} from earlier runs, "
         f"{summary.failed} failed calls, ${summary.spent_usd:.4f} spent -> {where}"
     )
     if not summary.complete:
-        Console().print(
+        results_console().print(
             f"Stopped by the {summary.stopped or 'interruption'} with {summary.skipped} "
             "pairs left; run the same command again to resume."
         )
@@ -173,7 +173,10 @@ def grade(
     out: Annotated[Path, typer.Option(help="Graded long-form table (.jsonl or .parquet).")],
     references: Annotated[
         Path | None,
-        typer.Option(help="JSONL/CSV with `reference` and `query_id` (or `id` / `query`)."),
+        typer.Option(
+            help="JSONL/CSV with `reference` and `query_id` (or `id` / `query`); by default "
+            "the references racer collect stored in each row."
+        ),
     ] = None,
     judge: Annotated[
         str | None, typer.Option(help="A backend of --config that judges each response.")
@@ -193,19 +196,24 @@ def grade(
         Path | None, typer.Option(help="JSON file for the agreement report (both given).")
     ] = None,
 ) -> None:
-    """Label each response 0/1 by exact rules against references, or by an LLM judge."""
+    """Label each response 0/1 by exact rules against references, or by an LLM judge.
+
+    Without --references and --judge, the references that racer collect stored in each
+    row are used; a row without one stays unlabelled (counted).
+    """
     from racer.owndata.collect import read_rows
     from racer.owndata.grade import (
         agreement,
+        check_references_match,
         grade_references,
         judge_rows,
         read_references,
+        stored_references,
         write_rows,
     )
 
+    skipped = 0
     with user_errors(missing_extra="serve"):
-        if references is None and judge is None:
-            raise UserError("Give --references FILE, --judge MODEL, or both.")
         if label_from not in ("references", "judge"):
             raise UserError(f"--label-from must be references or judge, got {label_from!r}.")
         if judge is not None and config is None:
@@ -213,8 +221,18 @@ def grade(
         if not data.is_file():
             raise UserError(f"--data {data}: no such file.")
         rows = read_rows(data)
+        refs = None
         if references is not None:
-            refs = read_references(references)
+            refs, skipped = read_references(references)
+            check_references_match(rows, refs, f"--references {references}")
+        elif judge is None:
+            refs = stored_references(rows)
+            if not refs:
+                raise UserError(
+                    f"Give --references FILE, --judge MODEL, or both: no row of {data} holds "
+                    "a `reference` (racer collect stores one when the queries file has it)."
+                )
+        if refs is not None:
             rows = grade_references(rows, refs, rule=rule, tolerance=tolerance)
         if judge is not None:
             backends = _config_backends(config, [judge])
@@ -229,14 +247,23 @@ def grade(
                     await backends[judge].aclose()
 
             rows = asyncio.run(run())
-        both = references is not None and judge is not None
-        source = label_from if both else ("references" if references is not None else "judge")
+        both = refs is not None and judge is not None
+        source = label_from if both else ("references" if refs is not None else "judge")
         for row in rows:
             row["label"] = row.get("label_references" if source == "references" else "label_judge")
         write_rows(rows, out)
-    printer = Console()
+    printer = results_console()
     labelled = sum(row["label"] is not None for row in rows)
-    printer.print(f"Graded {labelled} of {len(rows)} responses ({source}) -> {out}")
+    origin = "references stored by racer collect" if references is None and refs else source
+    printer.print(f"Graded {labelled} of {len(rows)} responses ({origin}) -> {out}")
+    if refs is not None:
+        unmatched = sum(row.get("label_references") is None for row in rows)
+        if skipped or unmatched:
+            printer.print(
+                f"{unmatched} responses have no reference and stay unlabelled"
+                + (f"; {skipped} records of {references} had a null reference" if skipped else "")
+                + "."
+            )
     if judge is not None:
         failed = sum(row.get("label_judge") is None for row in rows)
         if failed:
@@ -287,7 +314,51 @@ def dataset(
         write_rows(rows, out)
     decisions = len({row["query_id"] for row in rows})
     labelled = sum(row.get("label") is not None for row in rows)
-    Console().print(
+    results_console().print(
         f"Exported {decisions} audited decisions ({len(rows)} responses, {labelled} labelled) "
         f"-> {out}"
     )
+
+
+def split(
+    data: Annotated[
+        Path,
+        typer.Option(help="The file to split: RouterBench CSV, RouterDC JSON or JSONL."),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for train, calibration and test files (same format).")
+    ],
+    fractions: Annotated[
+        str, typer.Option(help="Shares of the queries for train, calibration and test.")
+    ] = "0.6,0.2,0.2",
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="A column to stratify by (for example RouterBench's eval_name)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace split files already in --out.")] = False,
+) -> None:
+    """Split a data file into train, calibration and test files; no query in two of them.
+
+    Records that share a query id or text move together; the draw is seeded, and
+    stratified by --group-by when given. The files feed racer calibrate --train ...
+    --calibration ... and racer evaluate --test ....
+    """
+    from racer.owndata.split import split_file
+
+    with user_errors():
+        try:
+            shares = [float(part) for part in fractions.split(",") if part.strip()]
+        except ValueError:
+            raise UserError(
+                f"--fractions takes three numbers such as 0.6,0.2,0.2; got {fractions!r}."
+            ) from None
+        written = split_file(
+            data, out, fractions=shares, seed=seed, group_by=group_by, overwrite=overwrite
+        )
+    printer = results_console()
+    for part in written:
+        printer.print(
+            f"{part.name}: {part.n_queries} queries ({part.n_records} records) -> {part.path}",
+            highlight=False,
+        )

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from racer.cli.common import fail, user_errors
+from racer.cli.common import fail, one_line, user_errors, warnings_as_notes
 
 
 def port_in_use_error(host: str, port: int) -> str | None:
@@ -170,16 +170,14 @@ def replay_server(
     from racer.serve.runner import ServerThread
 
     try:
-        dataset = load_dataset(data)
-    except (ValueError, OSError) as error:
-        text = str(error)
-        fail(text if str(data) in text else f"--data {data}: {text}")
-    try:
+        with warnings_as_notes("replay data"):
+            dataset = load_dataset(data)
         if model:
             dataset = dataset.select_models(model)
         book = ReplayBook(dataset)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    except (ValueError, OSError) as error:
+        text = one_line(error)
+        fail(text if str(data) in text else f"--data {data}: {text}")
     options = {
         "latency_s": latency_ms / 1000,
         "jitter_s": jitter_ms / 1000,

@@ -187,12 +187,19 @@ class Journal:
 
 @dataclass
 class Budget:
-    """A dollar budget that is never exceeded: a call starts only if it fits.
+    """A dollar budget that holds whatever the price source: a call starts only if it fits.
 
-    Each call reserves an estimate of its cost before it starts (prompt tokens at 4
-    characters per token times the input price, plus the largest completion seen so
-    far from that backend, or ``max_tokens`` before any, times the output price);
-    the reservation is replaced by the real cost when the call returns.
+    Each call reserves a conservative estimate of its cost before it starts, and the
+    reservation is replaced by the real cost when the call returns. The estimate is the
+    largest of three: the token prices of the backend's configuration (prompt tokens at
+    4 characters per token, plus the longest completion seen so far from that backend,
+    or ``max_tokens`` before any); the highest dollars per token of any earlier call of
+    that backend times those tokens; and the dearest earlier call of that backend. The
+    last two cover ``cost_from_upstream: true``, where the configured prices are 0.
+    Until a backend without token prices has answered once, its cost is unknown: such
+    calls are made one at a time (a probe), each only while money is left. With prices
+    from the upstream the budget therefore holds unless a call costs more, per token and
+    in all, than every earlier call of its backend.
 
     Parameters
     ----------
@@ -208,34 +215,62 @@ class Budget:
     reserved_usd: float = 0.0
     exhausted: bool = False
     _longest: dict[str, int] = field(default_factory=dict)
+    _rate: dict[str, float] = field(default_factory=dict)
+    _dearest: dict[str, float] = field(default_factory=dict)
+    probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def estimate(self, backend: Any, prompt: str) -> float:
-        """The reserved cost of sending ``prompt`` to ``backend``."""
+    def estimate(self, backend: Any, prompt: str) -> float | None:
+        """The reserved cost of sending ``prompt`` to ``backend``; None while unknown (a
+        backend priced by its upstream that has not answered yet)."""
+        if self.limit_usd is None:
+            return 0.0
         config = backend.config
         completion = self._longest.get(backend.name, self.max_tokens)
         prompt_tokens = -(-len(prompt) // CHARS_PER_TOKEN)
-        return (
+        priced = (
             prompt_tokens * config.input_cost_per_token + completion * config.output_cost_per_token
         )
+        rate = self._rate.get(backend.name)
+        if rate is None:
+            unpriced = config.input_cost_per_token == 0 and config.output_cost_per_token == 0
+            return None if config.cost_from_upstream or unpriced else priced
+        return max(priced, rate * (prompt_tokens + completion), self._dearest[backend.name])
 
-    def reserve(self, amount: float) -> bool:
-        """Reserve ``amount``; False (and exhausted from then on) when it does not fit."""
+    def reserve(self, amount: float, probe: bool = False) -> bool:
+        """Reserve ``amount``; False (and exhausted from then on) when it does not fit.
+
+        A ``probe`` (a call of unknown cost, reserved at 0) fits only while some money is
+        neither spent nor reserved.
+        """
         if self.exhausted:
             return False
+        committed = self.spent_usd + self.reserved_usd
         if self.limit_usd is not None and (
-            self.spent_usd + self.reserved_usd + amount > self.limit_usd
+            committed + amount > self.limit_usd or (probe and committed >= self.limit_usd)
         ):
             self.exhausted = True
             return False
         self.reserved_usd += amount
         return True
 
-    def settle(self, backend: str, reserved: float, cost: float | None, completion: int | None):
-        """Replace a reservation by the call's real cost (the estimate when unreported)."""
+    def settle(
+        self,
+        backend: str,
+        reserved: float,
+        cost: float | None,
+        completion: int | None,
+        prompt_tokens: int | None = None,
+    ) -> None:
+        """Replace a reservation by the call's real cost (the estimate when unreported),
+        and learn the backend's longest completion and highest dollars per token."""
         self.reserved_usd -= reserved
         self.spent_usd += reserved if cost is None else cost
         if completion is not None:
             self._longest[backend] = max(self._longest.get(backend, 0), completion)
+        tokens = (prompt_tokens or 0) + (completion or 0)
+        rate = 0.0 if cost is None or tokens == 0 else cost / tokens
+        self._rate[backend] = max(self._rate.get(backend, 0.0), rate)
+        self._dearest[backend] = max(self._dearest.get(backend, 0.0), cost or 0.0)
 
 
 @dataclass
@@ -253,6 +288,22 @@ class CollectSummary:
     def complete(self) -> bool:
         """Whether every (query, model) pair has a row."""
         return self.skipped == 0
+
+
+async def _ask(
+    backend: Any, budget: Budget, name: str, query: Query, reserved: float, extra: dict
+) -> Any:
+    """One call, its reservation settled by its real cost (or released on failure)."""
+    body = {**extra, "messages": [{"role": "user", "content": query.text}]}
+    try:
+        call = await backend.complete(body)
+    except BaseException:
+        budget.settle(name, reserved, None, None)
+        raise
+    # tokens counted as the estimate counts them, so that dollars per token compare
+    prompt_tokens = -(-len(query.text) // CHARS_PER_TOKEN)
+    budget.settle(name, reserved, call.cost_usd, call.completion_tokens, prompt_tokens)
+    return call
 
 
 def _row(query: Query, call: Any) -> dict[str, Any]:
@@ -328,18 +379,25 @@ async def collect(
                 return
             query = queue.pop(0)
             reserved = budget.estimate(backend, query.text)
-            if not budget.reserve(reserved):
-                queue.insert(0, query)
-                stopped.append("budget")
-                return
-            body = {**extra, "messages": [{"role": "user", "content": query.text}]}
+            probe = reserved is None
+            if probe:  # the cost is unknown: one such call at a time, while money is left
+                await budget.probe_lock.acquire()
+                reserved = budget.estimate(backend, query.text)
+                probe = reserved is None
+                if not probe:
+                    budget.probe_lock.release()
             try:
-                call = await backend.complete(body)
+                if not budget.reserve(reserved or 0.0, probe=probe):
+                    queue.insert(0, query)
+                    stopped.append("budget")
+                    return
+                call = await _ask(backend, budget, name, query, reserved or 0.0, extra)
             except BaseException:
-                budget.settle(name, reserved, None, None)
                 queue.insert(0, query)
                 raise
-            budget.settle(name, reserved, call.cost_usd, call.completion_tokens)
+            finally:
+                if probe:
+                    budget.probe_lock.release()
             row = _row(query, call)
             journal.append(row)
             counts["written"] += 1

@@ -46,6 +46,7 @@ __all__ = [
     "judge_rows",
     "parse_verdict",
     "read_references",
+    "stored_references",
     "write_rows",
 ]
 
@@ -144,10 +145,19 @@ def exact_label(
     return int(normalise_text(response) == normalise_text(reference)), applied
 
 
-def read_references(path: str | Path) -> dict[str, str]:
+def read_references(path: str | Path) -> tuple[dict[str, str], int]:
     """References by query id (or by query text), from JSONL or CSV.
 
-    Each record has ``reference`` and one of ``query_id``, ``id`` or ``query``.
+    Each record has ``reference`` and one of ``query_id``, ``id`` or ``query``. A record
+    whose reference is null or empty (a query without a known answer, as
+    ``racer collect`` allows) is skipped and counted; its responses stay unlabelled.
+
+    Returns
+    -------
+    references : dict of str to str
+        The reference of each query key.
+    n_skipped : int
+        Records without a reference.
     """
     path = Path(path)
     if not path.is_file():
@@ -157,18 +167,64 @@ def read_references(path: str | Path) -> dict[str, str]:
             records = list(csv.DictReader(handle))
     else:
         with path.open(encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
-    references = {}
+            records = []
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{path.name}, line {number} is not valid JSON: {error.msg}."
+                    ) from None
+    references, skipped = {}, 0
     for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path.name}, record {number}: expected a JSON object.")
         key = next((record.get(k) for k in ("query_id", "id", "query") if record.get(k)), None)
-        value = record.get("reference")
-        if key is None or value in (None, ""):
+        if key is None:
             raise ValueError(
-                f"{path.name}, record {number}: needs `reference` and `query_id` (or `id`, "
-                "`query`)."
+                f"{path.name}, record {number}: needs `query_id` (or `id`, `query`) beside "
+                "`reference`."
             )
+        value = record.get("reference")
+        if value in (None, ""):
+            skipped += 1
+            continue
         references[str(key)] = str(value)
-    return references
+    return references, skipped
+
+
+def stored_references(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The references ``racer collect`` stored in the rows, by query id (nulls left out)."""
+    return {
+        str(row["query_id"]): str(row["reference"])
+        for row in rows
+        if row.get("reference") not in (None, "")
+    }
+
+
+def check_references_match(
+    rows: Sequence[Mapping[str, Any]], references: Mapping[str, str], source: str
+) -> None:
+    """Refuse references that match no row's ``query_id`` or ``query`` (a wrong file).
+
+    Raises
+    ------
+    ValueError
+        With the number of references and an example key of each side.
+    """
+    if not rows or not references:
+        return
+    keys = {str(row["query_id"]) for row in rows} | {str(row.get("query")) for row in rows}
+    if keys.isdisjoint(references):
+        example = next(iter(references))
+        raise ValueError(
+            f"None of the {len(references)} references of {source} matches a response: "
+            f"their ids look like {example[:60]!r}, the responses' query ids like "
+            f"{str(rows[0]['query_id'])[:60]!r}. Give the references of the queries that "
+            "were collected (keyed by query_id, id or query)."
+        )
 
 
 def grade_references(

@@ -17,10 +17,21 @@ from racer.data.generic import existing_file, read_table, to_float
 from racer.routers.base import BaseRouter
 from racer.routers.embeddings import QueryTexts, check_queries
 
-__all__ = ["ExternalScoresRouter", "read_scores"]
+__all__ = ["ExternalScoresRouter", "UnknownQueryError", "fit_external_scores", "read_scores"]
 
 ScoreSource = str | Path | Callable[[list[str]], Any]
 INDEX_COLUMNS = frozenset({"", "Unnamed: 0", "index"})
+
+
+class UnknownQueryError(KeyError, ValueError):
+    """A query routed through an :class:`ExternalScoresRouter` that its file has no score for.
+
+    A ``KeyError`` (a lookup that failed) and a ``ValueError`` (the input does not fit),
+    so that the command line shows it as one ``Error:`` line.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def read_scores(
@@ -148,7 +159,7 @@ class ExternalScoresRouter(BaseRouter):
         unknown = (rows < 0) | (rows >= len(self.scores_))
         if unknown.any():
             first = texts[int(np.flatnonzero(unknown)[0])]
-            raise KeyError(
+            raise UnknownQueryError(
                 f"No external score for {int(unknown.sum())} of {len(texts)} queries (first: "
                 f"{first[:80]!r}). The scores file must hold every query routed"
                 + (", keyed by row position for a .npy file." if self.keys_ is None else ".")
@@ -185,3 +196,41 @@ class ExternalScoresRouter(BaseRouter):
         self.keys_ = None if keys is None else np.asarray(keys).astype(str)
         self.scores_ = np.asarray(state["scores"], dtype=float)
         self.row_of_ = {} if keys is None else {k: i for i, k in enumerate(self.keys_.tolist())}
+
+
+def fit_external_scores(
+    source: str | Path, model_names: Sequence[str], query_ids: Sequence[str], queries: Sequence[str]
+) -> tuple[ExternalScoresRouter, np.ndarray]:
+    """An :class:`ExternalScoresRouter` over a scores file, and the scores of given queries.
+
+    The file's rows are matched to the queries by id when every id is a key of the file,
+    otherwise by query text (a ``.npy`` file: by row position).
+
+    Parameters
+    ----------
+    source : str or pathlib.Path
+        The scores file (see :func:`read_scores`).
+    model_names : sequence of str
+        The models, in the column order of the returned scores.
+    query_ids, queries : sequence of str
+        The ids and texts of the queries to score, one per query.
+
+    Returns
+    -------
+    router : ExternalScoresRouter
+        Fitted on ``model_names``.
+    scores : numpy.ndarray of shape (n, M)
+
+    Raises
+    ------
+    ValueError
+        When the file lacks a model or a query (the message names it).
+    """
+    router = ExternalScoresRouter(source).fit(model_names=list(model_names))
+    if router.keys_ is None:
+        keys = [str(i) for i in range(len(queries))]
+    elif all(str(key) in router.row_of_ for key in query_ids):
+        keys = [str(key) for key in query_ids]
+    else:
+        keys = [str(query) for query in queries]
+    return router, router.predict_proba(keys)

@@ -121,10 +121,9 @@ def create_app(
     admin_check = Depends(optional_admin(admin_keys, api_keys))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            error_body(validation_message(error.errors()), "invalid_request_error"), 400
-        )
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        message = validation_message(error.errors(), await request.body())
+        return JSONResponse(error_body(message, "invalid_request_error"), 400)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:

@@ -43,9 +43,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_ABSTENTION_MESSAGE = (
-    "I cannot answer this reliably: none of the available models is likely to get it right."
-)
+#: The opening of a refusal's reply; the reason follows (racer.refusal.refusal_reason).
+DEFAULT_ABSTENTION_MESSAGE = "I cannot answer this reliably"
 
 
 class ConfigError(ValueError):
@@ -182,7 +181,7 @@ class RouteConfig(_Strict):
     answer_kind : {"auto", "choice", "number"}, default "auto"
         What the vote extracts from each answer.
     abstention_message : str
-        The reply when the calibrated set is empty.
+        The opening of the reply to a refused query (no model called); ": <reason>." follows.
     fallbacks : list of str, default []
         Backends tried in order, one at a time, when every model of the set failed.
     score_in_thread : bool, default True

@@ -20,6 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
+from racer.refusal import refusal_reasons
 from racer.serve.audit import Auditor
 from racer.serve.backends import BackendCall
 from racer.serve.decision import Answer, Decision, answer_of
@@ -40,6 +43,7 @@ def racer_object(
     route = decision.route
     costs = [c.cost_usd for c in calls if c.cost_usd is not None]
     usage, usage_fields = answer_usage(calls)
+    refused = not decision.invoked
     return {
         "id": decision.id,
         "route": route.name,
@@ -49,7 +53,11 @@ def racer_object(
         "alpha": float(route.calibration.alpha),
         "delta": float(route.calibration.delta),
         "abstention": route.mode,
-        "abstained": not decision.invoked,
+        "refused": refused,
+        "refusal_reason": refusal_of(decision) if refused else None,
+        "flagged": route.mode == "flag" and bool(decision.column_0) and not refused,
+        # the names before the one vocabulary (docs/method.md), kept for old clients
+        "abstained": refused,
         "abstain_flag": decision.column_0 if route.mode == "flag" else None,
         "chosen": chosen,
         "backends": {c.backend: c.summary() for c in calls},
@@ -58,6 +66,15 @@ def racer_object(
         "usage": usage,
         **usage_fields,
     }
+
+
+def refusal_of(decision: Decision) -> str:
+    """Why no model is called for ``decision``: the calibrated level and the best score."""
+    route = decision.route
+    scores = np.asarray(decision.scores, dtype=float).reshape(1, -1)
+    return str(
+        refusal_reasons(route.calibration, scores, route.model_names, np.array([True]))[0]
+    )
 
 
 # Why an answer is outside its route's certificate (the ``reason`` label of the metric).
@@ -175,7 +192,7 @@ class DecisionRecorder:
                 invoked=decision.invoked,
                 scores=racer["scores"],
                 threshold=racer["threshold"],
-                abstained=racer["abstained"],
+                abstained=racer["refused"],
                 chosen=chosen,
                 backends=racer["backends"],
                 cost_usd=racer["cost_usd"],

@@ -144,8 +144,9 @@ def create_replay_app(
     app = FastAPI(title="RACER replay server", description="Recorded responses, replayed.")
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return _error(400, validation_message(error.errors()), "invalid_request")
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        message = validation_message(error.errors(), await request.body())
+        return _error(400, message, "invalid_request")
 
     model_list = {
         "object": "list",

@@ -311,8 +311,23 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def validation_message(errors: Sequence[Any]) -> str:
-    """One readable line from pydantic / FastAPI validation errors."""
+def validation_message(errors: Sequence[Any], body: bytes = b"") -> str:
+    """One readable line from pydantic / FastAPI validation errors.
+
+    A body that is not JSON is said so, with the decoder's reason and where in ``body``
+    (line and column) it stopped.
+    """
+    for item in errors:
+        if item.get("type") == "json_invalid":
+            offset = item.get("loc", ("body", 0))[-1]
+            offset = offset if isinstance(offset, int) else 0
+            before = body[:offset].decode("utf-8", "replace")
+            line = before.count("\n") + 1
+            column = len(before) - (before.rfind("\n") + 1) + 1
+            reason = str((item.get("ctx") or {}).get("error", "JSON decode error"))[:200]
+            return (
+                f"The request body is not valid JSON: {reason} at line {line} column {column}."
+            )
     parts = []
     for item in errors[:10]:
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"

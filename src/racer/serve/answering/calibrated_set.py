@@ -1,7 +1,8 @@
 """Answer with the calibrated set: call its models at once, aggregate their answers.
 
-An empty set abstains (the route's abstention message). A streamed one-model set is
-relayed as the upstream streams it. Otherwise the set is called concurrently
+An empty set is a refusal: no model is called, and the reply is the route's
+``abstention_message`` followed by the reason (``racer.refusal_reason``). A streamed
+one-model set is relayed as the upstream streams it. Otherwise the set is called concurrently
 (:func:`racer.serve.fanout.fan_out`, with the route's completion rule) and its answers
 become one, by this rule (documented in the README): when the request carries
 ``tools``, ``functions``, ``tool_choice``, ``function_call`` or ``response_format``,
@@ -92,7 +93,7 @@ def top_refusal(
 
 
 class CalibratedSet:
-    """The calibrated set's answer: abstain, relay, or fan out and aggregate."""
+    """The calibrated set's answer: refuse, relay, or fan out and aggregate."""
 
     def __init__(self, services: Services):
         self.services = services
@@ -102,7 +103,9 @@ class CalibratedSet:
         services = self.services
         if not decision.invoked:
             racer = await services.records.finish(decision, [], None, "abstained")
-            message = {"role": "assistant", "content": decision.route.config.abstention_message}
+            opening = decision.route.config.abstention_message.rstrip(" .:")
+            text = f"{opening}: {racer['refusal_reason']}."
+            message = {"role": "assistant", "content": text}
             copies = int(decision.body.get("n", 1))
             return Answer(
                 message,

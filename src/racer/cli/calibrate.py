@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,6 +42,15 @@ from racer.cli.common import (
     user_errors,
     warnings_as_notes,
     without_leakage,
+)
+from racer.cli.groups import (
+    GroupByOption,
+    GroupClassifierOption,
+    GroupGuaranteeOption,
+    SmallGroupsOption,
+    check_group_options,
+    data_groups,
+    fit_group_classifier,
 )
 
 ABSTENTION_CHOICES = ("flag", "strict", "off")
@@ -92,15 +101,26 @@ def calibrate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
+    group_by: GroupByOption = None,
+    group_classifier: GroupClassifierOption = False,
+    group_guarantee: GroupGuaranteeOption = "each",
+    small_groups: SmallGroupsOption = "raise",
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Fit a base router and calibrate RACER on held-out data; save both as an artifact."""
+    """Fit a base router and calibrate RACER on held-out data; save both as an artifact.
+
+    With --group-by, each group gets its own certificate; the artifact records where a
+    query's group comes from (the request's racer_group, or the saved group classifier).
+    Strict abstention tests its (tau, lambda) pairs along a front built on the training
+    split's cross-fitted scores.
+    """
     import numpy as np
 
     from racer.artifact import save_artifact
     from racer.estimator import RACER
     from racer.evaluation.certified import certify_for_artifact
+    from racer.evaluation.scoring import cross_fitted_scores
     from racer.evaluation.task import align_models
     from racer.routers import make_router
 
@@ -114,6 +134,7 @@ def calibrate(
             raise UserError(
                 f"--abstention takes one of {list(ABSTENTION_CHOICES)}; got {abstention!r}."
             )
+        check_group_options(group_by, group_classifier, group_guarantee, small_groups)
         _check_artifact_out(out, overwrite)
         options = data_options(kind, pass_threshold, missing)
         train_data = load_data(train, "train", options)
@@ -136,6 +157,20 @@ def calibrate(
                 model_names=list(train_data.model_names),
             )
             cal_scores = base.predict_proba(list(cal_data.queries))
+            train_scores = None
+            if abstention == "strict":  # the (tau, lambda) front, from out-of-fold scores
+                step("cross-fitted training scores (strict abstention's front)")
+                train_scores = cross_fitted_scores(router, train_data, cal_data)[0]
+        classifier = None
+        cal_groups = None
+        if group_by is not None:
+            if group_classifier:
+                with progress("Training the group classifier") as step:
+                    step(f"{group_by} of {train_data.n_queries} training queries")
+                    classifier = fit_group_classifier(train_data)
+                cal_groups = classifier.predict(list(cal_data.queries))
+            else:
+                cal_groups = data_groups(cal_data)
         estimator = RACER(
             alpha,
             delta,
@@ -144,19 +179,35 @@ def calibrate(
             guarantee=guarantee,
             abstention=False if abstention == "off" else abstention,
             costs=prices,
+            group_guarantee=group_guarantee,
+            small_groups=small_groups,
         )
         with warnings_as_notes("calibration"):
-            estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
+            estimator.fit(
+                cal_scores,
+                cal_data.labels,
+                groups=cal_groups,
+                model_names=list(cal_data.model_names),
+                train_scores=train_scores,
+                train_labels=None if train_scores is None else train_data.labels,
+            )
         policy = certify_for_artifact(
             objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer
         )
         save_artifact(
-            out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy
+            out,
+            base,
+            estimator,
+            calibration=cal_data,
+            overwrite=overwrite,
+            policy=policy,
+            group_column=group_by,
+            group_classifier=classifier,
         )
     summary = {
         "artifact": str(out),
         "n_calibration": int(estimator.n_calibration_),
-        "threshold": float(estimator.threshold_),
+        "threshold": None if estimator.threshold_ is None else float(estimator.threshold_),
         "empirical_risk": float(estimator.empirical_risk_),
         "bound": estimator.bound_,
         "risk_bound": float(estimator.risk_bound_),
@@ -167,6 +218,7 @@ def calibrate(
         "abstain_threshold": getattr(estimator, "abstain_threshold_", None),
         "prices_from": train_data.name if prices is not None else None,
         "policy": None if policy is None else policy["summary"],
+        "groups": _group_summary(estimator),
     }
     if as_json:
         typer.echo(json.dumps(summary))
@@ -175,12 +227,28 @@ def calibrate(
     else:
         if policy is not None:
             Console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
-        Console().print(
-            f"Calibrated on {estimator.n_calibration_} queries: lambda = "
-            f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "
-            f"{estimator.bound_} bound {estimator.risk_bound_:.4f} <= alpha = {alpha:g}.\n"
-            f"Artifact: {out}"
-        )
+        if estimator.groups_ is None:
+            Console().print(
+                f"Calibrated on {estimator.n_calibration_} queries: lambda = "
+                f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "
+                f"{estimator.bound_} bound {estimator.risk_bound_:.4f} <= alpha = {alpha:g}.",
+                highlight=False,
+            )
+        else:
+            Console().print(
+                f"Calibrated {len(estimator.groups_)} groups on {estimator.n_calibration_} "
+                f"queries, each with its own certificate ({estimator.bound_} bound <= alpha = "
+                f"{alpha:g}):",
+                highlight=False,
+            )
+            for row in _group_summary(estimator) or []:
+                Console().print(
+                    f"  {row['group']}: n = {row['n']}, lambda = {row['threshold']:.4f}, "
+                    f"empirical risk {row['empirical_risk']:.4f}, bound {row['risk_bound']:.4f}"
+                    + (f" (pools {', '.join(row['members'])})" if row["members"] else ""),
+                    highlight=False,
+                )
+        Console().print(f"Artifact: {out}", highlight=False)
 
 
 def _read_queries(source: str) -> list[str | None]:
@@ -317,3 +385,22 @@ def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> Non
     else:
         Path(output).write_text(text, encoding="utf-8")
         note(f"Routed {len(queries)} queries -> {output}")
+
+
+def _group_summary(estimator: Any) -> list[dict[str, Any]] | None:
+    """Each group's certificate (None for a marginal calibration), JSON-ready."""
+    if estimator.groups_ is None:
+        return None
+    return [
+        {
+            "group": g.name,
+            "n": g.n,
+            "threshold": g.threshold,
+            "abstain_threshold": g.abstain_threshold,
+            "empirical_risk": g.empirical_risk,
+            "risk_bound": g.risk_bound,
+            "delta": g.delta,
+            "members": list(g.members),
+        }
+        for g in estimator.groups_.values()
+    ]

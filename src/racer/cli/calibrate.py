@@ -49,6 +49,7 @@ from racer.cli.groups import (
     GroupGuaranteeOption,
     SmallGroupsOption,
     check_group_options,
+    check_routable_without_groups,
     data_groups,
     fit_group_classifier,
 )
@@ -331,6 +332,7 @@ def route(
     set_quiet(quiet)
     with user_errors():
         tables = check_route_options(artifact, inputs, output, engine, batch_size, workers)
+        check_routable_without_groups(artifact)
         if not tables:
             _route_lines(artifact, inputs[0], output, as_json)
             return

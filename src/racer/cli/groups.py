@@ -6,6 +6,7 @@ group classifier is :class:`racer.routers.group_classifier.GroupClassifier`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -90,3 +91,23 @@ def fit_group_classifier(train: Any) -> Any:
         return GroupClassifier().fit(list(train.queries), data_groups(train))
     except ValueError as error:
         raise UserError(f"--group-classifier: {error}") from None
+
+
+def check_routable_without_groups(artifact: Path) -> None:
+    """Refuse to route plain queries with an artifact calibrated per group that has no
+    group classifier: its queries' groups are unknown here."""
+    import json
+
+    from racer.artifact import METADATA_FILE
+
+    path = artifact / METADATA_FILE
+    if not path.is_file():
+        return  # the artifact check reports it
+    groups = json.loads(path.read_text(encoding="utf-8")).get("groups")
+    if groups and not groups.get("classifier"):
+        raise UserError(
+            f"The artifact {str(artifact)!r} is certified per group {groups.get('names')} "
+            f"(groups from {groups.get('column')!r}) and has no group classifier, so queries "
+            "without their group cannot be routed here. Serve it with racer serve (requests "
+            "name their group in metadata.racer_group), or calibrate with --group-classifier."
+        )

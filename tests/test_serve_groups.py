@@ -89,6 +89,9 @@ async def test_each_group_gets_its_own_set_logged_and_monitored():
     )
     groups = health["routes"]["racer"]["groups"]
     assert groups["hard"]["monitor"]["misrouting_rate"] == 1.0 and groups["hard"]["above_alpha"]
+    assert groups["hard"]["note"] == (
+        "hard: misrouting rate 1.00 from feedback under a certificate of 0.1"
+    )
     assert groups["easy"]["monitor"]["n_feedback"] == 0 and not groups["easy"]["above_alpha"]
     assert groups["easy"]["certificate"]["n"] == racer.groups_["easy"].n
 

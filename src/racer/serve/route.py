@@ -286,6 +286,10 @@ class Route:
                 },
                 "monitor": state,
                 "above_alpha": rate is not None and rate > self.monitor.alpha,
+                "note": None
+                if rate is None or rate <= self.monitor.alpha
+                else f"{name}: misrouting rate {rate:.2f} from feedback under a certificate "
+                f"of {self.monitor.alpha:g}",
             }
         return described
 

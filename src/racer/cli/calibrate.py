@@ -220,6 +220,13 @@ def calibrate(
         "prices_from": train_data.name if prices is not None else None,
         "policy": None if policy is None else policy["summary"],
         "groups": _group_summary(estimator),
+        # what users of the calibration queries receive (racer.diagnostics.served_rates)
+        "refusal_rate": estimator.refusal_rate_,
+        "without_right_answer": estimator.without_right_answer_,
+        "flag_rate": estimator.flag_rate_,
+        "flag_precision": None  # NaN: nothing flagged
+        if estimator.flag_precision_ != estimator.flag_precision_
+        else estimator.flag_precision_,
     }
     if as_json:
         typer.echo(json.dumps(summary))
@@ -249,7 +256,15 @@ def calibrate(
                     + (f" (pools {', '.join(row['members'])})" if row["members"] else ""),
                     highlight=False,
                 )
-        Console().print(f"Artifact: {out}", highlight=False)
+        precision = estimator.flag_precision_
+        Console().print(
+            f"On the calibration queries: {estimator.refusal_rate_:.1%} refused (no model "
+            f"called), {estimator.without_right_answer_:.1%} without a right answer, "
+            f"{estimator.flag_rate_ or 0.0:.1%} flagged"
+            + ("" if precision != precision else f" (flag precision {precision:.1%})")
+            + f".\nArtifact: {out}",
+            highlight=False,
+        )
 
 
 def _read_queries(source: str) -> list[str | None]:

@@ -114,3 +114,5 @@ def test_group_options_are_checked_before_any_work(tmp_path):
     assert mode.exit_code != 0 and "--abstention takes a comma-separated subset" in mode.output
     lonely = runner.invoke(app, [*common, "--group-classifier"])
     assert lonely.exit_code != 0 and "give --group-by too" in lonely.output
+    two_files = runner.invoke(app, [*common, "--test", "b.csv", "--group-by", "eval_name"])
+    assert two_files.exit_code != 0 and "Concatenate them into one CSV" in two_files.output

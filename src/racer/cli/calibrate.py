@@ -49,6 +49,7 @@ from racer.cli.groups import (
     GroupGuaranteeOption,
     SmallGroupsOption,
     check_group_options,
+    check_group_paths,
     check_routable_without_groups,
     data_groups,
     fit_group_classifier,
@@ -136,6 +137,8 @@ def calibrate(
                 f"--abstention takes one of {list(ABSTENTION_CHOICES)}; got {abstention!r}."
             )
         check_group_options(group_by, group_classifier, group_guarantee, small_groups)
+        check_group_paths(group_by, calibration, "--calibration")
+        check_group_paths(group_by if group_classifier else None, train, "--train")
         _check_artifact_out(out, overwrite)
         options = data_options(kind, pass_threshold, missing)
         train_data = load_data(train, "train", options)

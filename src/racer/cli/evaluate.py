@@ -43,6 +43,7 @@ from racer.cli.groups import (
     GroupGuaranteeOption,
     SmallGroupsOption,
     check_group_options,
+    check_group_paths,
     data_groups,
     fit_group_classifier,
 )
@@ -492,6 +493,8 @@ def evaluate(
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
         modes = _names(abstention, "--abstention", ABSTENTION_MODES)
         check_group_options(group_by, group_classifier, group_guarantee, small_groups)
+        check_group_paths(group_by, test, "--test")
+        check_group_paths(group_by if group_classifier else None, train, "--train")
         if group_classifier and not train:
             raise UserError("--group-classifier is trained on --train; give --train PATH.")
         slices = SliceSettings(

@@ -111,3 +111,17 @@ def check_routable_without_groups(artifact: Path) -> None:
             "without their group cannot be routed here. Serve it with racer serve (requests "
             "name their group in metadata.racer_group), or calibrate with --group-classifier."
         )
+
+
+def check_group_paths(group_by: str | None, paths: list[Path] | None, option: str) -> None:
+    """Refuse ``--group-by eval_name`` over several files or a folder: pooled files get
+    their file stem as source (racer.data.load_dataset), so the groups would be files."""
+    if group_by != "eval_name" or not paths:
+        return
+    if len(paths) > 1 or any(path.is_dir() for path in paths):
+        raise UserError(
+            f"--group-by eval_name reads one file's eval_name column, but {option} gives "
+            "several files (or a folder), whose rows get their file stem as source when "
+            "pooled. Concatenate them into one CSV, or pass --group-by source to group by "
+            "file."
+        )

@@ -54,7 +54,7 @@ def test_reloaded_artifact_gives_identical_sets(fitted, saved):
 def test_metadata_records_the_calibration(fitted, saved):
     _, calibration, _, _, router, racer = fitted
     metadata = json.loads((saved / METADATA_FILE).read_text())
-    assert metadata["format_version"] == 1
+    assert metadata["format_version"] == 2
     assert metadata["model_names"] == list(calibration.model_names)
     assert (metadata["alpha"], metadata["delta"], metadata["bound"]) == (0.25, 0.1, "binomial")
     assert metadata["n_calibration"] == 250
@@ -89,8 +89,8 @@ def test_edited_metadata_is_refused(saved):
 
 def test_unknown_format_version_is_refused(saved):
     path = saved / METADATA_FILE
-    path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 2'))
-    with pytest.raises(ArtifactError, match="format version 2 .* this racer reads version 1"):
+    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 99'))
+    with pytest.raises(ArtifactError, match=r"version 99 .* reads versions \(1, 2\)"):
         load_artifact(saved)
 
 

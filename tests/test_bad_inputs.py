@@ -139,7 +139,8 @@ def external_artifact(small_arc, tmp_path_factory) -> tuple[Path, dict]:
     out = folder / "artifact"
     result = invoke(
         "calibrate", "--calibration", small_arc["calibration"], "--scores",
-        folder / "scores.csv", "--alpha", "0.3", "--out", out, "--json",
+        folder / "scores.csv", "--alpha", "0.3", "--refusals", "--refusal-cost", "0",
+        "--out", out, "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

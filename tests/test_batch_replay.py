@@ -14,9 +14,11 @@ from racer.batch import replay_data
 from racer.batch.engines import replay
 from racer.cli import app
 from racer.data.load import load_dataset
+from racer.diagnostics import served_rates
 from racer.estimator import RACER
 from racer.evaluation.metrics import outcomes
 from racer.evaluation.run import make_pool
+from racer.groups import group_risk_table
 from racer.routers import make_router
 
 
@@ -96,3 +98,30 @@ def test_replay_refuses_data_without_the_artifacts_models(arc, shared_data):
     result = CliRunner().invoke(app, ["replay", "--artifact", str(directory), "--data", str(data)])
     assert result.exit_code == 2
     assert "has no labels for the artifact's models" in " ".join(result.output.split())
+
+
+def test_replay_shows_per_group_risk_under_the_marginal_certificate(arc, shared_data, tmp_path):
+    directory, _ = arc  # calibrated on ARC alone; MBPP traffic arrives too
+    rows, header = [], None
+    for task in ("arc_challenge", "mbpp"):
+        lines = (shared_data / "routerbench" / f"{task}_test.csv").read_text().splitlines()
+        header, rows = lines[0], rows + lines[1:]
+    pooled = tmp_path / "arc_mbpp.csv"
+    pooled.write_text("\n".join([header, *rows]) + "\n")
+    data = load_dataset(pooled, read_responses=False)
+    artifact = load_artifact(directory)
+    prepared = replay_data(data, artifact.model_names, with_groups=True)
+    summary = replay(directory, prepared, batch_size=4096)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        scores = artifact.predict_proba(prepared.queries)
+    decision = artifact.racer.predict(scores, include_abstain=True)
+    losses = artifact.racer.served_losses(scores, prepared.pool.labels)
+    table = group_risk_table(losses, prepared.groups, 0.1)
+    rates = served_rates("flag", decision, prepared.pool.labels)
+    assert summary["groups"] == table.rows()
+    assert summary["above_alpha"] == [r["group"] for r in table.rows() if r["above_alpha"]]
+    assert "mbpp" in summary["above_alpha"]  # the marginal ARC certificate does not cover it
+    assert summary["refusal_rate"] == pytest.approx(rates.refusal_rate, abs=1e-12)
+    assert summary["without_right_answer"] == pytest.approx(rates.without_right_answer, abs=1e-12)
+    assert summary["flag_rate"] == pytest.approx(rates.flag_rate, abs=1e-12)

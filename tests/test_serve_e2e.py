@@ -5,7 +5,7 @@ the gateway (built from a YAML file and saved artifacts) in front, the official
 Artifacts: a logistic router fitted on the first 60 % of each RouterBench training
 file, RACER calibrated on the other 40 %, served on the test files' prompts. Routes:
 ``racer-arc`` (ARC-Challenge, alpha = 0.05: sets of 1-3 models, letter votes),
-``racer-arc-0.2`` (alpha = 0.2: some empty sets, i.e. abstentions) and ``racer-mbpp``
+``racer-arc-0.2`` (alpha = 0.2, refusals allowed: some empty sets, i.e. refusals) and ``racer-mbpp``
 (MBPP, alpha = 0.2: sets of 0-11 models, best-in-set).
 """
 
@@ -96,7 +96,8 @@ def deployment(shared_data, tmp_path_factory):
         calibration_scores = routers[task].predict_proba(list(train.queries[cut:]))
         with warnings.catch_warnings():  # one calibration row has an unknown label
             warnings.simplefilter("ignore")
-            estimator = RACER(alpha=alpha, delta=0.1).fit(
+            # refusals allowed and free, so that the refusal path is served end to end
+            estimator = RACER(alpha=alpha, delta=0.1, refusals=True, refusal_cost=0.0).fit(
                 calibration_scores, train.labels[cut:], model_names=names
             )
         save_artifact(folder / route, routers[task], estimator)

@@ -5,8 +5,15 @@ An artifact is one directory:
 - ``racer_artifact.json``: format version, model names in column order, alpha, delta,
   bound, calibration size, a sha256 of the calibration data, the JSON part of every
   fitted state, the sha256 of each array file, and a sha256 of the metadata itself;
-- ``router.npz``, ``racer.npz`` and optionally ``abstention.npz``: the numpy arrays of
-  those states, read back with ``allow_pickle=False``.
+- ``router.npz``, ``racer.npz`` and optionally ``abstention.npz`` and
+  ``group_classifier.npz``: the numpy arrays of those states, read back with
+  ``allow_pickle=False``.
+
+A RACER calibrated per group (``RACER.fit(..., groups=)``) records where the group of a
+query comes from under ``"groups"`` in the metadata: the data column that named the
+groups, and whether a :class:`~racer.routers.group_classifier.GroupClassifier` (trained on
+the training split) predicts them. Format version 2 adds it; version 1 artifacts load
+unchanged (marginal calibration, no group source).
 
 Loading refuses, with an :class:`ArtifactError` that says why, an unknown format
 version, edited metadata, an array file whose sha256 differs from the recorded one,
@@ -28,6 +35,7 @@ import numpy as np
 from racer.data.dataset import RoutingDataset
 from racer.estimator import RACER
 from racer.routers import AbstentionHead, BaseRouter, router_from_state
+from racer.routers.group_classifier import GroupClassifier
 
 __all__ = [
     "FORMAT_VERSION",
@@ -40,7 +48,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "racer-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_FILE = "racer_artifact.json"
 ARRAY_TAG = "__array__"
 
@@ -136,12 +145,42 @@ class RouterArtifact:
         The learned abstain score, when RACER uses ``abstain_score="given"``.
     metadata : dict
         The JSON metadata (see the module docstring).
+    group_classifier : GroupClassifier or None
+        Predicts each query's group, when the calibration's groups came from one.
     """
 
     router: BaseRouter
     racer: RACER
     abstention: AbstentionHead | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    group_classifier: GroupClassifier | None = None
+
+    @property
+    def group_column(self) -> str | None:
+        """The data column that named the groups of a per-group calibration (else None)."""
+        return (self.metadata.get("groups") or {}).get("column")
+
+    def groups_of(self, queries: Sequence[str], groups: Sequence[Any] | None = None) -> Any:
+        """Each query's group for a per-group calibration (None for a marginal one).
+
+        ``groups`` given by the caller win; otherwise the group classifier predicts them.
+
+        Raises
+        ------
+        ValueError
+            A per-group calibration without a classifier and no ``groups`` given.
+        """
+        if self.racer.groups_ is None:
+            return None
+        if groups is not None:
+            return np.asarray([str(g) for g in groups])
+        if self.group_classifier is not None:
+            return self.group_classifier.predict(queries)
+        raise ValueError(
+            f"This artifact was calibrated per group (groups from the column "
+            f"{self.group_column!r}: {sorted(self.racer.groups_)}) and has no group "
+            "classifier; give each query's group."
+        )
 
     @property
     def policy(self) -> dict[str, Any] | None:
@@ -163,11 +202,13 @@ class RouterArtifact:
         *,
         include_abstain: bool = False,
         scores: np.ndarray | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> np.ndarray:
         """The calibrated set of every query: bool (n, M), or (n, M + 1) with abstain first.
 
         ``scores`` are the router's scores of ``queries`` when the caller already has
-        them (:meth:`predict_proba`), so they are not computed twice.
+        them (:meth:`predict_proba`), so they are not computed twice. ``groups``: each
+        query's group, for a per-group calibration (:meth:`groups_of`).
         """
         abstain_scores = None
         if self.abstention is not None:
@@ -176,6 +217,7 @@ class RouterArtifact:
             self.predict_proba(queries) if scores is None else scores,
             include_abstain=include_abstain,
             abstain_scores=abstain_scores,
+            groups=self.groups_of(queries, groups),
         )
 
 
@@ -215,6 +257,8 @@ def save_artifact(
     calibration: RoutingDataset | tuple[Sequence[str], Any] | None = None,
     overwrite: bool = False,
     policy: dict[str, Any] | None = None,
+    group_column: str | None = None,
+    group_classifier: GroupClassifier | None = None,
 ) -> Path:
     """Save a fitted base router and its fitted RACER as one artifact directory.
 
@@ -235,6 +279,11 @@ def save_artifact(
     policy : dict, optional
         A certified answer-level policy (:func:`racer.evaluation.certified.policy_state`,
         JSON only), stored under ``"policy"`` in the metadata and covered by its sha256.
+    group_column : str, optional
+        For a RACER calibrated per group: the data column that named the groups.
+    group_classifier : GroupClassifier, optional
+        For a RACER calibrated per group on a classifier's predicted groups: that
+        classifier (trained on the training split), saved as JSON and arrays.
 
     Returns
     -------
@@ -249,6 +298,11 @@ def save_artifact(
     from racer.version import __version__
 
     _check_pair(router, racer, abstention)
+    if (group_column is not None or group_classifier is not None) and racer.groups_ is None:
+        raise ArtifactError(
+            "group_column= and group_classifier= describe a per-group calibration, but this "
+            "RACER was calibrated marginally; fit it with groups= or leave them out."
+        )
     directory = Path(directory)
     if (directory / METADATA_FILE).exists() and not overwrite:
         raise FileExistsError(
@@ -257,6 +311,8 @@ def save_artifact(
     states = {"router": router.get_state(), "racer": racer.get_state()}
     if abstention is not None:
         states["abstention"] = abstention.get_state()
+    if group_classifier is not None:
+        states["group_classifier"] = group_classifier.get_state()
     directory.mkdir(parents=True, exist_ok=True)
     json_states, files = {}, {}
     for part, state in states.items():
@@ -287,6 +343,12 @@ def save_artifact(
     }
     if policy is not None:
         metadata["policy"] = policy
+    if racer.groups_ is not None:
+        metadata["groups"] = {
+            "column": group_column,
+            "classifier": group_classifier is not None,
+            "names": sorted(racer.groups_),
+        }
     metadata = json.loads(json.dumps(metadata, default=_json_scalar))
     metadata["metadata_sha256"] = _metadata_sha256(metadata)
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
@@ -306,10 +368,10 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path} is not a RACER artifact (no 'format': {FORMAT_NAME!r}).")
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ArtifactError(
             f"Artifact format version {version!r} at {directory} is not supported: this "
-            f"racer reads version {FORMAT_VERSION}. Re-save the artifact with this racer "
+            f"racer reads versions {READABLE_VERSIONS}. Re-save the artifact with this racer "
             "version, or install the racer version that wrote it."
         )
     if metadata.get("metadata_sha256") != _metadata_sha256(metadata):
@@ -375,9 +437,20 @@ def load_artifact(
     router = router_from_state(parts["router"])
     racer = RACER.from_state(parts["racer"])
     abstention = AbstentionHead.from_state(parts["abstention"]) if "abstention" in parts else None
+    group_classifier = (
+        GroupClassifier.from_state(parts["group_classifier"])
+        if "group_classifier" in parts
+        else None
+    )
     if list(router.model_names_) != saved_names:
         raise ArtifactError(
             f"The saved router scores {router.model_names_}, not {saved_names} as the "
             "metadata says; the artifact is inconsistent."
         )
-    return RouterArtifact(router=router, racer=racer, abstention=abstention, metadata=metadata)
+    return RouterArtifact(
+        router=router,
+        racer=racer,
+        abstention=abstention,
+        metadata=metadata,
+        group_classifier=group_classifier,
+    )

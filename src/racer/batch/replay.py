@@ -5,6 +5,11 @@ over the queries whose every label is known (the pool of
 :func:`racer.evaluation.run.make_pool`): the same functions, costs and aggregator that
 ``racer evaluate`` reports with. Engines compute the per-query outcomes of row ranges
 (:func:`replay_rows`); :func:`replay_summary` averages them, in data order.
+
+With groups (the data's source column), the summary also holds the per-group risk table
+(:func:`racer.groups.group_risk_table`) next to the artifact's certificate, whether it was
+calibrated marginally or per group, and names every group above alpha; an artifact
+calibrated per group routes each query with its group's certificate.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from racer.batch.routing import BatchRouter
 from racer.data.dataset import RoutingDataset
 from racer.evaluation.metrics import OUTCOMES, Pool, outcomes
 from racer.evaluation.run import make_pool
+from racer.groups import group_risk_table
 from racer.losses import served_losses
 
 __all__ = ["ReplayData", "replay_data", "replay_rows", "replay_summary", "served_losses_of"]
@@ -37,16 +43,22 @@ class ReplayData:
         The accuracy ``racer evaluate`` reports for this data.
     n_dropped : int
         Queries left out for an unknown label.
+    groups : numpy.ndarray of str or None
+        Each pool query's group (the data's source column), when asked for.
     """
 
     queries: list[str]
     pool: Pool
     aggregator: str
     n_dropped: int
+    groups: np.ndarray | None = None
 
 
-def replay_data(dataset: RoutingDataset, model_names: list[str]) -> ReplayData:
-    """The pool of ``dataset`` with the artifact's model columns, in its order."""
+def replay_data(
+    dataset: RoutingDataset, model_names: list[str], with_groups: bool = False
+) -> ReplayData:
+    """The pool of ``dataset`` with the artifact's model columns, in its order (and each
+    query's group from the data's source column with ``with_groups``)."""
     missing = sorted(set(model_names) - set(dataset.model_names))
     if missing:
         raise ValueError(
@@ -59,7 +71,10 @@ def replay_data(dataset: RoutingDataset, model_names: list[str]) -> ReplayData:
         raise ValueError("No replay query has a known label for every model; nothing to replay.")
     has_answers = dataset.responses is not None and bool((pool.answer_codes >= 0).any())
     queries = [str(q) for q in np.asarray(dataset.queries)[kept]]
-    return ReplayData(queries, pool, "vote" if has_answers else "best", int((~kept).sum()))
+    groups = dataset.sources.astype(str)[kept] if with_groups else None
+    return ReplayData(
+        queries, pool, "vote" if has_answers else "best", int((~kept).sum()), groups
+    )
 
 
 def served_losses_of(router: BatchRouter, decision: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -78,7 +93,8 @@ def replay_rows(router: BatchRouter, data: ReplayData, start: int, stop: int) ->
     parts = []
     for first in range(start, stop, router.batch_size):
         rows = slice(first, min(first + router.batch_size, stop))
-        scores, decision, _ = router.decide(data.queries[rows])
+        groups = None if data.groups is None else list(data.groups[rows])
+        scores, decision, _ = router.decide(data.queries[rows], groups)
         labels = data.pool.labels[rows]
         losses = served_losses_of(router, decision, labels)
         pool = Pool(
@@ -95,8 +111,19 @@ def replay_rows(router: BatchRouter, data: ReplayData, start: int, stop: int) ->
 def replay_summary(
     rows: dict[str, np.ndarray], data: ReplayData, router: BatchRouter
 ) -> dict[str, Any]:
-    """The replay's figures: means of the per-query outcomes of every pool query, in order."""
+    """The replay's figures: means of the per-query outcomes of every pool query, in order.
+
+    The served rates (refusal rate, queries without a right answer, flag rate and flag
+    precision) are those of :func:`racer.diagnostics.served_rates` on the pool's 0/1
+    labels, read from the per-query outcomes. With groups: ``groups`` (one row per group:
+    n, risk, above_alpha) and ``above_alpha`` (the groups whose risk exceeds alpha).
+    """
     means = {name: float(np.mean(rows[name])) for name in OUTCOMES}
+    missed = 1.0 - rows["any_correct"]
+    flagged = rows["flag_rate"] > 0
+    alpha = float(router.certificate["alpha"])
+    table = None if data.groups is None else group_risk_table(rows["risk"], data.groups, alpha)
+    group_rows = None if table is None else table.rows()
     return {
         "n_queries": int(len(rows["risk"])),
         "n_dropped": data.n_dropped,
@@ -106,12 +133,16 @@ def replay_summary(
         "mean_cost": means["cost"],
         "cost_unit": data.pool.cost_unit,
         "mean_set_size": means["set_size"],
-        "refusal_rate": means["abstention_rate"],
-        "flag_rate": means["flag_rate"],
         "any_correct": means["any_correct"],
         "top1_accuracy": means["accuracy_top1"],
         "accuracy_best": means["accuracy_best"],
         "accuracy_vote": means["accuracy_vote"] if data.aggregator == "vote" else None,
         "certificate": dict(router.certificate),
         "model_names": list(router.model_names),
+        "refusal_rate": means["abstention_rate"],
+        "without_right_answer": float(np.mean(missed)),
+        "flag_rate": means["flag_rate"],
+        "flag_precision": float(missed[flagged].mean()) if flagged.any() else None,
+        "groups": group_rows,
+        "above_alpha": [r["group"] for r in group_rows or [] if r["above_alpha"]],
     }

@@ -97,22 +97,31 @@ class BatchRouter:
         self.model_names = artifact.model_names
         self.certificate = certificate(artifact)
 
-    def decide(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def decide(
+        self, queries: Sequence[str], groups: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Scores (n, M), the served decision (n, M + 1) and abstain scores of one batch.
 
         Computed on one BLAS thread, so that the same batch gives the same bits in any
-        process (parallelism comes from running several routers).
+        process (parallelism comes from running several routers). ``groups``: each
+        query's group, for an artifact calibrated per group
+        (:meth:`racer.artifact.RouterArtifact.groups_of`).
         """
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._decide(queries)
+            return self._decide(queries, groups)
 
-    def _decide(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _decide(
+        self, queries: Sequence[str], groups: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         abstain_scores = None
         if self.artifact.abstention is not None:
             abstain_scores = self.artifact.abstention.abstain_score(queries)
         scores = self.artifact.predict_proba(queries)
         decision = self.artifact.racer.predict(
-            scores, include_abstain=True, abstain_scores=abstain_scores
+            scores,
+            include_abstain=True,
+            abstain_scores=abstain_scores,
+            groups=self.artifact.groups_of(queries, groups),
         )
         return scores, decision, abstain_scores
 

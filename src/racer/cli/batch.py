@@ -155,7 +155,16 @@ def _print_replay(summary: dict[str, Any]) -> None:
         ("refusal rate (no model called)", f"{summary['refusal_rate']:.4f}"),
         ("flag rate (answers served flagged)", f"{summary['flag_rate']:.4f}"),
         ("any invoked model correct (upper bound)", f"{summary['any_correct']:.4f}"),
+        ("refused (no model called)", f"{summary['refusal_rate']:.4f}"),
+        ("queries without a right answer", f"{summary['without_right_answer']:.4f}"),
+        ("flagged answers", f"{summary['flag_rate']:.4f}"),
+        (
+            "flag precision (flagged without a right answer)",
+            "-" if summary["flag_precision"] is None else f"{summary['flag_precision']:.4f}",
+        ),
     ]
+    for row in summary["groups"] or []:
+        rows.append((f"risk of group {row['group']} (n = {row['n']})", f"{row['risk']:.4f}"))
     for name, value in rows:
         table.add_row(name, value)
     printer = results_console()
@@ -167,6 +176,13 @@ def _print_replay(summary: dict[str, Any]) -> None:
         f"{summary['n_dropped']} queries with an unknown label left out.",
         highlight=False,
     )
+    risks = {row["group"]: row["risk"] for row in summary["groups"] or []}
+    for group in summary["above_alpha"]:
+        results_console().print(
+            f"[bold yellow]Above alpha:[/] {group}: risk {risks[group]:.2f} under a "
+            f"certificate of {certificate['alpha']:g}.",
+            highlight=False,
+        )
 
 
 def replay(
@@ -181,6 +197,15 @@ def replay(
     batch_size: BatchOption = 2048,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="Also report each group's risk next to the certificate (and name the groups "
+            "above alpha): the data's source column, eval_name or source. An artifact "
+            "calibrated per group without a group classifier reads its groups from it.",
+        ),
     ] = None,
 ) -> None:
     """Replay labelled traffic through an artifact: would-have-been risk, accuracy and cost.
@@ -199,12 +224,17 @@ def replay(
             if not path.exists():
                 raise UserError(f"The data path {str(path)!r} does not exist.")
         from racer.artifact import load_artifact
+        from racer.cli.groups import check_group_options
         from racer.data.load import load_dataset
 
-        names = load_artifact(artifact).model_names
+        check_group_options(group_by, False, "each", "raise")
+        loaded = load_artifact(artifact)
+        needs_groups = loaded.racer.groups_ is not None and loaded.group_classifier is None
         with warnings_as_notes("replay data"):
             dataset = load_dataset(data if len(data) > 1 else data[0])
-        prepared = replay_data(dataset, names)
+        prepared = replay_data(
+            dataset, loaded.model_names, with_groups=group_by is not None or needs_groups
+        )
         summary = run_replay(
             artifact,
             prepared,

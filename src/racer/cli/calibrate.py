@@ -46,6 +46,17 @@ from racer.cli.common import (
     warnings_as_notes,
     without_leakage,
 )
+from racer.cli.groups import (
+    GroupByOption,
+    GroupClassifierOption,
+    GroupGuaranteeOption,
+    SmallGroupsOption,
+    check_group_options,
+    check_group_paths,
+    check_routable_without_groups,
+    data_groups,
+    fit_group_classifier,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -179,6 +190,23 @@ def calibrate(
             "racer/method.md section 3."
         ),
     ] = "flag",
+    refusals: Annotated[
+        bool,
+        typer.Option(
+            "--refusals/--no-refusals",
+            help="Flag mode: may a query get no model at all (a refusal)? By default it is "
+            "served the top model with the flag raised.",
+        ),
+    ] = False,
+    refusal_cost: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="What one refusal costs when choosing among certified configurations, in "
+            "model calls (or dollars with prices); default: the query's top model; 0 makes "
+            "refusals free (smallest sets).",
+        ),
+    ] = None,
     kind: KindOption = "auto",
     pass_threshold: PassThresholdOption = None,
     missing: MissingOption = "keep",
@@ -186,11 +214,21 @@ def calibrate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
+    group_by: GroupByOption = None,
+    group_classifier: GroupClassifierOption = False,
+    group_guarantee: GroupGuaranteeOption = "each",
+    small_groups: SmallGroupsOption = "raise",
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Fit a base router (or read --scores) and calibrate RACER on held-out data; save both
-    as an artifact."""
+    as an artifact.
+
+    With --group-by, each group gets its own certificate; the artifact records where a
+    query's group comes from (the request's racer_group, or the saved group classifier).
+    Strict abstention tests its (tau, lambda) pairs along a front built on the training
+    split's cross-fitted scores.
+    """
     import numpy as np
 
     from racer.artifact import save_artifact
@@ -200,6 +238,7 @@ def calibrate(
         check_objective_options,
         model_index,
     )
+    from racer.evaluation.scoring import cross_fitted_scores
     from racer.evaluation.task import align_models
 
     set_quiet(quiet or as_json)
@@ -211,6 +250,13 @@ def calibrate(
             raise UserError(
                 f"--objective {objective} plans its policies on the --train data; give --train."
             )
+        check_group_options(group_by, group_classifier, group_guarantee, small_groups)
+        if group_classifier and not train:
+            raise UserError(
+                "--group-classifier learns the groups from the --train data; give --train."
+            )
+        check_group_paths(group_by, calibration, "--calibration")
+        check_group_paths(group_by if group_classifier else None, train, "--train")
         _check_artifact_out(out, overwrite)
         options = data_options(kind, pass_threshold, missing)
         train_data = load_data(train, "train", options) if train else None
@@ -232,6 +278,21 @@ def calibrate(
                     "none for every model. Use --family threshold."
                 )
         base, cal_scores = _base_router(router, scores, train_data, cal_data)
+        train_scores = None
+        if abstention == "strict" and scores is None:  # the (tau, lambda) front
+            with progress("Cross-fitted training scores (strict abstention's front)") as step:
+                step(router)
+                train_scores = cross_fitted_scores(router, train_data, cal_data)[0]
+        classifier = None
+        cal_groups = None
+        if group_by is not None:
+            if group_classifier:
+                with progress("Training the group classifier") as step:
+                    step(f"{group_by} of {train_data.n_queries} training queries")
+                    classifier = fit_group_classifier(train_data)
+                cal_groups = classifier.predict(list(cal_data.queries))
+            else:
+                cal_groups = data_groups(cal_data)
         estimator = RACER(
             alpha,
             delta,
@@ -240,19 +301,37 @@ def calibrate(
             guarantee=guarantee,
             abstention=False if abstention == "off" else abstention,
             costs=prices,
+            refusals=refusals,
+            refusal_cost=refusal_cost,
+            group_guarantee=group_guarantee,
+            small_groups=small_groups,
         )
         with warnings_as_notes("calibration"):
-            estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
+            estimator.fit(
+                cal_scores,
+                cal_data.labels,
+                groups=cal_groups,
+                model_names=list(cal_data.model_names),
+                train_scores=train_scores,
+                train_labels=None if train_scores is None else train_data.labels,
+            )
         policy = certify_for_artifact(
             objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer
         )
         save_artifact(
-            out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy
+            out,
+            base,
+            estimator,
+            calibration=cal_data,
+            overwrite=overwrite,
+            policy=policy,
+            group_column=group_by,
+            group_classifier=classifier,
         )
     summary = {
         "artifact": str(out),
         "n_calibration": int(estimator.n_calibration_),
-        "threshold": float(estimator.threshold_),
+        "threshold": None if estimator.threshold_ is None else float(estimator.threshold_),
         "empirical_risk": float(estimator.empirical_risk_),
         "bound": estimator.bound_,
         "risk_bound": float(estimator.risk_bound_),
@@ -262,11 +341,17 @@ def calibrate(
         "abstention": getattr(estimator, "abstention_mode_", abstention),
         "abstain_threshold": getattr(estimator, "abstain_threshold_", None),
         "mean_set_size": estimator.mean_set_size_,
-        "refusal_rate": estimator.abstention_rate_,
-        "flag_rate": estimator.flag_rate_,
         "prices_from": train_data.name if prices is not None and train_data else None,
         "scores_from": None if scores is None else str(scores),
         "policy": None if policy is None else policy["summary"],
+        "groups": _group_summary(estimator),
+        # what users of the calibration queries receive (racer.diagnostics.served_rates)
+        "refusal_rate": estimator.refusal_rate_,
+        "without_right_answer": estimator.without_right_answer_,
+        "flag_rate": estimator.flag_rate_,
+        "flag_precision": None  # NaN: nothing flagged
+        if estimator.flag_precision_ != estimator.flag_precision_
+        else estimator.flag_precision_,
     }
     if as_json:
         typer.echo(json.dumps(summary))
@@ -275,18 +360,36 @@ def calibrate(
     else:
         if policy is not None:
             results_console().print(f"Answer-level policy: {policy['summary']}", highlight=False)
-        results_console().print(
-            f"Calibrated on {estimator.n_calibration_} queries: lambda = "
-            f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "
-            f"{estimator.bound_} bound {estimator.risk_bound_:.4f} <= alpha = {alpha:g}.\n"
-            f"On those queries: {estimator.mean_set_size_:.2f} models called per query, "
-            f"refused (no model called) {estimator.abstention_rate_:.3f}"
-            + (
-                ""
-                if estimator.flag_rate_ is None
-                else f", answers flagged {estimator.flag_rate_:.3f}"
+        if estimator.groups_ is None:
+            results_console().print(
+                f"Calibrated on {estimator.n_calibration_} queries: lambda = "
+                f"{estimator.threshold_:.4f}, empirical risk {estimator.empirical_risk_:.4f}, "
+                f"{estimator.bound_} bound {estimator.risk_bound_:.4f} <= alpha = {alpha:g}.",
+                highlight=False,
             )
-            + f".\nArtifact: {out}"
+        else:
+            results_console().print(
+                f"Calibrated {len(estimator.groups_)} groups on {estimator.n_calibration_} "
+                f"queries, each with its own certificate ({estimator.bound_} bound <= alpha = "
+                f"{alpha:g}):",
+                highlight=False,
+            )
+            for row in _group_summary(estimator) or []:
+                results_console().print(
+                    f"  {row['group']}: n = {row['n']}, lambda = {row['threshold']:.4f}, "
+                    f"empirical risk {row['empirical_risk']:.4f}, bound {row['risk_bound']:.4f}"
+                    + (f" (pools {', '.join(row['members'])})" if row["members"] else ""),
+                    highlight=False,
+                )
+        precision = estimator.flag_precision_
+        results_console().print(
+            f"On the calibration queries: {estimator.mean_set_size_:.2f} models called per "
+            f"query, {estimator.refusal_rate_:.1%} refused (no model called), "
+            f"{estimator.without_right_answer_:.1%} without a right answer, "
+            f"{estimator.flag_rate_ or 0.0:.1%} flagged"
+            + ("" if precision != precision else f" (flag precision {precision:.1%})")
+            + f".\nArtifact: {out}",
+            highlight=False,
         )
 
 
@@ -381,6 +484,7 @@ def route(
                 "choose another --output."
             )
         tables = check_route_options(artifact, inputs, output, engine, batch_size, workers)
+        check_routable_without_groups(artifact)
         if not tables:
             _route_lines(artifact, inputs[0], output, as_json)
             return
@@ -426,3 +530,22 @@ def _route_lines(artifact: Path, source: str, output: str, as_json: bool) -> Non
     else:
         Path(output).write_text(text, encoding="utf-8")
         note(f"Routed {len(given)} queries -> {output}")
+
+
+def _group_summary(estimator: Any) -> list[dict[str, Any]] | None:
+    """Each group's certificate (None for a marginal calibration), JSON-ready."""
+    if estimator.groups_ is None:
+        return None
+    return [
+        {
+            "group": g.name,
+            "n": g.n,
+            "threshold": g.threshold,
+            "abstain_threshold": g.abstain_threshold,
+            "empirical_risk": g.empirical_risk,
+            "risk_bound": g.risk_bound,
+            "delta": g.delta,
+            "members": list(g.members),
+        }
+        for g in estimator.groups_.values()
+    ]

@@ -40,6 +40,16 @@ from racer.cli.common import (
     user_errors,
     without_leakage,
 )
+from racer.cli.groups import (
+    GroupByOption,
+    GroupClassifierOption,
+    GroupGuaranteeOption,
+    SmallGroupsOption,
+    check_group_options,
+    check_group_paths,
+    data_groups,
+    fit_group_classifier,
+)
 
 DEFAULT_ALPHAS = "0.05,0.1,0.2"
 DEFAULT_BOUNDS = "binomial,hb,hoeffding"
@@ -72,6 +82,15 @@ OverwriteOption = Annotated[
 ]
 OutOption = Annotated[
     Path, typer.Option(help="Folder for report.md, results.json and figures.")
+]
+AbstentionModesOption = Annotated[
+    str,
+    typer.Option(
+        "--abstention",
+        help="Abstention modes to compare side by side, comma-separated: flag, strict, off. "
+        "Each reports its risk, refusal rate, queries without a right answer, flag rate and "
+        "flag precision (and per-group risk with --group-by).",
+    ),
 ]
 
 
@@ -265,6 +284,7 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
     )
     results_console().print(_top1_line(found["per_alpha"]), highlight=False)
     results_console().print(f"[bold]Serve the {found['serve']}.[/] {found['why']}", highlight=False)
+    _print_slices(evaluation)
     match = paths.get("match")
     if match and match["cheapest"]:
         best = match["cheapest"]
@@ -279,6 +299,41 @@ def _print_summary(evaluation: Any, paths: dict[str, Any]) -> None:
             f"[yellow]No figures:[/] {escape(paths['figures_note'])}", highlight=False
         )
     results_console().print(f"Report: {paths['report']}\nResults: {paths['results']}")
+
+
+def _print_slices(evaluation: Any) -> None:
+    """The abstention modes side by side, and every group above alpha named."""
+    from racer.evaluation.slices_report import above_alpha_lines
+
+    records = evaluation.slices
+    if not records:
+        return
+    title = "What users receive, per abstention mode"
+    if evaluation.group_by:
+        title += f" and calibration (groups: {evaluation.group_by})"
+    table = Table(title=f"{title}, {records[0]['trials']} split trials")
+    columns = ["alpha", "mode", "calibration", "risk", "size", "refused", "no right answer"]
+    for column in (*columns, "flagged", "flag precision"):
+        table.add_column(column, justify="left" if column in ("mode", "calibration") else "right")
+    for r in records:
+        if r["risk"] is None:
+            table.add_row(f"{r['alpha']:g}", r["mode"], r["calibration"], *["-"] * 6)
+            continue
+        precision = r["flag_precision"]
+        table.add_row(
+            f"{r['alpha']:g}",
+            r["mode"],
+            r["calibration"],
+            f"{r['risk']:.3f}",
+            f"{r['mean_set_size']:.2f}",
+            f"{r['refusal_rate']:.3f}",
+            f"{r['without_right_answer']:.3f}",
+            f"{r['flag_rate']:.3f}",
+            "-" if precision != precision else f"{precision:.3f}",
+        )
+    results_console().print(table)
+    for line in above_alpha_lines(records):
+        results_console().print(f"[bold yellow]Above alpha:[/] {line}.", highlight=False)
 
 
 def _finish_evaluation(
@@ -296,6 +351,7 @@ def _finish_evaluation(
             "figures_note": paths.get("figures_note"),
             "verdict": paths["verdict"],
             "summary": _summary_rows(evaluation),
+            "slices": evaluation.slices,
         }
         typer.echo(json.dumps(json_safe(document)))
     elif is_quiet():
@@ -405,6 +461,11 @@ def evaluate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
+    abstention: AbstentionModesOption = "flag",
+    group_by: GroupByOption = None,
+    group_classifier: GroupClassifierOption = False,
+    group_guarantee: GroupGuaranteeOption = "each",
+    small_groups: SmallGroupsOption = "raise",
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -418,10 +479,16 @@ def evaluate(
     the exact validity check: calibrate on an i.i.d. resample of the test pool, measure
     the risk on the whole pool. Training queries that are also in --test are removed
     from training (leakage). The cost family's per-model prices come from --train.
+
+    The --abstention modes are compared side by side (served rates), and with --group-by
+    each group's risk is shown under the marginal certificate and under per-group
+    certificates, naming every group above alpha. Strict mode tests along a front built
+    on the training split's cross-fitted scores.
     """
     from racer.evaluation.certified import check_objective_options, model_index
     from racer.evaluation.certified_trials import records_for_evaluation
-    from racer.evaluation.scoring import router_scores
+    from racer.evaluation.scoring import cross_fitted_scores, router_scores
+    from racer.evaluation.slices import ABSTENTION_MODES, SliceSettings
     from racer.evaluation.task import (
         align_models,
         check_pool_size,
@@ -436,6 +503,18 @@ def evaluate(
             raise UserError("Give the test data with --test PATH.")
         check_router_option(router, scores, train)
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
+        modes = _names(abstention, "--abstention", ABSTENTION_MODES)
+        check_group_options(group_by, group_classifier, group_guarantee, small_groups)
+        check_group_paths(group_by, test, "--test")
+        check_group_paths(group_by if group_classifier else None, train, "--train")
+        if group_classifier and not train:
+            raise UserError("--group-classifier is trained on --train; give --train PATH.")
+        slices = SliceSettings(
+            modes=modes,
+            group_by=group_by + " (classifier)" if group_classifier and group_by else group_by,
+            group_guarantee=group_guarantee,
+            small_groups=small_groups,
+        )
         options = data_options(kind, pass_threshold, missing)
         _check_out_folder(out, overwrite, "report.md")
         test_data = load_data(test, "test", options)
@@ -451,20 +530,39 @@ def evaluate(
                 f"--objective {objective} plans its policies on the --train data; give --train."
             )
         start = time.perf_counter()
+        train_scores = None
         if scores is not None:
             test_scores = _external_scores(scores, test_data)
             source = f"external scores from {scores}"
         else:
             with progress("Training the base router") as step:
                 step(f"{router} on {train_data.n_queries} queries")
-                test_scores = router_scores(router, train_data, test_data)
+                if "strict" in modes:  # strict mode's front, from out-of-fold training scores
+                    train_scores, test_scores = cross_fitted_scores(router, train_data, test_data)
+                else:
+                    test_scores = router_scores(router, train_data, test_data)
             source = (
                 f"base router {router}, trained on {train_data.name} "
                 f"({train_data.n_queries} queries)"
             )
+        groups = None
+        if group_classifier:
+            with progress("Training the group classifier") as step:
+                step(f"{group_by} of {train_data.n_queries} training queries")
+                groups = fit_group_classifier(train_data).predict(list(test_data.queries))
+        elif group_by is not None:
+            groups = data_groups(test_data)
         with progress("Evaluating") as step:
             evaluation = evaluate_task(
-                test_data, test_scores, settings, train=train_data, task=name, progress=step
+                test_data,
+                test_scores,
+                settings,
+                train=train_data,
+                task=name,
+                progress=step,
+                slices=slices,
+                groups=groups,
+                train_scores=train_scores,
             )
         certified = records_for_evaluation(
             objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,

@@ -74,6 +74,10 @@ class Evaluation:
     prices_from: str | None = None
     records: list[dict] = field(default_factory=list)
     per_trial: dict[tuple[str, float], dict[str, np.ndarray]] = field(default_factory=dict)
+    # per (alpha, abstention mode, calibration): served rates and per-group risk
+    # (racer.evaluation.slices); empty when not run
+    slices: list[dict] = field(default_factory=list)
+    group_by: str | None = None
 
     @property
     def cost_unit(self) -> str:

@@ -17,6 +17,8 @@ from racer.evaluation.figures import PlotsUnavailableError, write_figures
 from racer.evaluation.matching import cheapest_match, matching_section
 from racer.evaluation.report import verdict, write_report
 from racer.evaluation.run import Evaluation, EvaluationSettings, evaluate_pool, make_pool
+from racer.evaluation.slices import SliceSettings, evaluate_slices
+from racer.evaluation.slices_report import slices_section
 
 
 def align_models(train: RoutingDataset, test: RoutingDataset) -> RoutingDataset:
@@ -73,6 +75,9 @@ def evaluate_task(
     train: RoutingDataset | None = None,
     task: str | None = None,
     progress: Callable[..., None] | None = None,
+    slices: SliceSettings | None = None,
+    groups: np.ndarray | None = None,
+    train_scores: np.ndarray | None = None,
 ) -> Evaluation:
     """Evaluate every method on ``test`` scored by a base router.
 
@@ -94,6 +99,13 @@ def evaluate_task(
         The name in the report (``test.name`` by default).
     progress : callable, optional
         Called as ``progress(message, done, total)`` before each method.
+    slices : SliceSettings, optional
+        Also compare abstention modes and, with ``groups``, per-group risk under marginal
+        and per-group calibration (:mod:`racer.evaluation.slices`).
+    groups : numpy.ndarray of str, shape (test.n_queries,), optional
+        Each test query's group (a data column, or a classifier trained on ``train``).
+    train_scores : numpy.ndarray, shape (train.n_queries, M), optional
+        Cross-fitted scores of ``train``: strict mode's training front.
 
     Returns
     -------
@@ -120,6 +132,25 @@ def evaluate_task(
         progress=progress,
     )
     evaluation.prices_from = None if evaluation.model_costs is None else source.name
+    if slices is not None:
+        if groups is not None and np.shape(groups) != (test.n_queries,):
+            raise ValueError(
+                f"groups must hold one group per test query ({test.n_queries}); got "
+                f"shape {np.shape(groups)}."
+            )
+        evaluation.group_by = slices.group_by
+        evaluation.slices = evaluate_slices(
+            pool.scores,
+            pool.labels,
+            None if groups is None else np.asarray(groups).astype(str)[kept],
+            evaluation.plan,
+            alphas=settings.alphas,
+            delta=settings.delta,
+            settings=slices,
+            train_scores=train_scores,
+            train_labels=None if train is None or train_scores is None else train.labels,
+            progress=None if progress is None else lambda message: progress(message),
+        )
     return evaluation
 
 
@@ -147,7 +178,8 @@ def write_task_report(
         ``verdict`` (as in ``results.json``).
     """
     match = None if match_model is None else cheapest_match(evaluation, match_model)
-    sections = [] if match is None else matching_section(match, evaluation.cost_unit)
+    sections = slices_section(evaluation.slices, evaluation.group_by)
+    sections += [] if match is None else matching_section(match, evaluation.cost_unit)
     try:
         figures, note = write_figures(evaluation, out_dir, certified), None
     except PlotsUnavailableError as missing:
@@ -162,6 +194,7 @@ def write_task_report(
         extra_results={
             **({"match": match} if match is not None else {}),
             **({"certified": certified} if certified is not None else {}),
+            **({"slices": evaluation.slices} if evaluation.slices else {}),
         }
         or None,
     )

@@ -152,10 +152,11 @@ def create_app(
         started = http.scope.get("state", {}).get("racer_started")
         if request.model in gateway.routes:
             http.scope.setdefault("state", {})["racer_route"] = request.model
+        group = http.headers.get("x-racer-group")
         if request.stream:
-            events = await gateway.stream(request, started, caller.owner)
+            events = await gateway.stream(request, started, caller.owner, group)
             return StreamingResponse(events, media_type="text/event-stream", headers=events.headers)
-        body = await gateway.complete(request, started, caller.owner)
+        body = await gateway.complete(request, started, caller.owner, group)
         return JSONResponse(body, headers=answer_headers(body["racer"]))
 
     started = int(time.time())

@@ -46,6 +46,8 @@ class Decision:
         The abstain flag or decision of the calibration (False in mode "off").
     stream : bool
         Whether the answer is sent as server-sent events.
+    group : str, optional
+        The request's group (:meth:`racer.serve.route.Route.group_of`).
     id, created : str, int
         The completion's id and Unix time.
     completion : dict
@@ -62,6 +64,7 @@ class Decision:
     owner: str | None = None
     column_0: bool = False
     stream: bool = False
+    group: str | None = None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     completion: dict[str, Any] = field(default_factory=dict)

@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     owner TEXT,
     mode TEXT,
     abstain_flag INTEGER,
-    uncertified TEXT
+    uncertified TEXT,
+    group_name TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
@@ -111,10 +112,17 @@ class DecisionRecord:
     mode: str | None = None
     abstain_flag: bool | None = None
     uncertified: str | None = None  # why the answer is outside the certificate (None: within)
+    group_name: str | None = None  # the request's group (per-group certificates)
 
 
 # Columns added after the first release: added to older databases when opened.
-_ADDED_COLUMNS = {"owner": "TEXT", "mode": "TEXT", "abstain_flag": "INTEGER", "uncertified": "TEXT"}
+_ADDED_COLUMNS = {
+    "owner": "TEXT",
+    "mode": "TEXT",
+    "abstain_flag": "INTEGER",
+    "uncertified": "TEXT",
+    "group_name": "TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -553,6 +561,30 @@ class DecisionLog:
                 (after,),
             ).fetchall()
             return [(int(seq), str(route), float(loss)) for seq, route, loss in rows]
+
+        try:
+            return self._submit(read).result()
+        except DecisionLogUnavailable:
+            return []
+
+    def feedback_group_losses(self, after: int = 0) -> list[tuple[int, str, str | None, float]]:
+        """Every (seq, route, group, loss) of the feedback stored after ``seq``, oldest first.
+
+        As :meth:`feedback_losses`, with the decision's group (None when it had none).
+        """
+
+        def read() -> list[tuple[int, str, str | None, float]]:
+            rows = self._connection.execute(
+                self._sql(
+                    "SELECT f.seq, d.route, d.group_name, f.loss FROM feedback f JOIN decisions "
+                    "d ON d.id = f.decision_id WHERE f.seq > ? ORDER BY f.seq"
+                ),
+                (after,),
+            ).fetchall()
+            return [
+                (int(seq), str(route), None if group is None else str(group), float(loss))
+                for seq, route, group, loss in rows
+            ]
 
         try:
             return self._submit(read).result()

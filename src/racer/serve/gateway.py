@@ -122,13 +122,15 @@ class Gateway:
         order, so all of them hold the same monitor state.
         """
         with self._sync_lock:  # one sync at a time: each stored loss is applied once
-            rows = self.decision_log.feedback_losses(after=self._feedback_seen)
-            for seq, route_name, loss in rows:
+            rows = self.decision_log.feedback_group_losses(after=self._feedback_seen)
+            for seq, route_name, group, loss in rows:
                 self._feedback_seen = max(self._feedback_seen, seq)
                 if route_name in self.routes:
-                    self.routes[route_name].monitor.update(loss)
+                    self.routes[route_name].observe_loss(loss, group)
             for route in self.routes.values():
                 self.metrics.set_monitor(route.name, route.monitor.state())
+                for group, monitor in route.group_monitors.items():
+                    self.metrics.set_group_monitor(route.name, group, monitor.state())
 
     async def aclose(self) -> None:
         """Stop abandoned calls, close the backend clients and the decision log."""
@@ -162,25 +164,32 @@ class Gateway:
         started: float | None = None,
         owner: str | None = None,
         stream: bool = False,
+        group: str | None = None,
     ) -> Decision:
         """Score the request on its route and form the calibrated set (no backend called).
+
+        ``group`` is the ``x-racer-group`` header; the request's ``metadata.racer_group``
+        wins over it (:meth:`racer.serve.route.Route.group_of`).
 
         Raises
         ------
         GatewayError
-            404 for an unknown route.
+            404 for an unknown route; 400 for a group the route cannot serve.
         """
         started = time.perf_counter() if started is None else started
         route = self.route(request.model)
         query = request.query()
+        requested = request.racer_group()
+        group = route.group_of(query, group if requested is None else requested)
         if route.config.score_in_thread:
-            scores, invoked, column_0 = await asyncio.to_thread(route.decision, query)
+            scores, invoked, column_0 = await asyncio.to_thread(route.decision, query, group)
         else:
-            scores, invoked, column_0 = route.decision(query)
+            scores, invoked, column_0 = route.decision(query, group)
         return Decision(
             route=route,
             query=query,
             body=request.upstream_body(),
+            group=group,
             scores=scores,
             invoked=invoked,
             started=started,
@@ -195,6 +204,7 @@ class Gateway:
         request: ChatCompletionRequest,
         started: float | None = None,
         owner: str | None = None,
+        group: str | None = None,
     ) -> dict[str, Any]:
         """Answer a chat completion (``stream`` false).
 
@@ -206,6 +216,8 @@ class Gateway:
             When the request arrived (``time.perf_counter``); the deadline counts from it.
         owner : str, optional
             Who asked (a key fingerprint): only they (or an admin) may post feedback.
+        group : str, optional
+            The ``x-racer-group`` header (see :meth:`decide`).
 
         Raises
         ------
@@ -217,7 +229,7 @@ class Gateway:
             ``on_reference_failure``), 504 when none answered within the deadline.
         """
         self.limits.admit(owner)
-        decision = await self.decide(request, started, owner)
+        decision = await self.decide(request, started, owner, group=group)
         try:
             answer = await self.strategy(decision.route).answer(decision)
         finally:
@@ -240,6 +252,7 @@ class Gateway:
         request: ChatCompletionRequest,
         started: float | None = None,
         owner: str | None = None,
+        group: str | None = None,
     ) -> AnswerStream:
         """Answer a chat completion as server-sent events (``stream`` true).
 
@@ -253,7 +266,7 @@ class Gateway:
         sent before its first event.
         """
         self.limits.admit(owner)
-        decision = await self.decide(request, started, owner, stream=True)
+        decision = await self.decide(request, started, owner, stream=True, group=group)
         try:
             answer = await self.strategy(decision.route).answer(decision)
         finally:

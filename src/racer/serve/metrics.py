@@ -129,6 +129,24 @@ class GatewayMetrics:
             )
             for key, (name, text) in _MONITOR_GAUGES.items()
         }
+        self.group_requests = counter(
+            "racer_group_requests",
+            "Chat completion requests by route, group (racer_group, or the pooled group it "
+            "was served under) and outcome.",
+            "route",
+            "group",
+            "outcome",
+        )
+        self.group_monitor = {
+            key: Gauge(
+                f"racer_group_monitor_{name}",
+                f"Per group: {text}",
+                ["route", "group"],
+                registry=self.registry,
+                multiprocess_mode="mostrecent",
+            )
+            for key, (name, text) in _MONITOR_GAUGES.items()
+        }
 
     def observe_request(
         self, route: str, outcome: str, set_size: int, calls: Iterable[BackendCall]
@@ -140,6 +158,10 @@ class GatewayMetrics:
             self.abstentions.labels(route).inc()
         for call in calls:
             self.observe_call(call)
+
+    def observe_group(self, route: str, group: str, outcome: str) -> None:
+        """Count one chat completion of a group."""
+        self.group_requests.labels(route, group, outcome).inc()
 
     def observe_latency(self, route: str, latency_s: float) -> None:
         """Record one chat completion's client-side latency."""
@@ -172,6 +194,11 @@ class GatewayMetrics:
         """Publish a route's monitor state (see :meth:`RiskMonitor.state`)."""
         for key, gauge in self.monitor.items():
             gauge.labels(route).set(float(state[key] or 0.0))
+
+    def set_group_monitor(self, route: str, group: str, state: dict[str, Any]) -> None:
+        """Publish the monitor state of one group of a route (label ``group``)."""
+        for key, gauge in self.group_monitor.items():
+            gauge.labels(route, group).set(float(state[key] or 0.0))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, if several)."""

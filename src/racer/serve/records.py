@@ -49,7 +49,9 @@ def racer_object(
         "route": route.name,
         "set": decision.invoked,
         "scores": {m: float(s) for m, s in zip(route.model_names, decision.scores, strict=True)},
-        "threshold": float(route.calibration.threshold_),
+        "threshold": route.threshold_of(decision.group),
+        "group": decision.group,
+        "certificate_group": route.certificate_group(decision.group),
         "alpha": float(route.calibration.alpha),
         "delta": float(route.calibration.delta),
         "abstention": route.mode,
@@ -181,6 +183,9 @@ class DecisionRecorder:
         latency_s = time.perf_counter() - decision.started
         racer["latency_ms"] = round(latency_s * 1000, 3)
         self.metrics.observe_request(decision.route.name, outcome, len(decision.invoked), calls)
+        monitored = decision.route.monitored_group(decision.group)
+        if monitored is not None:
+            self.metrics.observe_group(decision.route.name, monitored, outcome)
         if self.charge is not None:
             self.charge(decision.owner, racer["cost_usd"])
         racer["logged"] = await self.decision_log.record(
@@ -201,6 +206,7 @@ class DecisionRecorder:
                 mode=decision.route.mode,
                 abstain_flag=decision.column_0,
                 uncertified=uncertified if outcome != "failed" else None,
+                group_name=decision.group,
             )
         )
         self.audit.observe(decision, calls)  # hook (issue 12): audit draw, call probabilities

@@ -72,9 +72,11 @@ def validate_route(route: Route, gateway: Gateway) -> None:
         value = float(getattr(calibration, name, math.nan))
         if not 0.0 < value < 1.0:
             raise ConfigError(f"route {route.name!r}: the new artifact has {name} = {value}.")
-    if not math.isfinite(float(calibration.threshold_)):
+    groups = route.certified_groups or {}
+    thresholds = [g.threshold for g in groups.values()] or [calibration.threshold_]
+    if not all(math.isfinite(float(t)) for t in thresholds):
         raise ConfigError(f"route {route.name!r}: the new artifact's threshold is not finite.")
-    scores, invoked = route.decide(_PROBE)
+    scores, invoked = route.decide(_PROBE, next(iter(groups), None))
     if scores.shape != (len(route.model_names),) or not np.all(np.isfinite(scores)):
         raise ConfigError(
             f"route {route.name!r}: the new artifact's router gave scores of shape "

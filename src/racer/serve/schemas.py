@@ -95,9 +95,34 @@ class ChatCompletionRequest(BaseModel):
         """The text that is routed: the last user message."""
         return next(m.text() for m in reversed(self.messages) if m.role == "user")
 
+    @model_validator(mode="after")
+    def _group_is_text(self) -> ChatCompletionRequest:
+        metadata = getattr(self, "metadata", None)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("metadata must be an object of string values")
+        if metadata is not None and not isinstance(metadata.get("racer_group", ""), str):
+            raise ValueError("metadata.racer_group must be a string (the request's group)")
+        return self
+
+    def racer_group(self) -> str | None:
+        """The request's group: the OpenAI ``metadata`` entry ``racer_group`` (None if absent)."""
+        metadata = getattr(self, "metadata", None)
+        return None if metadata is None else metadata.get("racer_group")
+
     def upstream_body(self) -> dict[str, Any]:
-        """The body forwarded to each backend (``model`` and ``stream`` are set per call)."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        """The body forwarded to each backend (``model`` and ``stream`` are set per call).
+
+        ``metadata.racer_group`` is the gateway's and is not forwarded.
+        """
+        body = self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        metadata = body.get("metadata")
+        if isinstance(metadata, dict) and "racer_group" in metadata:
+            rest = {k: v for k, v in metadata.items() if k != "racer_group"}
+            if rest:
+                body["metadata"] = rest
+            else:
+                del body["metadata"]
+        return body
 
 
 class FeedbackRequest(BaseModel):

@@ -33,7 +33,7 @@ def shadow_id(decision_id: str) -> str:
 def shadow_record(shadow: Route, decision: Decision) -> DecisionRecord:
     """The shadow's decision on ``decision``'s query (it scores; it calls nothing)."""
     started = time.perf_counter()
-    scores, invoked, column_0 = shadow.decision(decision.query)
+    scores, invoked, column_0 = shadow.decision(decision.query, decision.group)
     return DecisionRecord(
         id=shadow_id(decision.id),
         created=time.time(),
@@ -41,7 +41,7 @@ def shadow_record(shadow: Route, decision: Decision) -> DecisionRecord:
         query=decision.query,
         invoked=invoked,
         scores={m: float(s) for m, s in zip(shadow.model_names, scores, strict=True)},
-        threshold=float(shadow.calibration.threshold_),
+        threshold=shadow.threshold_of(decision.group),
         abstained=not invoked,
         chosen=None,
         backends={},

@@ -501,7 +501,6 @@ def evaluate(
         check_objective_options(objective, reference, fwer)
         if not test:
             raise UserError("Give the test data with --test PATH.")
-        check_router_option(router, scores, train)
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
         modes = _names(abstention, "--abstention", ABSTENTION_MODES)
         check_group_options(group_by, group_classifier, group_guarantee, small_groups)
@@ -509,6 +508,7 @@ def evaluate(
         check_group_paths(group_by if group_classifier else None, train, "--train")
         if group_classifier and not train:
             raise UserError("--group-classifier is trained on --train; give --train PATH.")
+        check_router_option(router, scores, train)  # reads the file system: after the options
         slices = SliceSettings(
             modes=modes,
             group_by=group_by + " (classifier)" if group_classifier and group_by else group_by,

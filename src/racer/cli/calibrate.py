@@ -148,7 +148,8 @@ def calibrate(
         with warnings_as_notes("calibration"):
             estimator.fit(cal_scores, cal_data.labels, model_names=list(cal_data.model_names))
         policy = certify_for_artifact(
-            objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer,
+            router=router, calibration_scores=cal_scores,
         )
         save_artifact(
             out, base, estimator, calibration=cal_data, overwrite=overwrite, policy=policy

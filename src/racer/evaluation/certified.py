@@ -1,10 +1,11 @@
 """Certified answer-level policies: the family fixed from training data, and its certificate.
 
-The policy family is built from the training split only (grid, training risk-cost
-front, fixed-sequence order); :func:`certify_dataset` certifies it on calibration data
-and :func:`certify_for_artifact` turns the certificate into the JSON an artifact saves
-(what ``racer calibrate --objective`` runs). The validity trials of an evaluation are in
-:mod:`racer.evaluation.certified_trials`, their report text in
+The policy family is built from the training split only (grid, the union of the
+training risk-cost fronts of bootstrap resamples, never dearer than the reference,
+fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
+on calibration data and :func:`certify_for_artifact` turns the certificate into the JSON an
+artifact saves (what ``racer calibrate --objective`` runs). The validity trials of an
+evaluation are in :mod:`racer.evaluation.certified_trials`, their report text in
 :mod:`racer.evaluation.certified_report`.
 """
 
@@ -24,8 +25,8 @@ from racer.policies import (
     loss_and_cost,
     policy_grid,
     simulate_all,
-    training_front,
 )
+from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
 from racer.policies.losses import check_objective
 
 POLICY_FORMAT_VERSION = 1
@@ -111,6 +112,14 @@ def plan_family(
         the family also holds router-weighted cascades and RACER's parallel sets.
     judge : str, optional
         Judge model of judged parallel sets (only with ``train_scores``).
+
+    Notes
+    -----
+    The family is the union of the training fronts of bootstrap resamples
+    (:func:`racer.policies.front.bootstrap_front`): a policy pruned only by training noise
+    stays. Under "regret" a policy whose training cost exceeds the reference's is left
+    out (:func:`racer.policies.front.never_dearer`); under "set" and "error" a dearer,
+    safer policy (a larger set) may be what the risk level needs, so it stays.
     """
     accuracy = np.nan_to_num(np.nanmean(train.labels, axis=0), nan=0.0)
     ref = None if reference is None else model_index(train.model_names, reference)
@@ -124,7 +133,9 @@ def plan_family(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
     losses, costs = loss_and_cost(simulate_all(grid, data), data.quality, objective, ref)
-    kept = training_front(losses, costs, first=0)
+    kept = bootstrap_front(losses, costs, first=0)
+    if objective == "regret":
+        kept = never_dearer(kept, costs, reference_index=0)
     return PolicyFamily(
         [grid[i] for i in kept], fallback, objective, ref, kind, int(np.flatnonzero(kept == 0)[0])
     )
@@ -217,15 +228,37 @@ def certify_for_artifact(
     alpha: float,
     delta: float,
     method: str = "fixed_sequence",
+    router: str | None = None,
+    calibration_scores: np.ndarray | None = None,
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 
-    The family (accuracy-weighted cascades and single models) comes from ``train``.
-    Returns the JSON to save in the artifact, or None without an objective.
+    The family (accuracy-weighted cascades and single models) comes from ``train``. With
+    ``router`` (the base router's name) and ``calibration_scores`` (its scores of the
+    calibration queries, fitted on ``train``) the family also holds router-weighted
+    cascades and RACER's parallel sets, their training risk from out-of-fold scores
+    (:func:`racer.evaluation.scoring.out_of_fold_scores`).
+    Returns the JSON to save in the artifact, or None without an objective. With a
+    reference, ``dearer_than_reference`` says on how many calibration queries the served
+    policy costs more than the reference alone (:func:`racer.policies.front.dearer_than_reference`).
     """
     check_objective_options(objective, reference, method)
     if objective is None:
         return None
-    family = plan_family(train, objective, reference)
-    certificate = certify_dataset(family, calibration, alpha=alpha, delta=delta, method=method)
-    return policy_state(certificate, family, train.model_names)
+    train_scores = None
+    if router is not None and calibration_scores is not None:
+        from racer.evaluation.scoring import out_of_fold_scores
+
+        train_scores = out_of_fold_scores(router, train)
+    scores = None if train_scores is None else calibration_scores
+    family = plan_family(train, objective, reference, train_scores)
+    certificate = certify_dataset(
+        family, calibration, alpha=alpha, delta=delta, scores=scores, method=method
+    )
+    state = policy_state(certificate, family, train.model_names)
+    if family.reference is not None:
+        data = policy_data(calibration, scores, family.answer_kind)
+        state["dearer_than_reference"] = dearer_than_reference(
+            certificate.policy.simulate(data).cost, data.costs[:, family.reference]
+        )
+    return state

@@ -24,10 +24,10 @@ from racer.policies import (
     certify,
     loss_and_cost,
     policy_grid,
-    simulate_all,
 )
 from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
 from racer.policies.losses import check_objective
+from racer.policies.simulate import simulate_family
 
 POLICY_FORMAT_VERSION = 1
 
@@ -81,7 +81,7 @@ class PolicyFamily:
     def losses(self, data: PolicyData) -> tuple[np.ndarray, np.ndarray]:
         """Per-query losses and costs of every policy on ``data``, each (n, K)."""
         return loss_and_cost(
-            simulate_all(self.policies, data), data.quality, self.objective, self.reference
+            simulate_family(self.policies, data), data.quality, self.objective, self.reference
         )
 
 
@@ -132,7 +132,7 @@ def plan_family(
     grid = policy_grid(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
-    losses, costs = loss_and_cost(simulate_all(grid, data), data.quality, objective, ref)
+    losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
     kept = bootstrap_front(losses, costs, first=0)
     if objective == "regret":
         kept = never_dearer(kept, costs, reference_index=0)

@@ -26,9 +26,10 @@ from racer.evaluation.certified import (
     resolve_bound,
 )
 from racer.evaluation.metrics import mean_and_error, rate_and_error
-from racer.policies import certify, loss_and_cost, simulate_all, uncorrected_choice
+from racer.policies import certify, loss_and_cost, uncorrected_choice
 from racer.policies.families import served_accuracy
 from racer.policies.front import dearer_than_reference
+from racer.policies.simulate import simulate_family
 
 __all__ = [
     "CertifiedSettings",
@@ -151,7 +152,7 @@ def certified_records(
         train, settings.objective, settings.reference, train_scores, settings.judge
     )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
-    outcomes = simulate_all(family.policies, data)
+    outcomes = simulate_family(family.policies, data)
     losses, costs = loss_and_cost(outcomes, data.quality, family.objective, family.reference)
     risks, mean_costs = losses.mean(axis=0), costs.mean(axis=0)
     bound = resolve_bound(settings.bound, pool)

@@ -330,7 +330,7 @@ def policy_grid(
     fallback: int,
     *,
     with_router: bool = False,
-    n_candidates: int = 8,
+    n_candidates: int = 6,
     max_chain: int = 5,
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,

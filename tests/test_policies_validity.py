@@ -37,9 +37,9 @@ def _check_validity(train, pool, objective, reference, *, n_cal, scores=(None, N
     risks = losses.mean(axis=0)
     at_risk = risks[risks >= 0.01]
     # Just below three policies' risks (certifying them is a violation), and one alpha
-    # where the safest of them can be certified.
+    # where the first policy of the fixed sequence (it is tested first) can be certified.
     alphas = sorted({round(float(r) - 0.004, 4) for r in at_risk})[:3]
-    alphas.append(round(float(at_risk.min()) + 0.03, 4))
+    alphas.append(round(float(max(risks[0], at_risk.min())) + 0.06, 4))
     settings = CertifiedSettings(
         objective, reference, tuple(alphas), n_trials=TRIALS, n_cal=n_cal, bound=bound
     )

@@ -1,8 +1,8 @@
 """Certified answer-level policies: the family fixed from training data, and its certificate.
 
-The policy family is built from the training split only (grid, the union of the
-training risk-cost fronts of bootstrap resamples, never dearer than the reference,
-fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
+The policy family is built from the training split only (grid, training risk-cost
+front, under regret the union of the fronts of bootstrap resamples never dearer than the
+reference, fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
 on calibration data and :func:`certify_for_artifact` turns the certificate into the JSON an
 artifact saves (what ``racer calibrate --objective`` runs). The validity trials of an
 evaluation are in :mod:`racer.evaluation.certified_trials`, their report text in
@@ -24,16 +24,19 @@ from racer.policies import (
     certify,
     loss_and_cost,
     policy_grid,
+    training_front,
 )
 from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
+from racer.similarity import SIMILARITY, pairwise_agreement
 
 POLICY_FORMAT_VERSION = 1
 
 __all__ = [
     "POLICY_FORMAT_VERSION",
     "PolicyFamily",
+    "answer_kind",
     "certify_dataset",
     "certify_for_artifact",
     "check_objective_options",
@@ -50,17 +53,33 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
 
     Unknown costs take the model's mean cost; without any cost each call costs 1.
     Without responses every answer is unextractable (cascades then cannot stop early).
+    With ``kind="similarity"`` (free text) answers are unextractable and agree by the
+    similarity of their texts (:func:`racer.similarity.pairwise_agreement`).
     """
     quality = dataset.quality if dataset.quality is not None else dataset.labels
     if dataset.costs is not None and np.isfinite(dataset.mean_costs()).all():
         costs = np.where(np.isnan(dataset.costs), dataset.mean_costs()[None, :], dataset.costs)
     else:
         costs = np.ones(quality.shape)
-    if dataset.responses is not None and kind is not None:
+    agree = None
+    if dataset.responses is not None and kind == SIMILARITY:
+        agree = pairwise_agreement(dataset.responses)
+        codes = np.where(np.diagonal(agree, axis1=1, axis2=2), -1, -2).astype(np.int64)
+    elif dataset.responses is not None and kind is not None:
         codes = answer_codes(dataset.responses, kind)
     else:
         codes = np.full(quality.shape, -1, dtype=np.int64)
-    return PolicyData(quality, codes, costs, scores)
+    return PolicyData(quality, codes, costs, scores, agree)
+
+
+def answer_kind(dataset: RoutingDataset) -> str | None:
+    """How answers are compared: "choice" or "number" (extracted), "similarity" (free text).
+
+    None without responses (nothing to compare).
+    """
+    if dataset.responses is None:
+        return None
+    return detect_answer_kind(dataset.responses) or SIMILARITY
 
 
 @dataclass(frozen=True)
@@ -115,17 +134,19 @@ def plan_family(
 
     Notes
     -----
-    The family is the union of the training fronts of bootstrap resamples
-    (:func:`racer.policies.front.bootstrap_front`): a policy pruned only by training noise
-    stays. Under "regret" a policy whose training cost exceeds the reference's is left
-    out (:func:`racer.policies.front.never_dearer`); under "set" and "error" a dearer,
-    safer policy (a larger set) may be what the risk level needs, so it stays.
+    Under "regret" the family is the union of the training fronts of bootstrap resamples
+    (:func:`racer.policies.front.bootstrap_front`: a policy pruned only by training noise
+    stays) without the policies whose training cost exceeds the reference's
+    (:func:`racer.policies.front.never_dearer`). Under "set" and "error" it is the
+    training front (:func:`racer.policies.training_front`): there a dearer, safer policy
+    (a larger set) may be what the risk level needs, and the fallback does not lead the
+    order, so noisy policies added ahead of it would stop the fixed sequence early.
     """
     accuracy = np.nan_to_num(np.nanmean(train.labels, axis=0), nan=0.0)
     ref = None if reference is None else model_index(train.model_names, reference)
     check_objective(objective, ref)
     fallback = int(np.argmax(accuracy)) if ref is None else ref
-    kind = None if train.responses is None else detect_answer_kind(train.responses)
+    kind = answer_kind(train)
     data = policy_data(train, train_scores, kind)
     prices = data.costs.mean(axis=0)
     judge_column = None if judge is None else model_index(train.model_names, judge, "judge")
@@ -133,9 +154,10 @@ def plan_family(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
     losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
-    kept = bootstrap_front(losses, costs, first=0)
     if objective == "regret":
-        kept = never_dearer(kept, costs, reference_index=0)
+        kept = never_dearer(bootstrap_front(losses, costs, first=0), costs, reference_index=0)
+    else:
+        kept = training_front(losses, costs, first=0)
     return PolicyFamily(
         [grid[i] for i in kept], fallback, objective, ref, kind, int(np.flatnonzero(kept == 0)[0])
     )

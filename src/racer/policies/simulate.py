@@ -45,13 +45,12 @@ def _cascade_outcomes(cascades: list[Cascade], data: PolicyData) -> list[Outcome
     """Outcomes of cascades that differ only in their stop margin."""
     first = cascades[0]
     weights = first.tier_weights(data)
+    codes = first.codes(data)
     asked = np.zeros(data.quality.shape[1], dtype=bool)
     chosen_by_tier, margin_by_tier = [], []
     for column in first.chain:
         asked[column] = True
-        chosen, margin = weighted_vote(
-            np.broadcast_to(asked, data.codes.shape), weights, data.codes
-        )
+        chosen, margin = weighted_vote(np.broadcast_to(asked, codes.shape), weights, codes)
         chosen_by_tier.append(chosen)
         margin_by_tier.append(margin)
     chosen_t = np.stack(chosen_by_tier, axis=1)

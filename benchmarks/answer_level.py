@@ -16,9 +16,11 @@ The signal sets, each adding to the one before: the margin rule alone (training-
 weighted agreement of extracted answers), then ``+ router`` (router-weighted cascades and
 RACER's parallel sets, the router's training scores cross-fitted on the training part by
 :func:`racer.evaluation.scoring.cross_fitted_scores`; ``--router`` names it, ``none``
-leaves it out). With ``--fwer all`` the table repeats for fixed-sequence, Holm and
-Bonferroni testing. Per task, one line says which aggregator over all models wins on the
-pool (best / vote / log-odds, training-accuracy weights).
+leaves it out), then, on tasks without extractable answers (MBPP: code), ``+ free-text
+agreement`` (tiers agree by the similarity of their texts, :mod:`racer.similarity`; the
+rows before it compare no unextractable answers). With ``--fwer all`` the table repeats
+for fixed-sequence, Holm and Bonferroni testing. Per task, one line says which aggregator
+over all models wins on the pool (best / vote / log-odds, training-accuracy weights).
 
 Usage::
 
@@ -31,16 +33,18 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from racer.data.load import concat_datasets
 from racer.data.routerbench import load_routerbench
-from racer.evaluation.certified import policy_data
+from racer.evaluation.certified import answer_kind, policy_data
 from racer.evaluation.certified_trials import CertifiedSettings, certified_records
 from racer.evaluation.scoring import cross_fitted_scores
 from racer.policies.certify import FWER_METHODS
+from racer.similarity import SIMILARITY
 
 TASKS = {"ARC-Challenge": "arc_challenge", "MBPP": "mbpp"}
 REFERENCE = "gpt-4-1106-preview"
@@ -106,14 +110,24 @@ def main() -> None:
         pool = concat_datasets([full_train.subset(rows[cut:]), test], name=f"{stem} pool")
         n_cal = min(args.n_cal, int(0.7 * pool.n_queries))
         oracle = oracle_share(pool, REFERENCE)
-        for signals, router in signal_sets:
+        free_text = answer_kind(train) == SIMILARITY
+        for signals, router, similarity in [
+            *((name, router, False) for name, router in signal_sets),
+            *([("+ free-text agreement", signal_sets[-1][1], True)] if free_text else []),
+        ]:
+            # Without free-text agreement, unextractable answers are not compared at all.
+            train_part, pool_part = (
+                (train, pool)
+                if similarity or not free_text
+                else (replace(train, responses=None), replace(pool, responses=None))
+            )
             scores = (None, None) if router is None else cross_fitted_scores(router, train, pool)
             for method in methods:
                 settings = CertifiedSettings(
                     "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal, method=method
                 )
                 records = certified_records(
-                    train, pool, settings, train_scores=scores[0], pool_scores=scores[1]
+                    train_part, pool_part, settings, train_scores=scores[0], pool_scores=scores[1]
                 )
                 for record in records:
                     lines.append(_row(task, signals, record, oracle))

@@ -78,6 +78,20 @@ def pairwise_agreement(
     return agree
 
 
+def free_text_codes(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and agreement of free-text answers: every answer unextractable (-1), -2 none.
+
+    Returns
+    -------
+    codes : numpy.ndarray of int, shape (n, M)
+    agree : numpy.ndarray of bool, shape (n, M, M)
+        :func:`pairwise_agreement` at :data:`AGREEMENT_THRESHOLD`.
+    """
+    agree = pairwise_agreement(responses)
+    codes = np.where(np.diagonal(agree, axis1=1, axis2=2), -1, -2).astype(np.int64)
+    return codes, agree
+
+
 def chain_codes(agree: np.ndarray, chain: Sequence[int]) -> np.ndarray:
     """Answer codes of the tiers of ``chain`` from their agreement, in calling order.
 

@@ -29,7 +29,7 @@ from racer.policies import (
 from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
-from racer.similarity import SIMILARITY, pairwise_agreement
+from racer.similarity import SIMILARITY, free_text_codes
 
 POLICY_FORMAT_VERSION = 1
 
@@ -63,8 +63,7 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
         costs = np.ones(quality.shape)
     agree = None
     if dataset.responses is not None and kind == SIMILARITY:
-        agree = pairwise_agreement(dataset.responses)
-        codes = np.where(np.diagonal(agree, axis1=1, axis2=2), -1, -2).astype(np.int64)
+        codes, agree = free_text_codes(dataset.responses)
     elif dataset.responses is not None and kind is not None:
         codes = answer_codes(dataset.responses, kind)
     else:

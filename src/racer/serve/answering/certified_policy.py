@@ -45,7 +45,7 @@ from racer.serve.fanout import call_each, call_fallbacks
 from racer.serve.records import DecisionRecorder
 from racer.serve.served_policy import ServedPolicy
 from racer.serve.streaming import Relay
-from racer.similarity import SIMILARITY, pairwise_agreement
+from racer.similarity import SIMILARITY, free_text_codes
 
 
 def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
@@ -60,8 +60,7 @@ def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None
     responses[0, :] = list(texts)
     agree = None
     if kind == SIMILARITY:
-        agree = pairwise_agreement(responses)
-        codes = np.where(np.diagonal(agree, axis1=1, axis2=2), -1, -2).astype(np.int64)
+        codes, agree = free_text_codes(responses)
     elif kind is not None:
         codes = answer_codes(responses, kind)
     else:

@@ -1,24 +1,31 @@
 """Certified answer-level savings on RouterBench: regret against gpt-4-1106-preview.
 
 Per RouterBench task: the train file is split once (seeded) into a training part (the
-policy grid, its training risk-cost front and the fixed-sequence order) and a rest; the
-rest and the test file form the pool. Each validity trial calibrates Learn-then-Test on
-an i.i.d. resample of ``--n-cal`` pool queries and measures the certified policy on the
-whole pool. Printed per task and alpha (0.02 / 0.03 / 0.05): the certified policy's cost
-share of gpt-4 (mean over trials), its accuracy against gpt-4's, the violation rate, how
-often nothing cheaper than gpt-4 was certified, the uncorrected choice of the same
-family (cheapest policy with calibration regret <= alpha, no bound) and the
-hindsight-best policy (cheapest with pool regret <= alpha; not a result). With
-``--fwer all`` the table repeats for fixed-sequence, Holm and Bonferroni testing. Per
-task, one line says which aggregator over all models wins on the pool (best / vote /
-log-odds, training-accuracy weights). With ``--router NAME`` the family also holds
-router-weighted cascades and RACER's parallel sets, the router's training scores
-cross-fitted on the training part (:func:`racer.evaluation.scoring.cross_fitted_scores`).
+policy grid, the bootstrap-union training front and the fixed-sequence order) and a rest;
+the rest and the test file form the pool. Each validity trial calibrates Learn-then-Test
+on an i.i.d. resample of ``--n-cal`` pool queries and measures the certified policy on the
+whole pool. Printed per task, signal set and alpha (0.02 / 0.03 / 0.05): the certified
+policy's cost share of gpt-4 (mean over trials), its accuracy against gpt-4's, the
+violation rate, how often nothing cheaper than gpt-4 was certified, the uncorrected
+choice of the same family (cheapest policy with calibration regret <= alpha, no bound),
+the hindsight-best policy of the family (cheapest with pool regret <= alpha; not a
+result) and the per-query oracle (the cheapest model without regret on each query: the
+cheapest right model where gpt-4 is right, the cheapest model where it is wrong).
+
+The signal sets, each adding to the one before: the margin rule alone (training-accuracy
+weighted agreement of extracted answers), then ``+ router`` (router-weighted cascades and
+RACER's parallel sets, the router's training scores cross-fitted on the training part by
+:func:`racer.evaluation.scoring.cross_fitted_scores`; ``--router`` names it, ``none``
+leaves it out), then, on tasks without extractable answers (MBPP: code), ``+ free-text
+agreement`` (tiers agree by the similarity of their texts, :mod:`racer.similarity`; the
+rows before it compare no unextractable answers). With ``--fwer all`` the table repeats
+for fixed-sequence, Holm and Bonferroni testing. Per task, one line says which aggregator
+over all models wins on the pool (best / vote / log-odds, training-accuracy weights).
 
 Usage::
 
     python benchmarks/answer_level.py [--data ../shared/data] [--trials 200]
-        [--fwer fixed_sequence|bonferroni|holm|all] [--router knn] [--output FILE.md]
+        [--fwer fixed_sequence|bonferroni|holm|all] [--router knn|none] [--output FILE.md]
 """
 
 from __future__ import annotations
@@ -26,30 +33,44 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from racer.data.load import concat_datasets
 from racer.data.routerbench import load_routerbench
+from racer.evaluation.certified import answer_kind, policy_data
 from racer.evaluation.certified_trials import CertifiedSettings, certified_records
 from racer.evaluation.scoring import cross_fitted_scores
 from racer.policies.certify import FWER_METHODS
+from racer.similarity import SIMILARITY
 
 TASKS = {"ARC-Challenge": "arc_challenge", "MBPP": "mbpp"}
 REFERENCE = "gpt-4-1106-preview"
 ALPHAS = (0.02, 0.03, 0.05)
 
 
-def _row(task: str, record: dict) -> str:
+def _row(task: str, signals: str, record: dict, oracle: float) -> str:
     unc, hind = record["uncorrected"], record["hindsight_best"] or {"cost_share": float("nan")}
     return (
-        f"| {task} | {record['method']} | {record['alpha']:g} | {record['cost_share']:.3f} "
-        f"| {record['accuracy']:.3f} "
+        f"| {task} | {signals} | {record['method']} | {record['alpha']:g} "
+        f"| {record['cost_share']:.3f} | {record['accuracy']:.3f} "
         f"| {record['reference_accuracy']:.3f} | {record['violation_rate']:.3f} "
         f"| {record['refused']:.2f} | {unc['cost_share']:.3f} ({unc['violation_rate']:.2f}) "
-        f"| {hind['cost_share']:.3f} | {record['n_cal']} / {record['n_pool']} |"
+        f"| {hind['cost_share']:.3f} | {oracle:.3f} | {record['n_policies']} "
+        f"| {record['n_cal']} / {record['n_pool']} |"
     )
+
+
+def oracle_share(pool, reference: str) -> float:
+    """Per-query oracle's cost share of the reference: the cheapest model without regret."""
+    known = ~np.isnan(pool.labels).any(axis=1)
+    labels, costs = pool.labels[known], policy_data(pool.subset(known), None, None).costs
+    ref = pool.model_names.index(reference)
+    no_regret = (labels == 1.0) | (labels[:, [ref]] != 1.0)
+    cheapest = np.where(no_regret, costs, np.inf).min(axis=1)
+    return float(cheapest.mean() / costs[:, ref].mean())
 
 
 def main() -> None:
@@ -59,18 +80,22 @@ def main() -> None:
     parser.add_argument("--train-share", type=float, default=0.6)
     parser.add_argument("--n-cal", type=int, default=600)
     parser.add_argument("--fwer", choices=[*FWER_METHODS, "all"], default="fixed_sequence")
-    parser.add_argument("--router", default=None, help="add router policies (e.g. knn)")
+    parser.add_argument("--router", default="knn", help="router of '+ router' (none: skip)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    signal_sets = [("margin rule", None)]
+    if args.router != "none":
+        signal_sets.append((f"+ router ({args.router})", args.router))
     lines = [
         f"Certified regret against {REFERENCE}: delta 0.1, {args.trials} validity trials, "
-        "binomial p-values, policies ordered along the training front (safest first); "
-        + ("no router policies." if args.router is None else f"router policies: {args.router}."),
+        "binomial p-values, policies ordered along the bootstrap-union training front "
+        "(safest first), never dearer than gpt-4 on training data.",
         "",
-        "| task | FWER | alpha | cost share | accuracy | gpt-4 accuracy | violation rate "
-        "| refused | uncorrected share (violation) | hindsight share | n_cal / pool |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | signals | FWER | alpha | cost share | accuracy | gpt-4 accuracy "
+        "| violation rate | refused | uncorrected share (violation) | hindsight share "
+        "| oracle share | policies | n_cal / pool |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     methods = FWER_METHODS if args.fwer == "all" else (args.fwer,)
     winners = []
@@ -84,20 +109,30 @@ def main() -> None:
         train = full_train.subset(rows[:cut])
         pool = concat_datasets([full_train.subset(rows[cut:]), test], name=f"{stem} pool")
         n_cal = min(args.n_cal, int(0.7 * pool.n_queries))
-        scores = (None, None)
-        if args.router is not None:
-            scores = cross_fitted_scores(args.router, train, pool)
-        for method in methods:
-            settings = CertifiedSettings(
-                "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal, method=method
+        oracle = oracle_share(pool, REFERENCE)
+        free_text = answer_kind(train) == SIMILARITY
+        for signals, router, similarity in [
+            *((name, router, False) for name, router in signal_sets),
+            *([("+ free-text agreement", signal_sets[-1][1], True)] if free_text else []),
+        ]:
+            # Without free-text agreement, unextractable answers are not compared at all.
+            train_part, pool_part = (
+                (train, pool)
+                if similarity or not free_text
+                else (replace(train, responses=None), replace(pool, responses=None))
             )
-            records = certified_records(
-                train, pool, settings, train_scores=scores[0], pool_scores=scores[1]
-            )
-            for record in records:
-                lines.append(_row(task, record))
-                print(lines[-1], flush=True)
-                print(f"    certified (most trials): {record['policy']}", flush=True)
+            scores = (None, None) if router is None else cross_fitted_scores(router, train, pool)
+            for method in methods:
+                settings = CertifiedSettings(
+                    "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal, method=method
+                )
+                records = certified_records(
+                    train_part, pool_part, settings, train_scores=scores[0], pool_scores=scores[1]
+                )
+                for record in records:
+                    lines.append(_row(task, signals, record, oracle))
+                    print(lines[-1], flush=True)
+                    print(f"    certified (most trials): {record['policy']}", flush=True)
         votes = record["aggregators"]
         winners.append(
             f"- {task}: {votes['winner']} wins over {votes['over']} (pool accuracy best "

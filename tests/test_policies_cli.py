@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from racer.artifact import load_artifact
 from racer.cli import app
 from racer.data.routerbench import load_routerbench
+from racer.evaluation.certified import policy_data
 from racer.policies import Single, policy_from_state
 
 runner = CliRunner()
@@ -47,6 +49,11 @@ def test_calibrate_with_regret_saves_a_certified_policy(shared_data, tmp_path):
     assert certificate["p_value"] <= 0.1
     assert certificate["calibration_risk"] <= 0.05
     assert np.isfinite(certificate["calibration_cost"])
+    # Where escalation makes it dearer than gpt-4: its mean cost over gpt-4's, exactly.
+    reference_cost = policy_data(calibration, None, None).costs[:, policy.fallback].mean()
+    dearer = saved["dearer_than_reference"]
+    assert dearer["mean_ratio"] == pytest.approx(certificate["calibration_cost"] / reference_cost)
+    assert 0.0 < dearer["share"] < 0.5 and dearer["max_ratio"] > 1.0
 
 
 def test_regret_without_reference_is_a_user_error(tmp_path):

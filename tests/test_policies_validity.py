@@ -37,9 +37,9 @@ def _check_validity(train, pool, objective, reference, *, n_cal, scores=(None, N
     risks = losses.mean(axis=0)
     at_risk = risks[risks >= 0.01]
     # Just below three policies' risks (certifying them is a violation), and one alpha
-    # where the safest of them can be certified.
+    # where the first policy of the fixed sequence (it is tested first) can be certified.
     alphas = sorted({round(float(r) - 0.004, 4) for r in at_risk})[:3]
-    alphas.append(round(float(at_risk.min()) + 0.03, 4))
+    alphas.append(round(float(max(risks[0], at_risk.min())) + 0.06, 4))
     settings = CertifiedSettings(
         objective, reference, tuple(alphas), n_trials=TRIALS, n_cal=n_cal, bound=bound
     )
@@ -146,3 +146,30 @@ def test_graded_quality_picks_a_graded_bound_by_itself(gsm8k):
             train_scores=scores[0],
             pool_scores=scores[1],
         )
+
+
+def test_evaluate_with_a_router_certifies_the_family_with_router_policies(shared_data):
+    # racer evaluate --objective: the router's out-of-fold training scores fix the family,
+    # which then holds router-weighted cascades or RACER's parallel sets.
+    from racer.evaluation.certified_trials import records_for_evaluation
+    from racer.evaluation.scoring import out_of_fold_scores
+    from racer.policies import Cascade, ParallelSets
+
+    folder = shared_data / "routerbench"
+    train = load_routerbench(folder / "arc_challenge_train.csv")
+    test = load_routerbench(folder / "arc_challenge_test.csv")
+    reference = "gpt-4-1106-preview"
+    family = plan_family(train, "regret", reference, out_of_fold_scores("prior", train))
+    assert any(
+        isinstance(p, ParallelSets) or (isinstance(p, Cascade) and p.weights is None)
+        for p in family.policies
+    )
+    (record,) = records_for_evaluation(
+        "regret", reference, train, test, alphas=(0.05,), delta=0.1, n_trials=5,
+        calibration_fraction=0.5, router="prior",
+    )  # fmt: skip
+    assert record["n_policies"] == len(family.policies)
+    # Never dearer than the reference on training data: every policy of the family.
+    data = policy_data(train, out_of_fold_scores("prior", train), family.answer_kind)
+    costs = family.losses(data)[1].mean(axis=0)
+    assert costs.max() <= costs[family.fallback_index]

@@ -537,3 +537,53 @@ async def test_a_streamed_cascade_relays_its_final_tier_once_it_is_chosen():
     # alpha-small's 10 prompt tokens (called whole) + gamma-large's 3 (its usage chunk)
     assert racer["cost_usd"] == pytest.approx(0.013)
     assert racer["usage_summed"] is True
+
+
+def test_free_text_cascade_over_replay_servers_equals_its_simulation(shared_data, tmp_path):
+    # MBPP answers are code: no answer can be extracted, so the tiers agree by the
+    # similarity of their texts; the gateway, seeing only the tiers called so far,
+    # stops, escalates, serves and pays exactly as the simulation on recorded answers.
+    folder = shared_data / "routerbench"
+    train = quietly_load(folder / "mbpp_train.csv")
+    test = quietly_load(folder / "mbpp_test.csv")
+    cut = train.n_queries // 2
+    fit, calibration = train.subset(np.arange(cut)), train.subset(np.arange(cut, train.n_queries))
+    state = certify_for_artifact("regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1)
+    assert state["answer_kind"] == "similarity"
+    policy = policy_from_state(state["certificate"]["policy"])
+    assert isinstance(policy, Cascade) and state["certificate"]["certified"]
+    names = list(train.model_names)
+    router = PriorRouter().fit(list(fit.queries), fit.labels, model_names=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        racer = RACER(alpha=0.2, delta=0.1).fit(
+            router.predict_proba(list(calibration.queries)), calibration.labels, model_names=names
+        )
+    artifact = tmp_path / "mbpp-policy"
+    save_artifact(artifact, router, racer, policy=state)
+    simulated = policy.simulate(policy_data(test, None, "similarity"))
+    assert 0 < simulated.escalated.mean() < 1
+    with ServerThread([create_replay_app(ReplayBook(test), m) for m in names]) as replays:
+        config = {
+            "backend_defaults": {"timeout_s": 20, "retries": 0, "cost_from_upstream": True},
+            "backends": [
+                {"name": m, "base_url": f"{url}/v1"}
+                for m, url in zip(names, replays.urls, strict=True)
+            ],
+            "routes": [{"name": "arc-policy", "artifact": str(artifact)}],
+            "auth": {"api_keys": [KEY]},
+        }
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        with ServerThread([app_from_config(load_config(path))]) as gateway:
+            answers = asyncio.run(_ask_all(gateway.urls[0], [str(q) for q in test.queries]))
+    assert all(a.status_code == 200 for a in answers), answers[0].text
+    order = [*policy.chain, policy.fallback]
+    served, costs = np.empty(test.n_queries, dtype=int), np.empty(test.n_queries)
+    for row, answer in enumerate(answers):
+        report = answer.json()["racer"]["policy"]
+        assert report["called"] == [names[c] for c in order if simulated.invoked[row, c]], row
+        served[row] = names.index(report["served"])
+        costs[row] = answer.json()["racer"]["cost_usd"]
+    np.testing.assert_array_equal(served, simulated.served)
+    np.testing.assert_allclose(costs, simulated.cost, rtol=1e-12)

@@ -316,7 +316,8 @@ def calibrate(
                 train_labels=None if train_scores is None else train_data.labels,
             )
         policy = certify_for_artifact(
-            objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer
+            objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer,
+            router=router, calibration_scores=cal_scores,
         )
         save_artifact(
             out,

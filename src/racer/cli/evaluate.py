@@ -567,6 +567,7 @@ def evaluate(
         certified = records_for_evaluation(
             objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
             n_trials=trials, calibration_fraction=calibration_fraction, seed=seed, method=fwer,
+            router=None if scores is not None else router,
         )
         header = [f"Test data: {test_data.name}; {source}.", ""]
         paths = write_task_report(

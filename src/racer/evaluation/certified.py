@@ -1,10 +1,11 @@
 """Certified answer-level policies: the family fixed from training data, and its certificate.
 
 The policy family is built from the training split only (grid, training risk-cost
-front, fixed-sequence order); :func:`certify_dataset` certifies it on calibration data
-and :func:`certify_for_artifact` turns the certificate into the JSON an artifact saves
-(what ``racer calibrate --objective`` runs). The validity trials of an evaluation are in
-:mod:`racer.evaluation.certified_trials`, their report text in
+front, under regret the union of the fronts of bootstrap resamples never dearer than the
+reference, fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
+on calibration data and :func:`certify_for_artifact` turns the certificate into the JSON an
+artifact saves (what ``racer calibrate --objective`` runs). The validity trials of an
+evaluation are in :mod:`racer.evaluation.certified_trials`, their report text in
 :mod:`racer.evaluation.certified_report`.
 """
 
@@ -23,16 +24,19 @@ from racer.policies import (
     certify,
     loss_and_cost,
     policy_grid,
-    simulate_all,
     training_front,
 )
+from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
 from racer.policies.losses import check_objective
+from racer.policies.simulate import simulate_family
+from racer.similarity import SIMILARITY, free_text_codes
 
 POLICY_FORMAT_VERSION = 1
 
 __all__ = [
     "POLICY_FORMAT_VERSION",
     "PolicyFamily",
+    "answer_kind",
     "certify_dataset",
     "certify_for_artifact",
     "check_objective_options",
@@ -49,17 +53,32 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
 
     Unknown costs take the model's mean cost; without any cost each call costs 1.
     Without responses every answer is unextractable (cascades then cannot stop early).
+    With ``kind="similarity"`` (free text) answers are unextractable and agree by the
+    similarity of their texts (:func:`racer.similarity.pairwise_agreement`).
     """
     quality = dataset.quality if dataset.quality is not None else dataset.labels
     if dataset.costs is not None and np.isfinite(dataset.mean_costs()).all():
         costs = np.where(np.isnan(dataset.costs), dataset.mean_costs()[None, :], dataset.costs)
     else:
         costs = np.ones(quality.shape)
-    if dataset.responses is not None and kind is not None:
+    agree = None
+    if dataset.responses is not None and kind == SIMILARITY:
+        codes, agree = free_text_codes(dataset.responses)
+    elif dataset.responses is not None and kind is not None:
         codes = answer_codes(dataset.responses, kind)
     else:
         codes = np.full(quality.shape, -1, dtype=np.int64)
-    return PolicyData(quality, codes, costs, scores)
+    return PolicyData(quality, codes, costs, scores, agree)
+
+
+def answer_kind(dataset: RoutingDataset) -> str | None:
+    """How answers are compared: "choice" or "number" (extracted), "similarity" (free text).
+
+    None without responses (nothing to compare).
+    """
+    if dataset.responses is None:
+        return None
+    return detect_answer_kind(dataset.responses) or SIMILARITY
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ class PolicyFamily:
     def losses(self, data: PolicyData) -> tuple[np.ndarray, np.ndarray]:
         """Per-query losses and costs of every policy on ``data``, each (n, K)."""
         return loss_and_cost(
-            simulate_all(self.policies, data), data.quality, self.objective, self.reference
+            simulate_family(self.policies, data), data.quality, self.objective, self.reference
         )
 
 
@@ -111,20 +130,33 @@ def plan_family(
         the family also holds router-weighted cascades and RACER's parallel sets.
     judge : str, optional
         Judge model of judged parallel sets (only with ``train_scores``).
+
+    Notes
+    -----
+    Under "regret" the family is the union of the training fronts of bootstrap resamples
+    (:func:`racer.policies.front.bootstrap_front`: a policy pruned only by training noise
+    stays) without the policies whose training cost exceeds the reference's
+    (:func:`racer.policies.front.never_dearer`). Under "set" and "error" it is the
+    training front (:func:`racer.policies.training_front`): there a dearer, safer policy
+    (a larger set) may be what the risk level needs, and the fallback does not lead the
+    order, so noisy policies added ahead of it would stop the fixed sequence early.
     """
     accuracy = np.nan_to_num(np.nanmean(train.labels, axis=0), nan=0.0)
     ref = None if reference is None else model_index(train.model_names, reference)
     check_objective(objective, ref)
     fallback = int(np.argmax(accuracy)) if ref is None else ref
-    kind = None if train.responses is None else detect_answer_kind(train.responses)
+    kind = answer_kind(train)
     data = policy_data(train, train_scores, kind)
     prices = data.costs.mean(axis=0)
     judge_column = None if judge is None else model_index(train.model_names, judge, "judge")
     grid = policy_grid(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
-    losses, costs = loss_and_cost(simulate_all(grid, data), data.quality, objective, ref)
-    kept = training_front(losses, costs, first=0)
+    losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
+    if objective == "regret":
+        kept = never_dearer(bootstrap_front(losses, costs, first=0), costs, reference_index=0)
+    else:
+        kept = training_front(losses, costs, first=0)
     return PolicyFamily(
         [grid[i] for i in kept], fallback, objective, ref, kind, int(np.flatnonzero(kept == 0)[0])
     )
@@ -217,15 +249,37 @@ def certify_for_artifact(
     alpha: float,
     delta: float,
     method: str = "fixed_sequence",
+    router: str | None = None,
+    calibration_scores: np.ndarray | None = None,
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 
-    The family (accuracy-weighted cascades and single models) comes from ``train``.
-    Returns the JSON to save in the artifact, or None without an objective.
+    The family (accuracy-weighted cascades and single models) comes from ``train``. With
+    ``router`` (the base router's name) and ``calibration_scores`` (its scores of the
+    calibration queries, fitted on ``train``) the family also holds router-weighted
+    cascades and RACER's parallel sets, their training risk from out-of-fold scores
+    (:func:`racer.evaluation.scoring.out_of_fold_scores`).
+    Returns the JSON to save in the artifact, or None without an objective. With a
+    reference, ``dearer_than_reference`` says on how many calibration queries the served
+    policy costs more than the reference alone (:func:`racer.policies.front.dearer_than_reference`).
     """
     check_objective_options(objective, reference, method)
     if objective is None:
         return None
-    family = plan_family(train, objective, reference)
-    certificate = certify_dataset(family, calibration, alpha=alpha, delta=delta, method=method)
-    return policy_state(certificate, family, train.model_names)
+    train_scores = None
+    if router is not None and calibration_scores is not None:
+        from racer.evaluation.scoring import out_of_fold_scores
+
+        train_scores = out_of_fold_scores(router, train)
+    scores = None if train_scores is None else calibration_scores
+    family = plan_family(train, objective, reference, train_scores)
+    certificate = certify_dataset(
+        family, calibration, alpha=alpha, delta=delta, scores=scores, method=method
+    )
+    state = policy_state(certificate, family, train.model_names)
+    if family.reference is not None:
+        data = policy_data(calibration, scores, family.answer_kind)
+        state["dearer_than_reference"] = dearer_than_reference(
+            certificate.policy.simulate(data).cost, data.costs[:, family.reference]
+        )
+    return state

@@ -26,8 +26,10 @@ from racer.evaluation.certified import (
     resolve_bound,
 )
 from racer.evaluation.metrics import mean_and_error, rate_and_error
-from racer.policies import certify, loss_and_cost, simulate_all, uncorrected_choice
+from racer.policies import certify, loss_and_cost, uncorrected_choice
 from racer.policies.families import served_accuracy
+from racer.policies.front import dearer_than_reference
+from racer.policies.simulate import simulate_family
 
 __all__ = [
     "CertifiedSettings",
@@ -135,7 +137,12 @@ def certified_records(
         Fields alpha, objective, policy, violation_rate, risk, accuracy, mean_cost,
         reference, reference_accuracy, reference_cost, cost_share, refused (share of
         trials where nothing cheaper than the reference was certified), uncertified
-        (share where nothing at all was, the reference then served uncertified), and the
+        (share where nothing at all was, the reference then served uncertified),
+        ``dearer_than_reference`` (for the policy certified in most trials: the share of
+        pool queries where escalation makes it cost more than the reference alone, the
+        largest per-query cost ratio and the ratio of mean costs; ``trials_share``: the
+        share of trials whose certified policy is dearer than the reference on some pool
+        query), and the
         baselines ``uncorrected``, ``best_single``, ``all_models_vote``.
     """
     known = ~np.isnan(pool.labels).any(axis=1)
@@ -145,7 +152,7 @@ def certified_records(
         train, settings.objective, settings.reference, train_scores, settings.judge
     )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
-    outcomes = simulate_all(family.policies, data)
+    outcomes = simulate_family(family.policies, data)
     losses, costs = loss_and_cost(outcomes, data.quality, family.objective, family.reference)
     risks, mean_costs = losses.mean(axis=0), costs.mean(axis=0)
     bound = resolve_bound(settings.bound, pool)
@@ -183,6 +190,7 @@ def certified_records(
             chosen_arr, risks, accuracies, mean_costs, alpha, ref_cost, ~np.asarray(uncertified)
         )
         common, count = Counter(chosen).most_common(1)[0]
+        dearer_somewhere = (costs > data.costs[:, [family.fallback]]).any(axis=0)
         feasible = np.flatnonzero(risks <= alpha)
         hindsight = (
             None if feasible.size == 0 else int(feasible[np.argmin(mean_costs[feasible])])
@@ -198,6 +206,10 @@ def certified_records(
                 "reference_accuracy": ref_accuracy,
                 "reference_cost": ref_cost,
                 "refused": float(np.mean(refused)),
+                "dearer_than_reference": {
+                    **dearer_than_reference(costs[:, common], data.costs[:, family.fallback]),
+                    "trials_share": float(np.mean(dearer_somewhere[chosen_arr])),
+                },
                 "uncertified": float(np.mean(uncertified)),
                 "delta": settings.delta,
                 "n_cal": settings.n_cal,
@@ -273,11 +285,15 @@ def records_for_evaluation(
     calibration_fraction: float,
     seed: int = 0,
     method: str = "fixed_sequence",
+    router: str | None = None,
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 
     The training data fixes the policy family; the test data is the pool of the
-    validity trials, each calibrating on ``calibration_fraction`` of its size.
+    validity trials, each calibrating on ``calibration_fraction`` of its size. With
+    ``router`` (a base-router name) the family also holds router-weighted cascades and
+    RACER's parallel sets, scored as :func:`racer.evaluation.scoring.cross_fitted_scores`
+    does: out-of-fold on the training data, by the router fitted on all of it on the pool.
     """
     check_objective_options(objective, reference, method)
     if objective is None:
@@ -299,4 +315,11 @@ def records_for_evaluation(
         method=method,
         seed=seed,
     )
-    return certified_records(train, test, settings)
+    if router is None:
+        return certified_records(train, test, settings)
+    from racer.evaluation.scoring import cross_fitted_scores
+
+    train_scores, pool_scores = cross_fitted_scores(router, train, test)
+    return certified_records(
+        train, test, settings, train_scores=train_scores, pool_scores=pool_scores
+    )

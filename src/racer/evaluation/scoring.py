@@ -60,10 +60,18 @@ def cross_fitted_scores(
     train_scores : numpy.ndarray, shape (train.n_queries, M)
     pool_scores : numpy.ndarray, shape (pool.n_queries, M)
     """
+    train_scores = out_of_fold_scores(router, train, folds=folds, random_state=random_state)
+    return train_scores, router_scores(router, train, pool)
+
+
+def out_of_fold_scores(
+    router: str, train: RoutingDataset, *, folds: int = 2, random_state: int = 0
+) -> np.ndarray:
+    """Scores of each training query by ``router`` fitted on the other folds, shape (n, M)."""
     fold = np.random.default_rng(random_state).permutation(train.n_queries) % folds
     train_scores = np.empty(train.labels.shape, dtype=float)
     for k in range(folds):
         train_scores[fold == k] = router_scores(
             router, train.subset(fold != k), train.subset(fold == k)
         )
-    return train_scores, router_scores(router, train, pool)
+    return train_scores

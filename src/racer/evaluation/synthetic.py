@@ -151,8 +151,8 @@ def make_answer_level_task(
         the queries (traps) every cheap model gives the same wrong answer and only the
         frontier model is right about as often as usual: agreement is no evidence
         there. ``"open-ended"``: the same correctness as the first story, but the
-        responses are free text without an extractable answer, so there is nothing to
-        agree on.
+        responses are free text without an extractable answer whose similarity says
+        nothing about correctness, so agreement is no evidence.
     n_queries : int, default 2000
     random_state : int, default 0
 

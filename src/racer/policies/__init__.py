@@ -2,6 +2,9 @@
 
 - :mod:`~racer.policies.losses`: the loss of what the user receives (set, error, regret);
 - :mod:`~racer.policies.families`: single models, cascades and parallel sets, and the grid;
+- :mod:`~racer.policies.front`: the tested family (a training front robust to noise, never
+  dearer than the reference) and where a policy costs more than the reference;
+- :mod:`~racer.policies.simulate`: every policy of a family on recorded answers, fast;
 - :mod:`~racer.policies.certify`: Learn-then-Test over the grid, the cheapest certified policy;
 - :mod:`~racer.policies.groups`: the same, one certificate per group of queries.
 """

@@ -27,6 +27,7 @@ import numpy as np
 
 from racer.aggregate import choose_in_sets, log_odds, weighted_vote
 from racer.sets import augmented_scores, entry_levels
+from racer.similarity import chain_codes
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.arange(0.0, 10.01, 0.5))
 DEFAULT_LAMBDAS = tuple(float(x) for x in np.round(np.arange(0.05, 1.0001, 0.05), 2))
@@ -49,12 +50,16 @@ class PolicyData:
         Dollars (or calls) each model's call cost.
     scores : numpy.ndarray, shape (n, M), optional
         The base router's scores (needed by router-weighted cascades and sets).
+    agree : numpy.ndarray of bool, shape (n, M, M), optional
+        Free-text agreement (:func:`racer.similarity.pairwise_agreement`); with it a
+        cascade's codes come from the agreement of its tiers (:meth:`Cascade.codes`).
     """
 
     quality: np.ndarray
     codes: np.ndarray
     costs: np.ndarray
     scores: np.ndarray | None = None
+    agree: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -68,6 +73,7 @@ class PolicyData:
             self.codes[rows],
             self.costs[rows],
             None if self.scores is None else self.scores[rows],
+            None if self.agree is None else self.agree[rows],
         )
 
 
@@ -169,9 +175,20 @@ class Cascade:
             weights[:, chain] = np.asarray(self.weights, dtype=float)[None, :]
         return weights
 
+    def codes(self, data: PolicyData) -> np.ndarray:
+        """The answer codes the stop rule compares, shape (n, M).
+
+        Extracted answers' codes; with free-text agreement (``data.agree``), codes from
+        the agreement of the tiers in calling order (:func:`racer.similarity.chain_codes`).
+        """
+        if data.agree is None:
+            return data.codes
+        return chain_codes(data.agree, self.chain)
+
     def simulate(self, data: PolicyData) -> Outcome:
         """Outcome on recorded answers: which tiers each query called, what it got."""
         weights = self.tier_weights(data)
+        codes = self.codes(data)
         invoked = np.zeros(data.quality.shape, dtype=bool)
         served = np.full(data.n, self.fallback)
         stopped = np.zeros(data.n, dtype=bool)
@@ -179,9 +196,7 @@ class Cascade:
         for column in self.chain:
             invoked[~stopped, column] = True
             asked[column] = True
-            chosen, margin = weighted_vote(
-                np.broadcast_to(asked, invoked.shape), weights, data.codes
-            )
+            chosen, margin = weighted_vote(np.broadcast_to(asked, invoked.shape), weights, codes)
             stop_now = ~stopped & (chosen >= 0) & (margin >= self.threshold)
             served[stop_now] = chosen[stop_now]
             stopped |= stop_now
@@ -331,7 +346,7 @@ def policy_grid(
     *,
     with_router: bool = False,
     n_candidates: int = 6,
-    max_chain: int = 3,
+    max_chain: int = 5,
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
     families: tuple[str, ...] = SET_FAMILIES,

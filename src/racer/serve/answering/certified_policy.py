@@ -51,6 +51,7 @@ from racer.serve.fanout import call_each, call_fallbacks
 from racer.serve.records import FALLBACK, REFERENCE_FAILED, DecisionRecorder
 from racer.serve.served_policy import ServedPolicy
 from racer.serve.streaming import Relay
+from racer.similarity import SIMILARITY, free_text_codes
 
 
 def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
@@ -58,16 +59,20 @@ def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None
 
     The codes are :func:`racer.aggregate.answer_codes` of the answers with the policy's
     answer kind, as :func:`racer.evaluation.certified.policy_data` computes them; with
-    no answer kind every answer is unextractable.
+    no answer kind every answer is unextractable; with ``"similarity"`` (free text) the
+    answers agree by the similarity of their texts, as in the simulation.
     """
     responses = np.empty((1, len(texts)), dtype=object)
     responses[0, :] = list(texts)
-    if kind is not None:
+    agree = None
+    if kind == SIMILARITY:
+        codes, agree = free_text_codes(responses)
+    elif kind is not None:
         codes = answer_codes(responses, kind)
     else:
         codes = np.where([[isinstance(t, str) for t in texts]], -1, -2).astype(np.int64)
     shape = (1, len(texts))
-    return PolicyData(np.zeros(shape), codes, np.zeros(shape), np.asarray(scores)[None, :])
+    return PolicyData(np.zeros(shape), codes, np.zeros(shape), np.asarray(scores)[None, :], agree)
 
 
 class PolicyRun:
@@ -151,7 +156,9 @@ class PolicyRun:
             data = self._data()
             outcome = policy.simulate(data)  # the stop rule of the evaluation, as is
             if not outcome.escalated[0]:
-                _, margin = weighted_vote(asked[None, :], policy.tier_weights(data), data.codes)
+                _, margin = weighted_vote(
+                    asked[None, :], policy.tier_weights(data), policy.codes(data)
+                )
                 self.stopped = f"agreement margin {float(margin[0]):.3g} >= {policy.threshold:g}"
                 return self._call_of(int(outcome.served[0]))
         self.stopped = f"escalated to {self._fallback_role(policy.fallback)}"
@@ -223,7 +230,7 @@ class PolicyRun:
         """When the fallback failed: the cascade's vote over the tiers that answered."""
         policy = self.served.policy
         data = self._data()
-        chosen, _ = weighted_vote(asked[None, :], policy.tier_weights(data), data.codes)
+        chosen, _ = weighted_vote(asked[None, :], policy.tier_weights(data), policy.codes(data))
         if chosen[0] < 0:
             return None
         self.stopped += " (failed; the tiers' vote served)"

@@ -1,0 +1,134 @@
+"""The tested family: a training front that survives tight alpha, never dearer than the reference.
+
+:func:`racer.policies.certify.training_front` keeps the policies on the training
+risk-cost front. With a few hundred training queries that front is noisy: at a tight
+alpha the policy that is cheapest at the target risk on new data is often dominated on
+the training split by a policy that was lucky there, and is pruned away (RouterBench ARC,
+400 training queries, alpha 0.02: 0.657 of gpt-4's cost left in the pruned family against
+0.333 in the whole grid). :func:`bootstrap_front` keeps every policy that is on the front
+of the training split *or* of one of ``n_resamples`` bootstrap resamples of it: a policy
+pruned only by sampling noise is on some resample's front and stays.
+
+:func:`never_dearer` drops the policies whose training cost exceeds the reference's: such
+a policy can never be the cheapest certified one in expectation, and testing it costs
+family-wise error. :func:`dearer_than_reference` says, for a policy kept, on how many
+queries escalation still makes it cost more than the reference alone (a cascade pays its
+cheap tiers *and* the reference when it escalates).
+
+Validity (METHOD.md section 5b): every function here reads the training split only
+(the bootstrap is seeded and resamples training rows), so the family and its
+fixed-sequence order are fixed before calibration and Learn-then-Test's guarantee
+P(R(chosen) <= alpha) >= 1 - delta holds unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from racer.policies.certify import training_front
+
+DEFAULT_RESAMPLES = 20
+
+
+def bootstrap_front(
+    training_losses: np.ndarray,
+    training_costs: np.ndarray,
+    first: int = 0,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """The union of the training front and the fronts of bootstrap resamples, safest first.
+
+    Parameters
+    ----------
+    training_losses, training_costs : numpy.ndarray, shape (n, K)
+        Each policy's loss and cost on each *training* query.
+    first : int
+        The policy always kept (always calling the fallback).
+    n_resamples : int
+        Bootstrap resamples of the training rows (0: the plain training front).
+    seed : int
+        Seed of the resamples.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Positions into the family ordered by full-sample training risk, ties dearer
+        first (the likelier to be safe), as :func:`racer.policies.certify.safest_first`.
+
+    Examples
+    --------
+    >>> losses = np.array([[0, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
+    >>> costs = np.broadcast_to([3.0, 1.0, 1.5], (4, 3))
+    >>> bootstrap_front(losses, costs, n_resamples=0).tolist()
+    [0, 1]
+    >>> sorted(bootstrap_front(losses, costs, n_resamples=20).tolist())
+    [0, 1, 2]
+    """
+    losses = np.asarray(training_losses, dtype=float)
+    costs = np.asarray(training_costs, dtype=float)
+    kept = np.zeros(losses.shape[1], dtype=bool)
+    kept[training_front(losses, costs, first)] = True
+    rng = np.random.default_rng(seed)
+    n = losses.shape[0]
+    for _ in range(n_resamples):
+        rows = rng.integers(0, n, size=n)
+        kept[training_front(losses[rows], costs[rows], first)] = True
+    positions = np.flatnonzero(kept)
+    risk = losses.mean(axis=0)[positions]
+    cost = costs.mean(axis=0)[positions]
+    return positions[np.lexsort((-cost, risk))]
+
+
+def never_dearer(order: np.ndarray, training_costs: np.ndarray, reference_index: int) -> np.ndarray:
+    """``order`` without the policies whose mean training cost exceeds the reference's.
+
+    Parameters
+    ----------
+    order : numpy.ndarray of int
+        Positions into the family (a fixed-sequence order).
+    training_costs : numpy.ndarray, shape (n, K)
+        Each policy's cost on each training query.
+    reference_index : int
+        The position of "always call the reference" (always kept).
+
+    Returns
+    -------
+    numpy.ndarray of int
+        The positions kept, in their order.
+    """
+    order = np.asarray(order, dtype=int)
+    mean_cost = np.asarray(training_costs, dtype=float).mean(axis=0)
+    keep = (mean_cost[order] <= mean_cost[reference_index]) | (order == reference_index)
+    return order[keep]
+
+
+def dearer_than_reference(policy_costs: np.ndarray, reference_costs: np.ndarray) -> dict:
+    """Where a policy costs more than the reference alone, query by query.
+
+    Parameters
+    ----------
+    policy_costs, reference_costs : numpy.ndarray, shape (n,)
+        The policy's cost and the reference's call cost on each query.
+
+    Returns
+    -------
+    dict
+        ``share``: the share of queries where the policy costs more than the reference
+        (escalation pays the cheap tiers and the reference); ``max_ratio``: the largest
+        per-query ratio of the two costs (1.0 or less when never dearer); ``mean_ratio``:
+        the ratio of the mean costs.
+    """
+    policy_costs = np.asarray(policy_costs, dtype=float)
+    reference_costs = np.asarray(reference_costs, dtype=float)
+    positive = reference_costs > 0
+    ratios = policy_costs[positive] / reference_costs[positive]
+    reference_total = reference_costs.sum()
+    return {
+        "share": float(np.mean(policy_costs > reference_costs)) if policy_costs.size else 0.0,
+        "max_ratio": float(ratios.max()) if ratios.size else float("nan"),
+        "mean_ratio": float(policy_costs.sum() / reference_total)
+        if reference_total > 0
+        else float("nan"),
+    }

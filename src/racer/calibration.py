@@ -157,7 +157,8 @@ def _per_point_steps(
     quality_aug = np.empty(entry.shape, dtype=float)
     quality_aug[:, 0] = right
     quality_aug[:, 1:] = quality
-    np.nan_to_num(quality_aug, copy=False, nan=0.0)  # unknowns at their worst (in place)
+    if np.isnan(np.sum(quality_aug)):
+        np.nan_to_num(quality_aug, copy=False, nan=0.0)  # unknowns at their worst (in place)
     return best_quality_steps(loss_entry, quality_aug)
 
 

@@ -146,6 +146,13 @@ def test_integer_group_labels_are_named_in_string_order_whatever_their_range(wid
     assert [names[c] for c in codes] == [str(v) for v in labels.tolist()]
 
 
+def test_string_group_labels_are_coded_by_their_position_among_the_sorted_names():
+    labels = np.random.default_rng(0).choice(["mmlu", "arc", "", "gsm 8k", "é"], 200)
+    names, codes = encode_groups(labels.astype(object), 200)
+    assert names == tuple(sorted(set(labels.tolist())))
+    assert np.array_equal(np.array(names)[codes], labels)
+
+
 def test_group_risk_table_counts_each_groups_mean_loss():
     table = group_risk_table(np.array([1.0, 0, 0, 1, 1, 0]), ["x", "y", "x", "y", "y", "x"], 0.5)
     assert table.n.tolist() == [3, 3]

@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from racer import bounds
-from racer.calibration import calibrate, point_losses, risk_curve
+from racer.calibration import (
+    calibrate,
+    calibrate_breakpoints,
+    loss_breakpoints,
+    point_losses,
+    risk_curve,
+)
 from racer.exceptions import InfeasibleCalibrationError
 from racer.sets import augmented_scores, entry_levels
 
@@ -154,3 +160,21 @@ def test_a_priced_refusal_gives_way_to_the_cheapest_certified_lambda():
     assert priced_threshold(entry, 0.1, refusal_cost=1.5) == 0.3
     assert priced_threshold(entry, 0.1, model_costs=np.array([0.2, 5.0]), refusal_cost=0.3) == 0.3
     assert priced_threshold(entry, 0.35, refusal_cost=9.0) == 0.35  # never below the RCPS lambda
+
+
+@pytest.mark.parametrize("bound", ["binomial", "hb", "hoeffding"])
+@pytest.mark.parametrize("guarantee", ["pac", "expectation"])
+def test_calibrating_a_groups_breakpoints_equals_calibrating_its_points(bound, guarantee):
+    scores, labels = make_problem(seed=4)
+    labels[::7, 1] = np.nan  # unknown labels at their worst case
+    entry = entries(scores)
+    rows = np.flatnonzero(np.arange(len(scores)) % 3 != 0)[::-1]  # any order
+    direct = calibrate(entry[rows], labels[rows], alpha=0.2, bound=bound, guarantee=guarantee)
+    from_breakpoints = calibrate_breakpoints(
+        loss_breakpoints(entry, labels)[rows], alpha=0.2, bound=bound, guarantee=guarantee
+    )
+    assert from_breakpoints.threshold == direct.threshold
+    assert from_breakpoints.risk_bound == direct.risk_bound
+    assert np.array_equal(from_breakpoints.curve.loss_totals, direct.curve.loss_totals)
+    with pytest.raises(ValueError, match="needs each point's losses"):
+        calibrate_breakpoints(loss_breakpoints(entry, labels), alpha=0.2, bound="wsr")

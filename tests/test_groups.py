@@ -137,6 +137,22 @@ def test_group_labels_are_encoded_as_sorted_strings_and_checked():
     assert names == ("b", POOLED) and codes.tolist() == [1, 0, 1, 0] and pooled == ("a", "c")
 
 
+@pytest.mark.parametrize("wide", [False, True])
+def test_integer_group_labels_are_named_in_string_order_whatever_their_range(wide):
+    labels = np.array([10, -2, 9, 10, 100_000 if wide else 7], dtype=np.int32)
+    names, codes = encode_groups(labels, 5)
+    top = "100000" if wide else "7"
+    assert names == tuple(sorted(["-2", "10", "9", top]))
+    assert [names[c] for c in codes] == [str(v) for v in labels.tolist()]
+
+
+def test_string_group_labels_are_coded_by_their_position_among_the_sorted_names():
+    labels = np.random.default_rng(0).choice(["mmlu", "arc", "", "gsm 8k", "é"], 200)
+    names, codes = encode_groups(labels.astype(object), 200)
+    assert names == tuple(sorted(set(labels.tolist())))
+    assert np.array_equal(np.array(names)[codes], labels)
+
+
 def test_group_risk_table_counts_each_groups_mean_loss():
     table = group_risk_table(np.array([1.0, 0, 0, 1, 1, 0]), ["x", "y", "x", "y", "y", "x"], 0.5)
     assert table.n.tolist() == [3, 3]

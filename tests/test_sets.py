@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from racer.sets import augmented_scores, entry_levels, lambda_range, sets_at
+from racer.sets import augmented_scores, entry_levels, lambda_range, score_entry_levels, sets_at
 
 score_matrices = st.integers(1, 6).flatmap(
     lambda m: arrays(
@@ -115,3 +115,37 @@ def test_bad_options_are_refused():
         augmented_scores(np.ones((1, 2)) / 2, "mean")
     with pytest.raises(ValueError, match="abstain_scores="):
         augmented_scores(np.ones((1, 2)) / 2, "given")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    scores=score_matrices,
+    family=families,
+    abstain_score=st.sampled_from(["max", "product", "given"]),
+    abstention=st.booleans(),
+    refusals=st.booleans(),
+)
+def test_entry_levels_straight_from_scores_equal_the_augmented_path_bit_for_bit(
+    scores, family, abstain_score, abstention, refusals
+):
+    scores = np.vstack([scores, np.full(scores.shape[1], 1e-17)])
+    scores[-1, -1] = 2e-17  # a top score that ties with another only after 1 - s
+    given_scores = np.linspace(0.0, 1.0, len(scores))
+    costs = np.linspace(1.0, 3.0, scores.shape[1])
+    expected = entry_levels(
+        augmented_scores(scores, abstain_score, given_scores),
+        family,
+        abstention=abstention,
+        refusals=refusals,
+        costs=costs,
+    )
+    entry = score_entry_levels(
+        scores,
+        family,
+        abstain_score=abstain_score,
+        abstain_scores=given_scores,
+        abstention=abstention,
+        refusals=refusals,
+        costs=costs,
+    )
+    assert np.array_equal(entry, expected)

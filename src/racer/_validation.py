@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -74,14 +75,40 @@ def check_scores(values: Any, name: str = "scores") -> np.ndarray:
     return scores
 
 
-def check_labels(values: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Labels: 0/1 or graded quality in [0, 1], NaN meaning unknown."""
+@dataclass(frozen=True)
+class CheckedLabels:
+    """A checked label matrix and what the checks learned about it.
+
+    Attributes
+    ----------
+    values : numpy.ndarray, shape (n, M)
+        The labels (not copied when they were a float64 array already).
+    binary : bool
+        Whether every known value is exactly 0 or 1.
+    has_unknown : bool
+        Whether some label is NaN.
+    """
+
+    values: np.ndarray
+    binary: bool
+    has_unknown: bool
+
+
+def checked_labels(values: Any, shape: tuple[int, int]) -> CheckedLabels:
+    """Labels: 0/1 or graded quality in [0, 1], NaN meaning unknown.
+
+    0/1 labels without NaN (the common case) are recognised by two counts; only other
+    labels pay for the range and NaN checks.
+    """
     labels = check_matrix(values, "labels")
     if labels.shape != shape:
         raise ValueError(
             f"labels have shape {labels.shape} but scores have shape {shape}; "
             "both need one row per query and one column per model, in the same order."
         )
+    zero_or_one = int(np.count_nonzero(labels == 0)) + int(np.count_nonzero(labels == 1))
+    if zero_or_one == labels.size:
+        return CheckedLabels(labels, binary=True, has_unknown=False)
     low, high = np.fmin.reduce(labels, axis=None), np.fmax.reduce(labels, axis=None)
     if low < 0 or high > 1:
         outside = labels[(labels < 0) | (labels > 1)]
@@ -89,7 +116,15 @@ def check_labels(values: Any, shape: tuple[int, int]) -> np.ndarray:
             "labels must be 0/1 (or a graded quality in [0, 1]) with NaN for unknown; "
             f"found {outside.size} value(s) outside [0, 1], e.g. {outside[:3]}."
         )
-    return labels
+    n_unknown = int(np.count_nonzero(np.isnan(labels)))
+    return CheckedLabels(
+        labels, binary=zero_or_one == labels.size - n_unknown, has_unknown=n_unknown > 0
+    )
+
+
+def check_labels(values: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Labels: 0/1 or graded quality in [0, 1], NaN meaning unknown (:func:`checked_labels`)."""
+    return checked_labels(values, shape).values
 
 
 def check_vector(values: Any, name: str, length: int, low: float, high: float) -> np.ndarray:

@@ -43,7 +43,6 @@ from racer.losses import (
     losses_on_grid,
     served_losses,
     unanswerable,
-    worst_case_quality,
 )
 from racer.ltt import LTTResult, binomial_pvalues, learn_then_test, ltt_certify, ltt_pvalues
 
@@ -59,8 +58,10 @@ __all__ = [
     "admissible",
     "binomial_pvalues",
     "calibrate",
+    "calibrate_breakpoints",
     "calibrate_strict",
     "control_fwer",
+    "first_good_level",
     "learn_then_test",
     "loss_breakpoints",
     "ltt_certify",
@@ -79,7 +80,11 @@ BOUNDS = ("binomial", "hb", "hoeffding", "wsr")
 
 
 def _abstain_candidate(
-    entry: np.ndarray, quality: np.ndarray, abstention: bool, binary: bool
+    entry: np.ndarray,
+    quality: np.ndarray,
+    abstention: bool,
+    binary: bool,
+    no_good: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """When the abstain candidate joins as seen by the loss, and whether it is right.
 
@@ -88,11 +93,14 @@ def _abstain_candidate(
     (:mod:`racer.losses`): for 0/1 labels the query counts as unanswerable only once every
     unknown model has joined too (an unknown outside the set could be the good one); for
     graded quality never. Without abstention the candidate is always present (-inf).
+    ``no_good``: for 0/1 labels, the points with no label 1 when the caller has them
+    (then exactly the points whose known labels are all 0).
     """
     join = entry[:, 0] if abstention else np.full(entry.shape[0], -np.inf)
     if not np.isnan(np.sum(quality)):  # no unknown label: one pass, no masks
-        return join, unanswerable(quality)
-    _, unknown, known_zero = worst_case_quality(quality)
+        return join, unanswerable(quality) if no_good is None else no_good
+    unknown = np.isnan(quality)
+    known_zero = np.all((quality == 0) | unknown, axis=1) if no_good is None else no_good
     if binary:
         unknown_join = np.max(entry[:, 1:], axis=1, where=unknown, initial=-np.inf)
         return np.maximum(join, unknown_join), known_zero
@@ -109,24 +117,33 @@ def point_losses(
     return served_losses("flag" if abstention else "off", entry <= lam, quality)
 
 
-def loss_breakpoints(entry: np.ndarray, labels: np.ndarray, abstention: bool = True) -> np.ndarray:
+def first_good_level(entry: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """For 0/1 labels: the level at which each point's first known good model joins.
+
+    ``+inf`` when no label is 1 (model entry levels are never ``+inf``). Unknown (NaN)
+    labels are not good.
+    """
+    return np.min(entry[:, 1:], axis=1, where=labels == 1, initial=np.inf)
+
+
+def loss_breakpoints(
+    entry: np.ndarray,
+    labels: np.ndarray,
+    abstention: bool = True,
+    *,
+    first_good: np.ndarray | None = None,
+) -> np.ndarray:
     """For 0/1 labels: the lambda at which each point's loss drops from 1 to 0.
 
     The loss at lambda is ``1{lambda < breakpoint}``: the breakpoint is the entry level
-    of the first known good model, or, for a query that may have no good model, the
-    level at which the abstain candidate joins (:func:`_abstain_candidate`; ``+inf`` when
-    a known good label rules that out).
+    of the first known good model (:func:`first_good_level`, computed unless given), or,
+    for a query with no known good model, the level at which the abstain candidate joins
+    (:func:`_abstain_candidate`).
     """
-    breakpoints = np.empty(entry.shape[0])
-    join, right = _abstain_candidate(entry, labels, abstention, True)
-    abstain_entry = np.where(right, join, np.inf)
-    block = 16_384  # row blocks keep the temporaries in cache
-    for start in range(0, entry.shape[0], block):
-        rows = slice(start, start + block)
-        first_good = np.where(labels[rows] == 1, entry[rows, 1:], np.inf).min(axis=1)
-        # model entry levels are never +inf, so +inf means "no good model"
-        breakpoints[rows] = np.where(first_good < np.inf, first_good, abstain_entry[rows])
-    return breakpoints
+    first_good = first_good_level(entry, labels) if first_good is None else first_good
+    no_good = first_good == np.inf
+    join, _ = _abstain_candidate(entry, labels, abstention, True, no_good)
+    return np.where(no_good, join, first_good)
 
 
 def _per_point_steps(
@@ -139,7 +156,9 @@ def _per_point_steps(
     loss_entry[:, 0] = join
     quality_aug = np.empty(entry.shape, dtype=float)
     quality_aug[:, 0] = right
-    quality_aug[:, 1:] = worst_case_quality(quality)[0]
+    quality_aug[:, 1:] = quality
+    if np.isnan(np.sum(quality_aug)):
+        np.nan_to_num(quality_aug, copy=False, nan=0.0)  # unknowns at their worst (in place)
     return best_quality_steps(loss_entry, quality_aug)
 
 
@@ -478,7 +497,51 @@ def calibrate(
             curve=curve,
         )
 
-    curve = _risk_curve(entry, quality, abstention, lambda_range[0], binary)
+    return _rcps_choice(
+        _risk_curve(entry, quality, abstention, lambda_range[0], binary), bound, alpha, delta
+    )
+
+
+def calibrate_breakpoints(
+    breakpoints: np.ndarray,
+    *,
+    alpha: float,
+    delta: float = 0.1,
+    bound: str = "binomial",
+    guarantee: str = "pac",
+    lower: float = 0.0,
+) -> CalibrationResult:
+    """:func:`calibrate` for 0/1 labels, from the points' loss breakpoints.
+
+    The same choice as ``calibrate(entry, labels, ...)`` when ``breakpoints`` are
+    :func:`loss_breakpoints` of those points (any order), without the entry levels: a
+    caller that calibrates several subsets of the points (per group) computes the
+    breakpoints once. Not for the ``"wsr"`` bound, which needs each point's losses.
+
+    Parameters
+    ----------
+    breakpoints : numpy.ndarray, shape (n,)
+        Each point's loss is ``1{lambda < breakpoint}``.
+    alpha, delta, bound, guarantee
+        As in :func:`calibrate`.
+    lower : float
+        Lower end of the family's lambda range.
+
+    Returns
+    -------
+    CalibrationResult
+    """
+    if guarantee not in GUARANTEES:
+        raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}.")
+    bound = "crc" if guarantee == "expectation" else bound
+    if bound == "wsr":
+        raise ValueError("The 'wsr' bound needs each point's losses; use calibrate().")
+    levels = np.sort(breakpoints)
+    return _rcps_choice(_curve_from_events(levels, None, levels.size, lower), bound, alpha, delta)
+
+
+def _rcps_choice(curve: RiskCurve, bound: str, alpha: float, delta: float) -> CalibrationResult:
+    """The smallest lambda above which every lambda of the curve is certified."""
     ok = admissible(curve, bound, alpha, delta)
     failing = np.flatnonzero(~ok)
     if failing.size and failing[-1] == ok.size - 1:

@@ -74,12 +74,31 @@ def served_rates(mode: str, decision: np.ndarray, quality: np.ndarray) -> Served
     best_served = np.max(model_quality, axis=1, where=invoked, initial=0.0)
     answered = invoked.any(axis=1)
     flagged = decision[:, 0] & answered if mode == "flag" else np.zeros(len(decision), bool)
+    return rates_of_outcomes(answered, flagged, 1.0 - best_served)
+
+
+def rates_of_outcomes(answered: np.ndarray, flagged: np.ndarray, missed: np.ndarray) -> ServedRates:
+    """The four rates from each query's outcome.
+
+    Parameters
+    ----------
+    answered : numpy.ndarray of bool, shape (n,)
+        Whether some model is called.
+    flagged : numpy.ndarray of bool, shape (n,)
+        Whether an answer carries the abstain flag.
+    missed : numpy.ndarray, shape (n,)
+        Whether the served models hold no right answer (bool), or ``1 - best quality
+        served`` (graded).
+
+    Returns
+    -------
+    ServedRates
+    """
     n_flagged = int(np.count_nonzero(flagged))
-    missed = 1.0 - best_served
     return ServedRates(
-        n=len(decision),
+        n=len(answered),
         refusal_rate=float(np.mean(~answered)),
         without_right_answer=float(np.mean(missed)),
-        flag_rate=n_flagged / len(decision),
+        flag_rate=n_flagged / len(answered),
         flag_precision=float(missed[flagged].mean()) if n_flagged else float("nan"),
     )

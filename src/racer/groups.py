@@ -59,7 +59,11 @@ def encode_groups(groups: Any, n: int) -> tuple[tuple[str, ...], np.ndarray]:
             )
     if labels.dtype == object:
         labels = labels.astype(str)
-    names, codes = np.unique(labels, return_inverse=True)
+    names, codes = _small_integer_codes(labels) if labels.dtype.kind in "iu" else (None, None)
+    if names is None or codes is None:
+        # a sort and a search: much faster than np.unique's inverse (an argsort) on strings
+        names = np.unique(labels)
+        codes = np.searchsorted(names, labels)
     if labels.dtype.kind != "U":  # numbers: named as strings, in string order
         as_text = names.astype(str)
         order = np.argsort(as_text, kind="stable")
@@ -67,6 +71,21 @@ def encode_groups(groups: Any, n: int) -> tuple[tuple[str, ...], np.ndarray]:
         rank[order] = np.arange(order.size)
         names, codes = as_text[order], rank[codes]
     return tuple(str(name) for name in names), codes.astype(np.intp)
+
+
+def _small_integer_codes(labels: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``np.unique(labels, return_inverse=True)`` for integers of a small range, by counting
+    instead of sorting; (None, None) when the range is too wide."""
+    if labels.size == 0:
+        return None, None
+    low = int(labels.min())
+    span = int(labels.max()) - low
+    if span >= 1 << 16:
+        return None, None
+    offsets = labels.astype(np.intp) - low
+    present = np.bincount(offsets, minlength=span + 1) > 0
+    position = np.cumsum(present) - 1
+    return np.flatnonzero(present) + low, position[offsets]
 
 
 def group_delta(delta: float, n_groups: int, guarantee: str) -> float:

@@ -156,7 +156,7 @@ def served_losses(
         Losses in [0, 1].
     """
     decision = np.asarray(decision, dtype=bool)
-    model_quality, unknown, known_zero = worst_case_quality(quality)
+    model_quality = np.asarray(quality, dtype=float)
     expected = (model_quality.shape[0], model_quality.shape[1] + 1)
     if decision.shape != expected:
         raise ValueError(
@@ -167,13 +167,18 @@ def served_losses(
     invoked = decision[:, 1:]
     if mode == "strict":
         invoked = invoked & ~decision[:, [0]]
-    binary = is_binary(np.asarray(quality, dtype=float)) if binary is None else binary
-    # unknowns that can still be set to "good" without being invoked make the query answerable
-    free_unknown = unknown & ~invoked if binary else unknown
-    unanswerable = known_zero & ~free_unknown.any(axis=1)
+    if np.isnan(np.sum(model_quality)):  # worst-case masks only when some label is unknown
+        binary = is_binary(model_quality) if binary is None else binary
+        model_quality, unknown, known_zero = worst_case_quality(model_quality)
+        # unknowns that can still be set to "good" without being invoked make the query
+        # answerable
+        free_unknown = unknown & ~invoked if binary else unknown
+        no_good = known_zero & ~free_unknown.any(axis=1)
+    else:
+        no_good = unanswerable(model_quality)
     best_invoked = np.max(model_quality, axis=1, where=invoked, initial=0.0)
     if mode == "flag":
-        return 1.0 - np.maximum(best_invoked, decision[:, 0] & unanswerable)
+        return 1.0 - np.maximum(best_invoked, decision[:, 0] & no_good)
     if mode == "strict":
-        return np.where(decision[:, 0], (~unanswerable).astype(float), 1.0 - best_invoked)
-    return np.where(unanswerable, 0.0, 1.0 - best_invoked)
+        return np.where(decision[:, 0], (~no_good).astype(float), 1.0 - best_invoked)
+    return np.where(no_good, 0.0, 1.0 - best_invoked)

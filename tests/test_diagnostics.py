@@ -55,6 +55,7 @@ def test_unanswerable_share_counts_only_rows_whose_every_label_is_a_known_zero()
     assert router.unanswerable_share_ == pytest.approx(0.1)
 
 
+@pytest.mark.filterwarnings("ignore:The abstain flag is raised:UserWarning")  # incidental here
 def test_with_refusals_allowed_a_priced_refusal_is_not_bought_below_its_cost():
     rng = np.random.default_rng(2)
     scores = rng.uniform(size=(3000, 4))

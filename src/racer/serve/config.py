@@ -266,6 +266,15 @@ class ServerConfig(_Strict):
         A client that has not sent its whole request (head and body) this long after
         the connection's first byte gets 408 and the connection is closed; idle
         keep-alive connections are closed after this long too.
+    max_in_flight : int, default 256
+        Chat completions one process works on at once (streams until their last
+        byte). One more is answered 429 with ``Retry-After`` at once instead of
+        queueing (:mod:`racer.serve.admission`): beyond the process's capacity a queue
+        only adds latency to every request. Size it to about the requests per second
+        one process sustains times the backends' latency.
+    worker_ready_timeout_s : float, default 60
+        With ``racer serve --workers N``: how long a worker started by SIGHUP may take
+        to load before uvicorn gives up and keeps the old workers (logged as an error).
     """
 
     host: str = "127.0.0.1"
@@ -273,6 +282,8 @@ class ServerConfig(_Strict):
     max_request_bytes: int = Field(1_000_000, ge=1024)
     max_header_bytes: int = Field(16_384, ge=1024)
     read_timeout_s: float = Field(10.0, gt=0)
+    max_in_flight: int = Field(256, ge=1)
+    worker_ready_timeout_s: float = Field(60.0, gt=0)
 
 
 class DecisionLogConfig(_Strict):
@@ -297,6 +308,12 @@ class DecisionLogConfig(_Strict):
     max_rows : int, optional
         Keep only this many decisions, the newest. Decisions with feedback are kept
         either way (the risk monitors are rebuilt from them).
+    share_reloads : bool, optional
+        Publish ``POST /admin/reload`` and SIGHUP reloads in the log's database and
+        follow the ones other processes publish (about once a second), with the risk
+        monitors brought up to the shared feedback at the same time. Unset: on for a
+        PostgreSQL log (instances sharing it follow each other), off for SQLite
+        (``racer serve --workers N`` turns it on for its workers).
 
     SQLite files are created readable by their owner only (mode 0600).
     """
@@ -306,6 +323,13 @@ class DecisionLogConfig(_Strict):
     on_log_failure: Literal["serve", "refuse"] = "serve"
     retention_days: float | None = Field(None, gt=0)
     max_rows: int | None = Field(None, ge=1)
+    share_reloads: bool | None = None
+
+    def shares_reloads(self) -> bool:
+        """Whether reloads are shared through the log (see ``share_reloads``)."""
+        if self.share_reloads is not None:
+            return self.share_reloads
+        return not self.url.startswith("sqlite://")
 
     @field_validator("url")
     @classmethod

@@ -40,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from racer.serve.audit import AUDIT_SCHEMA
 from racer.serve.decision_log_postgres import (
     connect_postgres,
     connection_lost,
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     latency_ms DOUBLE PRECISION,
     owner TEXT,
     mode TEXT,
-    abstain_flag INTEGER
+    abstain_flag INTEGER,
+    artifact_id TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
@@ -109,10 +111,16 @@ class DecisionRecord:
     owner: str | None = None
     mode: str | None = None
     abstain_flag: bool | None = None
+    artifact_id: str | None = None  # which artifact decided (its risk monitor's feedback)
 
 
 # Columns added after the first release: added to older databases when opened.
-_ADDED_COLUMNS = {"owner": "TEXT", "mode": "TEXT", "abstain_flag": "INTEGER"}
+_ADDED_COLUMNS = {
+    "owner": "TEXT",
+    "mode": "TEXT",
+    "abstain_flag": "INTEGER",
+    "artifact_id": "TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _schema(serial: str) -> list[str]:
-    return [s for s in _SCHEMA.format(serial=serial).split(";") if s.strip()]
+    # the audit tables too: the monitors read which artifact made older decisions there
+    return [s for s in _SCHEMA.format(serial=serial).split(";") if s.strip()] + list(AUDIT_SCHEMA)
 
 
 class DecisionLog:
@@ -551,6 +560,42 @@ class DecisionLog:
                 (after,),
             ).fetchall()
             return [(int(seq), str(route), float(loss)) for seq, route, loss in rows]
+
+        try:
+            return self._submit(read).result()
+        except DecisionLogUnavailable:
+            return []
+
+    def artifact_feedback(
+        self, after: int = 0, route: str | None = None, artifact_id: str | None = None
+    ) -> list[tuple[int, str, str | None, float]]:
+        """Every (seq, route, artifact id, loss) of the feedback stored after ``seq``.
+
+        The artifact is the one that made the decision (decisions logged before this
+        column existed take it from ``decision_audit``; None when neither knows). With
+        ``route`` (and ``artifact_id``), only that route's (and that artifact's) rows.
+        While the log is unavailable: an empty list, as :meth:`feedback_losses`.
+        """
+        where, values = ["f.seq > ?"], [after]
+        if route is not None:
+            where.append("d.route = ?")
+            values.append(route)
+            if artifact_id is not None:
+                where.append("COALESCE(d.artifact_id, a.artifact_id) = ?")
+                values.append(artifact_id)
+        statement = self._sql(
+            "SELECT f.seq, d.route, COALESCE(d.artifact_id, a.artifact_id), f.loss "
+            "FROM feedback f JOIN decisions d ON d.id = f.decision_id "
+            "LEFT JOIN decision_audit a ON a.decision_id = f.decision_id "
+            f"WHERE {' AND '.join(where)} ORDER BY f.seq"
+        )
+
+        def read() -> list[tuple[int, str, str | None, float]]:
+            rows = self._connection.execute(statement, tuple(values)).fetchall()
+            return [
+                (int(seq), str(name), None if made_by is None else str(made_by), float(loss))
+                for seq, name, made_by, loss in rows
+            ]
 
         try:
             return self._submit(read).result()

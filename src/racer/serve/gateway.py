@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -31,6 +30,7 @@ from racer.serve.decision_log import DecisionLog, FeedbackRecord
 from racer.serve.errors import GatewayError, truncate
 from racer.serve.feedback import feedback_loss
 from racer.serve.metrics import GatewayMetrics
+from racer.serve.monitor_sync import MonitorSync
 from racer.serve.records import DecisionRecorder
 from racer.serve.route import Route, load_route
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest, completion_body
@@ -83,9 +83,10 @@ class Gateway:
         self.decision_log = decision_log
         self.metrics = GatewayMetrics(max(len(r.model_names) for r in self.routes.values()))
         self._background: set[asyncio.Task[Any]] = set()
-        self._feedback_seen = 0
-        self._sync_lock = threading.Lock()
+        self.monitors = MonitorSync(decision_log)
         self.sync_monitors()
+        for route in self.routes.values():
+            self.metrics.set_artifact(route.name, route.artifact_id)
         self.audit = Auditor(self.backends, decision_log)  # hook (issue 12)
         self.records = DecisionRecorder(decision_log, self.metrics, self.audit)
         self.strategies = strategies(Services(self.backends, self.records, self.keep_running))
@@ -109,17 +110,13 @@ class Gateway:
     def sync_monitors(self) -> None:
         """Feed the monitors the feedback stored since the last sync, in stored order.
 
-        Every worker process (and every restart) applies the same losses in the same
-        order, so all of them hold the same monitor state.
+        Every worker process and instance sharing the log (and every restart) applies
+        the same losses in the same order, so all of them hold the same monitor state
+        (:mod:`racer.serve.monitor_sync`).
         """
-        with self._sync_lock:  # one sync at a time: each stored loss is applied once
-            rows = self.decision_log.feedback_losses(after=self._feedback_seen)
-            for seq, route_name, loss in rows:
-                self._feedback_seen = max(self._feedback_seen, seq)
-                if route_name in self.routes:
-                    self.routes[route_name].monitor.update(loss)
-            for route in self.routes.values():
-                self.metrics.set_monitor(route.name, route.monitor.state())
+        self.monitors.sync(self.routes)
+        for route in self.routes.values():
+            self.metrics.set_monitor(route.name, route.monitor.state())
 
     async def aclose(self) -> None:
         """Stop abandoned calls, close the backend clients and the decision log."""

@@ -105,6 +105,14 @@ class GatewayMetrics:
             )
             for key, (name, text) in _MONITOR_GAUGES.items()
         }
+        self.route_artifact = Gauge(
+            "racer_route_artifact_info",
+            "1 for the artifact that serves each route (per worker process: workers that "
+            "disagree after a reload show up as several artifact ids).",
+            ["route", "artifact_id"],
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
 
     def observe_request(
         self, route: str, outcome: str, set_size: int, calls: Iterable[BackendCall]
@@ -133,6 +141,18 @@ class GatewayMetrics:
         """Publish a route's monitor state (see :meth:`RiskMonitor.state`)."""
         for key, gauge in self.monitor.items():
             gauge.labels(route).set(float(state[key] or 0.0))
+
+    def set_artifact(self, route: str, artifact_id: str | None) -> None:
+        """Publish which artifact serves ``route``."""
+        self.route_artifact.labels(route, artifact_id or "unknown").set(1)
+
+    def replace_artifact(self, route: str, previous: str | None, current: str | None) -> None:
+        """Publish that ``current`` replaced ``previous`` on ``route``."""
+        if (previous or "unknown") != (current or "unknown"):
+            old = self.route_artifact.labels(route, previous or "unknown")
+            old.set(0)  # with several workers the 0 stays in the shared files
+            self.route_artifact.remove(route, previous or "unknown")
+        self.set_artifact(route, current)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, if several)."""

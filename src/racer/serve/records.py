@@ -132,6 +132,7 @@ class DecisionRecorder:
                 owner=decision.owner,
                 mode=decision.route.mode,
                 abstain_flag=decision.column_0,
+                artifact_id=decision.route.artifact_id,
             )
         )
         self.audit.observe(decision, calls)  # hook (issue 12): audit draw, call probabilities

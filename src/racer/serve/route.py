@@ -125,7 +125,8 @@ class Route:
             "abstention": self.mode,
             "aggregator": self.config.aggregator,
             "monitor": self.monitor.state(),
-            "artifact_id": self.artifact_id,  # hook (issue 12)
+            "artifact_id": self.artifact_id,  # which artifact this process serves
+            "artifact": str(self.config.artifact),
             "audit_rate": self.config.audit_rate,  # hook (issue 12)
             "policy": None if self.policy is None else self.policy.certificate,  # issue 9
         }

@@ -1,0 +1,78 @@
+"""Every route's risk monitor, rebuilt from the feedback in the decision log.
+
+A route's monitor holds the feedback on the decisions its *current artifact* made
+(the decision log records which artifact made each decision): the certificate it
+checks is that artifact's. So the monitor
+
+- survives a reload of the same artifact (SIGHUP, ``POST /admin/reload``) and a
+  restart: an alarm raised by feedback stays raised until a new artifact serves;
+- starts from that artifact's own feedback when another artifact serves (a new
+  certificate gets a new monitor; feedback on the old one's decisions no longer counts);
+- is the same in every worker and every instance that shares the log: each applies
+  the same stored losses in the same (stored) order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from racer.serve.decision_log import DecisionLog
+    from racer.serve.route import Route
+
+
+class MonitorSync:
+    """Applies the feedback stored in ``decision_log`` to the monitors of the routes.
+
+    Parameters
+    ----------
+    decision_log : DecisionLog
+        Where feedback is stored (shared by every worker and instance).
+
+    Notes
+    -----
+    Blocking (database reads): call :meth:`sync` and :meth:`install` off the event loop.
+    """
+
+    def __init__(self, decision_log: DecisionLog):
+        self.decision_log = decision_log
+        self.seen = 0  # the last feedback row applied
+        self._lock = threading.Lock()  # one sync or install at a time: each loss applied once
+
+    def sync(self, routes: MutableMapping[str, Route]) -> int:
+        """Apply the feedback stored since the last call; return how many losses counted."""
+        with self._lock:
+            counted = 0
+            for seq, name, artifact_id, loss in self.decision_log.artifact_feedback(self.seen):
+                self.seen = max(self.seen, seq)
+                route = routes.get(name)
+                if route is not None and artifact_id == route.artifact_id:
+                    route.monitor.update(loss)
+                    counted += 1
+            return counted
+
+    def install(self, routes: MutableMapping[str, Route], new: Route) -> bool:
+        """Serve ``new`` from the next request on, with its artifact's monitor.
+
+        The same artifact as the serving route keeps that route's monitor object;
+        another one gets its monitor rebuilt from the feedback stored on its decisions.
+
+        Returns
+        -------
+        bool
+            Whether the monitor was kept.
+        """
+        with self._lock:
+            old = routes.get(new.name)
+            kept = old is not None and old.artifact_id == new.artifact_id
+            if kept:
+                new.monitor = old.monitor
+            else:
+                rows = self.decision_log.artifact_feedback(0, new.name, new.artifact_id)
+                for seq, _, artifact_id, loss in rows:
+                    if seq <= self.seen and artifact_id == new.artifact_id:
+                        new.monitor.update(loss)  # later rows: applied by the next sync
+            routes[new.name] = new  # one assignment: decided requests keep the old route
+            return kept

@@ -1,0 +1,153 @@
+"""A route's risk monitor belongs to its artifact: it survives reloads of the same artifact
+and restarts, and a new artifact starts from the feedback on its own decisions."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from serve_fakes import ADMIN, AUTH, MODELS, answering, chat
+
+from racer.artifact import save_artifact
+from racer.estimator import RACER
+from racer.routers import make_router
+from racer.serve.app import create_app
+from racer.serve.backends import Backend
+from racer.serve.config import load_config
+from racer.serve.decision_log import DecisionLog
+from racer.serve.gateway import Gateway
+from racer.serve.reload import AbortedRestartAlarm, artifact_id_on_disk, reload_from_file
+from racer.serve.route import load_route
+
+
+def tiny_artifact(folder: Path, alpha: float) -> Path:
+    """A prior router over MODELS, calibrated at ``alpha`` on 200 synthetic queries."""
+    queries = [f"question {i}" for i in range(200)]
+    labels = np.random.default_rng(0).random((200, 3)) < [0.8, 0.6, 0.4]
+    router = make_router("prior").fit(queries, labels, model_names=list(MODELS))
+    scores = router.predict_proba(queries)
+    racer = RACER(alpha=alpha, delta=0.1).fit(scores, labels, model_names=list(MODELS))
+    return save_artifact(folder, router, racer)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("artifacts")
+    return tiny_artifact(folder / "first", 0.1), tiny_artifact(folder / "second", 0.2)
+
+
+def write_config(folder: Path, artifact: Path) -> Path:
+    config = {
+        "backend_defaults": {"retries": 0},
+        "backends": [{"name": m, "base_url": f"http://{m}.invalid/v1"} for m in MODELS],
+        "routes": [{"name": "racer", "artifact": str(artifact)}],
+        "auth": {"api_keys": ["gateway-test-key"], "admin_keys": ["gateway-admin-key"]},
+        "decision_log": {"url": f"sqlite:///{folder / 'decisions.sqlite3'}"},
+    }
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(config_path: Path) -> tuple[Gateway, httpx.AsyncClient]:
+    config = load_config(config_path)
+    backends = {
+        b.name: Backend(b, transport=httpx.MockTransport(answering(f"{b.name} says B")))
+        for b in config.backends
+    }
+    routes = {r.name: load_route(r, config.monitor.delta) for r in config.routes}
+    gateway = Gateway(config, routes, backends, DecisionLog(config.decision_log.url))
+    app = create_app(gateway, frozenset(["gateway-test-key"]), frozenset(["gateway-admin-key"]))
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=AUTH
+    )
+    return gateway, client
+
+
+async def answer_and_judge(client: httpx.AsyncClient, n: int, correct: bool) -> list[str]:
+    ids = []
+    for i in range(n):
+        ids.append((await client.post("/v1/chat/completions", json=chat(f"q{i}"))).json()["id"])
+        response = await client.post("/v1/feedback", json={"id": ids[-1], "correct": correct})
+        assert response.status_code == 200
+    return ids
+
+
+async def reload(client: httpx.AsyncClient, artifact: Path) -> dict:
+    body = {"route": "racer", "artifact": str(artifact)}
+    response = await client.post("/admin/reload", json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def monitor(gateway: Gateway) -> tuple[int, bool]:
+    state = gateway.routes["racer"].monitor.state()
+    return state["n_feedback"], state["alarm"]
+
+
+@pytest.mark.asyncio
+async def test_an_alarm_survives_reloads_of_its_artifact_and_a_new_artifact_starts_afresh(
+    artifacts, tmp_path
+):
+    first, second = artifacts
+    first_id, second_id = artifact_id_on_disk(first), artifact_id_on_disk(second)
+    config_path = write_config(tmp_path, first)
+    gateway, client = start(config_path)
+    await answer_and_judge(client, 15, correct=False)
+    assert monitor(gateway) == (15, True)
+    serving = gateway.routes["racer"]
+    pending = (await client.post("/v1/chat/completions", json=chat("p"))).json()["id"]
+
+    same = await reload(client, first)  # POST /admin/reload of the serving artifact
+    copied = await reload(client, shutil.copytree(first, tmp_path / "copy"))  # same id
+    assert (same["changed"], same["monitor"], copied["changed"]) == (False, "kept", False)
+    assert reload_from_file(gateway, config_path) == {"racer": "unchanged"}  # SIGHUP
+    assert gateway.routes["racer"] is serving and monitor(gateway) == (15, True)
+
+    changed = await reload(client, second)
+    assert (changed["changed"], changed["monitor"]) == (True, "new")
+    assert (changed["previous_artifact_id"], changed["artifact_id"]) == (first_id, second_id)
+    assert monitor(gateway) == (0, False)
+    metrics = (await client.get("/metrics", headers=ADMIN)).text
+    assert f'racer_route_artifact_info{{artifact_id="{second_id}",route="racer"}} 1.0' in metrics
+    assert first_id not in metrics
+    health = (await client.get("/healthz", headers=ADMIN)).json()
+    assert health["routes"]["racer"]["artifact_id"] == second_id
+
+    # Feedback on the new artifact's decisions counts; on the old one's, for the old one.
+    late = await client.post("/v1/feedback", json={"id": pending, "correct": False})
+    assert late.status_code == 200 and monitor(gateway) == (0, False)
+    await answer_and_judge(client, 1, correct=True)
+    assert monitor(gateway) == (1, False)
+
+    back = await reload(client, first)  # the first artifact's monitor, rebuilt from the log
+    assert (back["monitor"], monitor(gateway)) == ("new", (16, True))
+    await client.aclose()
+    await gateway.aclose()
+
+    restarted, client = start(config_path)  # a restart serves the configured first artifact
+    assert monitor(restarted) == (16, True)
+    await client.aclose()
+    await restarted.aclose()
+    restarted, client = start(write_config(tmp_path, second))
+    assert monitor(restarted) == (1, False)
+    await client.aclose()
+    await restarted.aclose()
+
+
+def test_an_aborted_worker_restart_is_logged_as_an_error(caplog):
+    record = logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1,
+        "New child process [12] was not ready in time; keeping worker [7] and aborting the "
+        "restart.", None, None,
+    )  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="racer.serve"):
+        assert AbortedRestartAlarm().filter(record)
+        assert AbortedRestartAlarm().filter(logging.makeLogRecord({"msg": "Started"}))
+    errors = [r for r in caplog.records if r.name == "racer.serve"]
+    assert len(errors) == 1 and "SIGHUP reload NOT done" in errors[0].getMessage()

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 
 from racer.serve.admin import install_admin
+from racer.serve.admission import Admission
 from racer.serve.auth import BearerKeys, Caller, optional_admin
 from racer.serve.config import GatewayConfig
 from racer.serve.errors import GatewayError, truncate
@@ -112,6 +113,9 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit, max_bytes=gateway.config.server.max_request_bytes)
     app.add_middleware(ClientLatency, gateway=gateway)
+    app.add_middleware(  # outermost: a refused request costs no body read
+        Admission, max_in_flight=gateway.config.server.max_in_flight, observer=gateway.metrics
+    )
     client = BearerKeys(api_keys, admin_keys)
     admin_only = [Depends(BearerKeys(api_keys, admin_keys, admin_only=True))]
     client_key = Depends(client)

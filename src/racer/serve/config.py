@@ -144,8 +144,14 @@ class RouteConfig(_Strict):
         Backends tried in order, one at a time, when every model of the set failed.
     score_in_thread : bool, default True
         Score in a worker thread instead of on the event loop, so that one long
-        prompt does not stall every other request. ``false`` saves the thread hop
-        (~0.1 ms) for routers known to be cheap on every input.
+        prompt does not stall every other request; the queries of concurrent
+        requests are scored together, one router call and one thread hop per batch
+        (:mod:`racer.serve.scoring_batcher`). ``false`` scores on the event loop, one
+        query at a time, for routers known to be cheap on every input.
+    batch_scoring : {"one_call", "per_query"}, default "one_call"
+        How a batch of concurrent queries is scored in the thread: in one router call
+        (cheapest; scores may differ from a lone query's in the last bits), or one
+        call per query (bit for bit a lone query's scores).
     deadline_s : float, default 60
         The most a request may take, scoring, retries and fallbacks included. At the
         deadline the answer is formed from the members that have answered; when none
@@ -191,6 +197,7 @@ class RouteConfig(_Strict):
     abstention_message: str = DEFAULT_ABSTENTION_MESSAGE
     fallbacks: list[str] = Field(default_factory=list)
     score_in_thread: bool = True
+    batch_scoring: Literal["one_call", "per_query"] = "one_call"
     deadline_s: float = Field(60.0, gt=0)
     completion: Literal["decided", "all"] = "decided"
     grace_s: float | None = Field(None, gt=0)

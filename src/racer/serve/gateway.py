@@ -34,6 +34,7 @@ from racer.serve.monitor_sync import MonitorSync
 from racer.serve.records import DecisionRecorder
 from racer.serve.route import Route, load_route
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest, completion_body
+from racer.serve.scoring_batcher import ScoringBatcher
 from racer.serve.streaming import answer_events
 
 logger = logging.getLogger("racer.serve")
@@ -90,6 +91,7 @@ class Gateway:
         self.audit = Auditor(self.backends, decision_log)  # hook (issue 12)
         self.records = DecisionRecorder(decision_log, self.metrics, self.audit)
         self.strategies = strategies(Services(self.backends, self.records, self.keep_running))
+        self.scoring = ScoringBatcher()
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Gateway:
@@ -160,8 +162,8 @@ class Gateway:
         started = time.perf_counter() if started is None else started
         route = self.route(request.model)
         query = request.query()
-        if route.config.score_in_thread:
-            scores, invoked, column_0 = await asyncio.to_thread(route.decision, query)
+        if route.config.score_in_thread:  # with the queries of concurrent requests
+            scores, invoked, column_0 = await self.scoring.decision(route, query)
         else:
             scores, invoked, column_0 = route.decision(query)
         return Decision(

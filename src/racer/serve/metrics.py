@@ -105,6 +105,16 @@ class GatewayMetrics:
             )
             for key, (name, text) in _MONITOR_GAUGES.items()
         }
+        self.in_flight = Gauge(
+            "racer_requests_in_flight",
+            "Chat completions being worked on (summed over worker processes).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.overloaded = counter(
+            "racer_requests_overloaded",
+            "Chat completions refused with 429 at server.max_in_flight (admission control).",
+        )
         self.route_artifact = Gauge(
             "racer_route_artifact_info",
             "1 for the artifact that serves each route (per worker process: workers that "
@@ -141,6 +151,14 @@ class GatewayMetrics:
         """Publish a route's monitor state (see :meth:`RiskMonitor.state`)."""
         for key, gauge in self.monitor.items():
             gauge.labels(route).set(float(state[key] or 0.0))
+
+    def requests_in_flight(self, count: int) -> None:
+        """Publish the number of chat completions in flight (admission control)."""
+        self.in_flight.set(count)
+
+    def refused_overloaded(self) -> None:
+        """Count a chat completion refused at ``server.max_in_flight``."""
+        self.overloaded.inc()
 
     def set_artifact(self, route: str, artifact_id: str | None) -> None:
         """Publish which artifact serves ``route``."""

@@ -103,17 +103,36 @@ class Route:
         Column 0 is the abstain flag (mode "flag"), the abstain decision (mode
         "strict": then no model is called) or False (mode "off").
         """
-        scores = np.asarray(self.router.predict_proba([query]), dtype=float).reshape(1, -1)
-        abstain = None if self.abstention is None else self.abstention.abstain_score([query])
+        scores, sets, column_0 = self.decisions([query])
+        return scores[0], sets[0], bool(column_0[0])
+
+    def decisions(self, queries: Sequence[str]) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+        """:meth:`decision` of several queries at once, row by row (one router call).
+
+        Returns
+        -------
+        scores : ndarray of shape (n, M)
+        sets : list of n lists of model names, best-scored first
+        column_0 : ndarray of bool, shape (n,)
+        """
+        queries = list(queries)
+        scores = np.asarray(self.router.predict_proba(queries), dtype=float)
+        scores = scores.reshape(len(queries), -1)
+        abstain = None if self.abstention is None else self.abstention.abstain_score(queries)
         decision = np.asarray(
             self.calibration.predict(scores, include_abstain=True, abstain_scores=abstain),
             dtype=bool,
-        )[0]
-        column_0, invoked = bool(decision[0]), decision[1:]
-        if self.mode == "strict" and column_0:
-            invoked = np.zeros_like(invoked)
-        order = np.argsort(-scores[0], kind="stable")
-        return scores[0], [self.model_names[k] for k in order if invoked[k]], column_0
+        ).reshape(len(queries), -1)
+        column_0, invoked = decision[:, 0], decision[:, 1:]
+        if self.mode == "strict":
+            invoked = invoked & ~column_0[:, None]
+        order = np.argsort(-scores, axis=1, kind="stable")
+        ranked = np.take_along_axis(invoked, order, axis=1)
+        sets = [
+            [self.model_names[k] for k in row[keep]]
+            for row, keep in zip(order, ranked, strict=True)
+        ]
+        return scores, sets, column_0
 
     def describe(self) -> dict[str, Any]:
         """The route's calibration and monitor, for /healthz."""

@@ -54,6 +54,7 @@ from fastapi import FastAPI
 from racer.artifact import METADATA_FILE
 from racer.serve.audit import artifact_id_of
 from racer.serve.config import ConfigError, load_config
+from racer.serve.decision_log import DecisionLogUnavailable
 from racer.serve.errors import GatewayError
 from racer.serve.gateway import Gateway
 from racer.serve.route import Route, load_route
@@ -338,6 +339,8 @@ class ReloadFeed:
             await asyncio.sleep(self.poll_s)
             try:
                 await self.catch_up()
+            except DecisionLogUnavailable:  # logged once by the log; caught up when it is back
+                continue
             except Exception:  # a database hiccup must not end the polling
                 logger.exception("reading shared reloads failed; retrying")
 

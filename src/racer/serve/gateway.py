@@ -128,6 +128,7 @@ class Gateway:
         await self.audit.drain()  # hook (issue 12): finish audited requests first
         await asyncio.gather(*(b.aclose() for b in self.backends.values()))
         self.decision_log.close()
+        self.metrics.close()
 
     def route(self, name: str) -> Route:
         """The route clients call ``name``."""

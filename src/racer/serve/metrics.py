@@ -5,12 +5,16 @@ prometheus_client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` names a dire
 shared by the workers (set before they start), every scrape, whichever worker answers
 it, sums the counters and histograms of all workers, and the monitor gauges show the
 most recent value (every worker derives the same monitor state from the database).
+Per-worker gauges (requests in flight, the artifact each worker serves) leave the
+shared files when their worker stops, and a starting worker removes those of workers
+that died without stopping (``kill -9``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -55,6 +59,7 @@ class GatewayMetrics:
     """
 
     def __init__(self, max_set_size: int):
+        forget_dead_processes()
         self.registry = CollectorRegistry()
 
         def counter(name: str, text: str, *labels: str) -> Counter:
@@ -172,6 +177,14 @@ class GatewayMetrics:
             self.route_artifact.remove(route, previous or "unknown")
         self.set_artifact(route, current)
 
+    def close(self) -> None:
+        """Remove this process's per-worker gauges from the shared files (at shutdown)."""
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if directory:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), directory)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, if several)."""
         if os.environ.get(MULTIPROCESS_ENV):
@@ -181,3 +194,24 @@ class GatewayMetrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def forget_dead_processes() -> list[int]:
+    """Remove the per-worker gauges of workers no longer alive; return their pids."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        return []
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, another user's
+            continue
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(dead)

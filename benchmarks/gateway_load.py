@@ -27,7 +27,7 @@ table lookup of noisy scores (no embedding); ``--artifact DIR`` serves a saved a
 
 Usage (from the project root, on a quiet machine: the numbers of a loaded one say little)::
 
-    python benchmarks/gateway_load.py                  # about 25 minutes with LiteLLM
+    python benchmarks/gateway_load.py                  # about 10 minutes with LiteLLM
     python benchmarks/gateway_load.py --latency-ms 200 --concurrency 50 --repeats 3
     python benchmarks/gateway_load.py --duration-s 5 --workers 1 --out results.json
 """

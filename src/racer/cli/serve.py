@@ -114,6 +114,7 @@ def http_protocol() -> str:
 
 def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[str, Any]) -> None:
     """Run ``workers`` processes sharing the port, the decision log and the metrics."""
+    import logging
     import math
     import os
     import tempfile
@@ -139,8 +140,6 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
     os.environ[CONFIG_ENV] = str(path.resolve())
     os.environ[SHARED_RELOAD_ENV] = "1"  # POST /admin/reload reaches every worker
-    import logging
-
     logging.getLogger("uvicorn.error").addFilter(AbortedRestartAlarm())
     uvicorn.run(
         "racer.serve.app:app_from_environment",

@@ -63,7 +63,8 @@ _ERRORS = {
     404: "Unknown model (route) or decision.",
     409: "Different feedback was already given on this decision.",
     413: "Request body over the configured limit.",
-    429: "Every backend of the routed set is rate-limited; see Retry-After.",
+    429: "The gateway is at server.max_in_flight, or every backend of the routed set is "
+    "rate-limited; see Retry-After.",
     502: "Every backend of the routed set failed.",
     504: "No backend of the routed set answered within the route's deadline_s.",
 }

@@ -151,3 +151,31 @@ def test_an_aborted_worker_restart_is_logged_as_an_error(caplog):
         assert AbortedRestartAlarm().filter(logging.makeLogRecord({"msg": "Started"}))
     errors = [r for r in caplog.records if r.name == "racer.serve"]
     assert len(errors) == 1 and "SIGHUP reload NOT done" in errors[0].getMessage()
+
+
+class LateCommits:
+    """A log whose rows become visible out of seq order (two writers committing)."""
+
+    def __init__(self):
+        self.visible: list[tuple[int, str, str | None, float]] = []
+
+    def artifact_feedback(self, after=0, route=None, artifact_id=None):
+        return [r for r in sorted(self.visible) if r[0] > after]
+
+
+def test_feedback_committed_out_of_order_is_applied_once_late_not_lost():
+    from racer.serve.monitor import RiskMonitor
+    from racer.serve.monitor_sync import MonitorSync
+
+    class Served:
+        name, artifact_id = "racer", "a1"
+        monitor = RiskMonitor(0.1)
+
+    log, route = LateCommits(), Served()
+    sync = MonitorSync(log)
+    log.visible = [(1, "racer", "a1", 1.0), (3, "racer", "a1", 1.0)]  # seq 2 not committed
+    assert sync.sync({"racer": route}) == 2
+    log.visible.append((2, "racer", "a1", 0.0))  # seq 2 commits after seq 3
+    assert sync.sync({"racer": route}) == 1
+    assert sync.sync({"racer": route}) == 0
+    assert (route.monitor.n, route.monitor.total_loss) == (3, 2.0)

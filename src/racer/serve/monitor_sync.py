@@ -9,7 +9,11 @@ checks is that artifact's. So the monitor
 - starts from that artifact's own feedback when another artifact serves (a new
   certificate gets a new monitor; feedback on the old one's decisions no longer counts);
 - is the same in every worker and every instance that shares the log: each applies
-  the same stored losses in the same (stored) order.
+  the same stored losses, in stored order as they become visible.
+
+Concurrent writers (workers, instances on one PostgreSQL) may commit feedback out of
+its ``seq`` order; each sync reads again the last :data:`REREAD` rows before the newest
+one applied, so a row committed late is applied late, not lost.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from racer.serve.decision_log import DecisionLog
     from racer.serve.route import Route
+
+REREAD = 256  # feedback rows read again behind the newest applied one
 
 
 class MonitorSync:
@@ -38,19 +44,25 @@ class MonitorSync:
 
     def __init__(self, decision_log: DecisionLog):
         self.decision_log = decision_log
-        self.seen = 0  # the last feedback row applied
+        self.seen = 0  # the newest feedback row applied
+        self.recent: set[int] = set()  # rows applied among the last REREAD before seen
         self._lock = threading.Lock()  # one sync or install at a time: each loss applied once
 
     def sync(self, routes: MutableMapping[str, Route]) -> int:
         """Apply the feedback stored since the last call; return how many losses counted."""
         with self._lock:
             counted = 0
-            for seq, name, artifact_id, loss in self.decision_log.artifact_feedback(self.seen):
+            rows = self.decision_log.artifact_feedback(max(self.seen - REREAD, 0))
+            for seq, name, artifact_id, loss in rows:
+                if seq <= self.seen - REREAD or seq in self.recent:
+                    continue
                 self.seen = max(self.seen, seq)
+                self.recent.add(seq)
                 route = routes.get(name)
                 if route is not None and artifact_id == route.artifact_id:
                     route.monitor.update(loss)
                     counted += 1
+            self.recent = {seq for seq in self.recent if seq > self.seen - REREAD}
             return counted
 
     def install(self, routes: MutableMapping[str, Route], new: Route) -> bool:
@@ -74,5 +86,7 @@ class MonitorSync:
                 for seq, _, artifact_id, loss in rows:
                     if seq <= self.seen and artifact_id == new.artifact_id:
                         new.monitor.update(loss)  # later rows: applied by the next sync
+                        if seq > self.seen - REREAD:
+                            self.recent.add(seq)  # a late row: not again by the next sync
             routes[new.name] = new  # one assignment: decided requests keep the old route
             return kept

@@ -17,7 +17,7 @@ from racer.routers import KNNRouter, LogisticRouter, PriorRouter, TfidfEmbedder
 from racer.serve.config import RouteConfig
 from racer.serve.monitor import RiskMonitor
 from racer.serve.route import Route
-from racer.serve.scoring_batcher import ScoringBatcher
+from racer.serve.scoring_batcher import LONG_QUERY_CHARS, ScoringBatcher
 
 WORDS = ("algebra", "poem", "history", "code", "physics", "recipe", "law", "chess")
 
@@ -87,7 +87,7 @@ class GatedRouter(TableRouter):
     def predict_proba(self, queries):
         if "bad" in queries:
             raise ValueError("cannot score this query")
-        if "slow" in queries:
+        if any(query.startswith("slow") for query in queries):
             self.release.wait(5)
         return super().predict_proba(queries)
 
@@ -137,3 +137,20 @@ def test_a_query_the_router_cannot_score_fails_only_its_own_request():
     results = asyncio.run(scenario())
     assert isinstance(results[2], ValueError) and "cannot score" in str(results[2])
     assert [r[1] for i, r in enumerate(results) if i != 2] == [[MODELS[0], MODELS[1]]] * 3
+
+
+def test_a_huge_prompt_is_scored_beside_the_batches_and_holds_up_no_one():
+    route, router = gated_route()
+    batcher = ScoringBatcher()
+
+    async def scenario():
+        huge = asyncio.ensure_future(batcher.decision(route, "slow" + "x" * LONG_QUERY_CHARS))
+        await asyncio.sleep(0.05)
+        short = await asyncio.wait_for(batcher.decision(route, "short"), 2.0)
+        huge_done = huge.done()
+        router.release.set()
+        return short, huge_done, await huge
+
+    short, huge_done, huge = asyncio.run(scenario())
+    assert not huge_done and short[1] == huge[1] == [MODELS[0], MODELS[1]]
+    assert batcher.batch_sizes == [1]  # the short one; the huge one went alone

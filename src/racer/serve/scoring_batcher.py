@@ -22,7 +22,9 @@ How a batch is scored is the route's ``batch_scoring``:
   gets bit for bit the scores and set it gets alone.
 
 A batch whose scoring fails is scored again one query at a time, so that one query
-the router cannot score fails only its own request.
+the router cannot score fails only its own request. A query longer than
+:data:`LONG_QUERY_CHARS` is scored alone in its own thread, beside the batches, so that
+one huge prompt does not hold up the requests that arrive while it is scored.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from racer.serve.route import Route
 
 Scored = tuple["np.ndarray", list[str], bool]
+LONG_QUERY_CHARS = 16_384
 
 
 @dataclass
@@ -69,6 +72,8 @@ class ScoringBatcher:
 
     async def decision(self, route: Route, query: str) -> Scored:
         """The route's scores, set and column 0 for ``query`` (as ``route.decision``)."""
+        if len(query) > LONG_QUERY_CHARS:
+            return (await asyncio.to_thread(_score, route, [query]))[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scored] = loop.create_future()
         queue = self._queues.get(id(route))

@@ -1,16 +1,21 @@
 """Bounded loopback load test of the routing gateway, side by side with LiteLLM's proxy.
 
 Starts, as separate processes on 127.0.0.1, one replay server per RouterBench model
-(real recorded responses, a fixed injected latency), then in turn the RACER gateway
-and LiteLLM's proxy in front of them, each with 1 and with several worker processes,
-and sends real RouterBench prompts from 1, 10 and 50 concurrent keep-alive clients for
-a fixed time per level. Both serve one-model sets by default (``--sets one``: RACER's
+(real recorded responses, a fixed injected latency: each of ``--latency-ms``, 200 and
+300 ms by default), then in turn the RACER gateway and LiteLLM's proxy in front of
+them, each with 1 and with 2 worker processes, and sends real RouterBench prompts from
+1, 10, 50 and 200 concurrent keep-alive clients for a fixed time per level. With
+``--repeats N`` every cell is measured N times, the order of RACER and LiteLLM
+alternating between repeats. Both serve one-model sets by default (``--sets one``: RACER's
 route calls only its router's best-scored model; LiteLLM has one deployment), so both
 make exactly one upstream call per request. Overhead is the client-observed latency
 minus the injected backend latency (the same subtraction for both systems). Next to
 RACER's client-side p99 it reports the p99 of RACER's own latency metric
 (``racer_request_latency_seconds``, scraped from ``/metrics`` before and after each
-level), and it prints RACER/LiteLLM ratios.
+level), and it prints RACER/LiteLLM ratios. Requests RACER refuses with 429 at its
+``server.max_in_flight`` (``--max-in-flight``) are counted apart (``refused``), not as
+failures; the last lines check that RACER's p99 overhead is at most LiteLLM's at 50
+clients and that throughput does not fall as clients are added.
 
 LiteLLM lives in its own virtualenv, ``benchmarks/.venv-litellm`` (gitignored), made by::
 
@@ -20,10 +25,11 @@ LiteLLM lives in its own virtualenv, ``benchmarks/.venv-litellm`` (gitignored), 
 Without it (or with ``--no-litellm``) only RACER is measured. The default router is a
 table lookup of noisy scores (no embedding); ``--artifact DIR`` serves a saved artifact.
 
-Usage (from the project root)::
+Usage (from the project root, on a quiet machine: the numbers of a loaded one say little)::
 
-    python benchmarks/gateway_load.py                  # about 5 minutes with LiteLLM
-    python benchmarks/gateway_load.py --duration-s 5 --workers 1,2 --out results.json
+    python benchmarks/gateway_load.py                  # about 10 minutes with LiteLLM
+    python benchmarks/gateway_load.py --latency-ms 200 --concurrency 50 --repeats 3
+    python benchmarks/gateway_load.py --duration-s 5 --workers 1 --out results.json
 """
 
 from __future__ import annotations
@@ -129,6 +135,7 @@ def gateway_app():
             ],
             "auth": {"api_keys": [KEY], "admin_keys": [ADMIN_KEY]},
             "decision_log": {"url": f"sqlite:///{setup['log_dir']}/decisions.sqlite3"},
+            "server": {"max_in_flight": setup["max_in_flight"]},
         }
     )
     if setup["artifact"]:
@@ -243,6 +250,7 @@ def start_racer(args: argparse.Namespace, backends: dict[str, str], workers: int
         "data": str(args.data),
         "sets": args.sets,
         "log_dir": tempfile.mkdtemp(prefix="racer-load-"),
+        "max_in_flight": args.max_in_flight,
     }
     process = subprocess.Popen(
         [sys.executable, __file__, "--role", "gateway", "--port", str(port)]
@@ -358,6 +366,7 @@ async def load_level(
     """``clients`` closed-loop clients for ``duration_s``: latencies, overheads, failures."""
     latencies, overheads, set_sizes = [], [], []
     failures: list[str] = []
+    refused = 0
     bodies = [
         json.dumps({"model": "racer", "messages": [{"role": "user", "content": p}]}).encode()
         for p in prompts
@@ -366,6 +375,7 @@ async def load_level(
     deadline = time.perf_counter() + duration_s
 
     async def client(index: int) -> None:
+        nonlocal refused
         sent = index
         while time.perf_counter() < deadline:
             body = bodies[sent % len(bodies)]
@@ -378,6 +388,10 @@ async def load_level(
                 connections[index] = await Connection.open(url)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
+            if status == 429:  # admission control: the client backs off as Retry-After says
+                refused += 1
+                await asyncio.sleep(1.0)
+                continue
             if status != 200:
                 failures.append(f"HTTP {status}: {payload[:200]!r}")
                 continue
@@ -399,6 +413,7 @@ async def load_level(
         "clients": clients,
         "requests": len(latencies),
         "failed": len(failures),
+        "refused": refused,
         "rps": round(len(latencies) / wall, 1),
         "mean_set_size": round(float(np.mean(set_sizes)), 2) if set_sizes else float("nan"),
         "latency_p50_ms": pct(latencies, 50),
@@ -410,11 +425,13 @@ async def load_level(
 
 
 HEADER = (
+    "backend_ms",
     "system",
     "workers",
     "clients",
     "requests",
     "failed",
+    "refused",
     "rps",
     "mean_set_size",
     "latency_p50_ms",
@@ -435,52 +452,126 @@ def scrape(server: dict) -> dict[float, float]:
 
 
 def measure(
-    args: argparse.Namespace, system: str, server: dict, workers: int, prompts: list[str]
+    args: argparse.Namespace,
+    system: str,
+    server: dict,
+    workers: int,
+    prompts: list[str],
+    latency_ms: float,
 ) -> list[dict]:
     """Every concurrency level against one running server."""
-    asyncio.run(load_level(server["url"], prompts, 4, 2.0, args.latency_ms))  # warm-up
+    asyncio.run(load_level(server["url"], prompts, 4, 2.0, latency_ms))  # warm-up
     rows = []
     for clients in (int(c) for c in args.concurrency.split(",")):
         before = scrape(server)
         cpu_before = process_tree_cpu(server["process"].pid)
-        row = asyncio.run(
-            load_level(server["url"], prompts, clients, args.duration_s, args.latency_ms)
-        )
+        row = asyncio.run(load_level(server["url"], prompts, clients, args.duration_s, latency_ms))
         cpu = process_tree_cpu(server["process"].pid) - cpu_before
         row["server_cpu_ms_per_request"] = round(1000 * cpu / max(row["requests"], 1), 2)
         row["metric_p99_ms"] = float("nan")
         if server["metrics"]:
             row["metric_p99_ms"] = histogram_quantile(0.99, before, scrape(server))
-        rows.append({"system": system, "workers": workers, **row})
+        rows.append({"backend_ms": latency_ms, "system": system, "workers": workers, **row})
         print(" | ".join(str(rows[-1][h]) for h in HEADER), flush=True)
     return rows
 
 
 def ratio_rows(rows: list[dict]) -> list[dict]:
-    """RACER / LiteLLM for each (workers, clients) measured for both."""
-    index = {(r["system"], r["workers"], r["clients"]): r for r in rows}
+    """RACER / LiteLLM for each (backend latency, workers, clients, repeat) measured for both."""
+    index = {
+        (r["repeat"], r["backend_ms"], r["system"], r["workers"], r["clients"]): r for r in rows
+    }
     ratios = []
-    for (system, workers, clients), racer in index.items():
-        litellm_workers = workers if ("litellm", workers, clients) in index else 1
-        other = index.get(("litellm", litellm_workers, clients))
+    for (repeat, backend_ms, system, workers, clients), racer in index.items():
+        same = (repeat, backend_ms, "litellm")
+        litellm_workers = workers if (*same, workers, clients) in index else 1
+        other = index.get((*same, litellm_workers, clients))
         if system != "racer" or other is None:
             continue
-        ratio = {"workers": workers, "litellm_workers": litellm_workers, "clients": clients}
+        ratio = {
+            "repeat": repeat,
+            "backend_ms": backend_ms,
+            "workers": workers,
+            "litellm_workers": litellm_workers,
+            "clients": clients,
+        }
         for name in RATIOS:
             ratio[name] = round(racer[name] / other[name], 2) if other[name] > 0 else float("nan")
         ratios.append(ratio)
     return ratios
 
 
+def throughput_checks(rows: list[dict]) -> list[str]:
+    """Per system, workers and backend latency: does throughput hold as clients are added?"""
+    lines = []
+    cells = sorted({(r["repeat"], r["backend_ms"], r["system"], r["workers"]) for r in rows})
+    for repeat, backend_ms, system, workers in cells:
+        levels = sorted(
+            (r["clients"], r["rps"])
+            for r in rows
+            if (r["repeat"], r["backend_ms"], r["system"], r["workers"])
+            == (repeat, backend_ms, system, workers)
+        )
+        peak = max(rps for _, rps in levels)
+        last = levels[-1][1]
+        verdict = "PASS" if last >= 0.9 * peak else "FAIL"
+        lines.append(
+            f"repeat {repeat}, {backend_ms:g} ms, {system} x{workers}: requests/s by clients "
+            + ", ".join(f"{c}: {rps}" for c, rps in levels)
+            + f" ({verdict}: at {levels[-1][0]} clients {last} >= 0.9 x peak {peak})"
+        )
+    return lines
+
+
 def markdown(rows: list[dict], ratios: list[dict], note: str) -> str:
-    lines = [note, "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(str(r[h]) for h in HEADER) + " |" for r in rows]
+    header = ("repeat", *HEADER)
+    lines = [note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
     if ratios:
-        names = ("workers", "litellm_workers", "clients", *RATIOS)
+        names = ("repeat", "backend_ms", "workers", "litellm_workers", "clients", *RATIOS)
         lines += ["", "RACER / LiteLLM (below 1: RACER is lower)", ""]
         lines += ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
         lines += ["| " + " | ".join(str(r[n]) for n in names) + " |" for r in ratios]
     return "\n".join(lines) + "\n"
+
+
+def measure_latency(
+    args: argparse.Namespace,
+    prompts: list[str],
+    latency_ms: float,
+    repeat: int,
+    racer_workers: list[int],
+    litellm_workers: list[int],
+) -> list[dict]:
+    """Every system and worker count over replay servers answering after ``latency_ms``."""
+    replays, backends = spawn(
+        "--role", "replay", "--data", str(args.data), "--latency-ms", str(latency_ms),
+        "--jitter-ms", str(args.jitter_ms),
+    )  # fmt: skip
+    rows: list[dict] = []
+    try:
+        for workers in sorted(set(racer_workers) | set(litellm_workers)):
+            starters = []
+            if workers in racer_workers:
+                starters.append(("racer", lambda w=workers: start_racer(args, backends, w)))
+            if workers in litellm_workers:
+                starters.append(("litellm", lambda w=workers: start_litellm(backends, w)))
+            if repeat % 2:  # alternate which system runs first
+                starters.reverse()
+            for system, start in starters:
+                server = start()
+                try:
+                    measured = measure(args, system, server, workers, prompts, latency_ms)
+                finally:
+                    stop(server["process"])
+                rows += [{"repeat": repeat, **row} for row in measured]
+    finally:
+        replays.stdin.close()
+        try:
+            replays.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            replays.kill()
+    return rows
 
 
 def main() -> None:
@@ -488,7 +579,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RouterBench CSV.")
-    parser.add_argument("--latency-ms", type=float, default=300.0, help="Injected backend latency.")
+    parser.add_argument(
+        "--latency-ms",
+        default="200,300",
+        help="Injected backend latencies, comma-separated (200: RACER's old cliff; 300: below).",
+    )
     parser.add_argument(
         "--jitter-ms",
         type=float,
@@ -496,13 +591,22 @@ def main() -> None:
         help="Uniform extra backend latency, at most (it then counts as overhead).",
     )
     parser.add_argument("--duration-s", type=float, default=10.0, help="Time per level.")
-    parser.add_argument("--concurrency", default="1,10,50", help="Comma-separated client counts.")
+    parser.add_argument(
+        "--concurrency", default="1,10,50,200", help="Comma-separated client counts."
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="Measure every cell this often.")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=256,
+        help="RACER's server.max_in_flight (admission control: 429 beyond).",
+    )
     parser.add_argument("--workers", default="1,2", help="RACER worker counts, comma-separated.")
     parser.add_argument(
         "--litellm-workers",
-        default="1",
-        help="LiteLLM worker counts (--num_workers), comma-separated. Default 1: on a loaded "
-        "2-core machine its extra workers died at start-up (too slow for the health check).",
+        default="1,2",
+        help="LiteLLM worker counts (--num_workers), comma-separated. On a loaded 2-core "
+        "machine its extra workers may die at start-up (too slow for the health check).",
     )
     parser.add_argument(
         "--sets",
@@ -518,7 +622,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "replay":
-        serve_replays(args.data, args.latency_ms / 1000, args.jitter_ms / 1000)
+        serve_replays(args.data, float(args.latency_ms) / 1000, args.jitter_ms / 1000)
         return
     if args.role == "gateway":
         serve_gateway(args.port, int(args.workers))
@@ -528,37 +632,20 @@ def main() -> None:
     if not with_litellm and not args.no_litellm:
         print(f"LiteLLM not found at {LITELLM} (see the module docstring): RACER only.")
     prompts = [str(q) for q in load(args.data).queries]
-    replays, backends = spawn(
-        "--role", "replay", "--data", str(args.data), "--latency-ms", str(args.latency_ms),
-        "--jitter-ms", str(args.jitter_ms),
-    )  # fmt: skip
     rows: list[dict] = []
     print(" | ".join(HEADER), flush=True)
-    try:
-        racer_workers = [int(w) for w in args.workers.split(",")]
-        litellm_workers = [int(w) for w in args.litellm_workers.split(",")] if with_litellm else []
-        for workers in sorted(set(racer_workers) | set(litellm_workers)):
-            starters = []
-            if workers in racer_workers:
-                starters.append(("racer", lambda w=workers: start_racer(args, backends, w)))
-            if workers in litellm_workers:
-                starters.append(("litellm", lambda w=workers: start_litellm(backends, w)))
-            for system, start in starters:
-                server = start()
-                try:
-                    rows += measure(args, system, server, workers, prompts)
-                finally:
-                    stop(server["process"])
-    finally:
-        replays.stdin.close()
-        try:
-            replays.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            replays.kill()
+    racer_workers = [int(w) for w in args.workers.split(",")]
+    litellm_workers = [int(w) for w in args.litellm_workers.split(",")] if with_litellm else []
+    for repeat in range(args.repeats):
+        for latency_ms in (float(x) for x in args.latency_ms.split(",")):
+            rows += measure_latency(
+                args, prompts, latency_ms, repeat, racer_workers, litellm_workers
+            )
     ratios = ratio_rows(rows)
     note = (
         f"{os.cpu_count()} CPUs shared by the load generator, the replay servers and the "
-        f"gateway; backend latency {args.latency_ms:g} ms + U(0, {args.jitter_ms:g}) ms; "
+        f"gateway (load average at the end: {os.getloadavg()[0]:.1f}); backend latency "
+        f"{args.latency_ms} ms + U(0, {args.jitter_ms:g}) ms; "
         f"{args.duration_s:g} s per level; sets: {args.sets}; router: "
         f"{'artifact ' + args.artifact if args.artifact else 'table lookup (no embedding)'}"
     )
@@ -566,20 +653,25 @@ def main() -> None:
     for row in rows:
         for failure in row["first_failures"]:
             print(f"   {row['system']} x{row['workers']} @{row['clients']} failure: {failure}")
-    top = max(int(c) for c in args.concurrency.split(","))
-    for ratio in (r for r in ratios if r["clients"] == top):
+    levels = [int(c) for c in args.concurrency.split(",")]
+    checked = 50 if 50 in levels else max(levels)
+    for ratio in (r for r in ratios if r["clients"] == checked):
         racer = next(
             r for r in rows
-            if (r["system"], r["workers"], r["clients"]) == ("racer", ratio["workers"], top)
+            if (r["repeat"], r["backend_ms"], r["system"], r["workers"], r["clients"])
+            == (ratio["repeat"], ratio["backend_ms"], "racer", ratio["workers"], checked)
         )  # fmt: skip
         metric_error = abs(racer["metric_p99_ms"] / racer["latency_p99_ms"] - 1)
         print(
-            f"{ratio['workers']} RACER / {ratio['litellm_workers']} LiteLLM worker(s), {top} "
+            f"repeat {ratio['repeat']}, {ratio['backend_ms']:g} ms, {ratio['workers']} RACER / "
+            f"{ratio['litellm_workers']} LiteLLM worker(s), {checked} "
             "clients: p99 overhead RACER/LiteLLM "
             f"{ratio['overhead_p99_ms']} ({'PASS' if ratio['overhead_p99_ms'] <= 1 else 'FAIL'}"
             f" <= 1); RACER p99 metric vs client p99: {metric_error:.0%} off "
             f"({'PASS' if metric_error <= 0.2 else 'FAIL'} <= 20 %)"
         )
+    for line in throughput_checks(rows):
+        print(line)
     if args.out:
         args.out.write_text(json.dumps({"note": note, "rows": rows, "ratios": ratios}, indent=2))
     if args.markdown:

@@ -19,6 +19,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RACER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    """Under ``pytest -n`` each worker gets a PostgreSQL database of its own.
+
+    The PostgreSQL tests drop and recreate the tables of RACER_TEST_POSTGRES_URL's
+    database; two workers doing so at once break each other's tests.
+    """
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("RACER_TEST_POSTGRES_URL")
+    if not worker or not url:
+        return
+    try:
+        import psycopg
+    except ImportError:
+        return  # the PostgreSQL tests skip themselves
+    name = f"racer_test_{worker}"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name}")
+        connection.execute(f"CREATE DATABASE {name}")
+    os.environ["RACER_TEST_POSTGRES_URL"] = f"{url.rsplit('/', 1)[0]}/{name}"
+
+
 def import_or_skip(module: str, extra: str) -> ModuleType:
     """``module``, or a skip that names the extra installing it (the lean test extra leaves
     out Ray, psycopg and schemathesis). With ``RACER_TEST_ALL_EXTRAS=1`` (set by .ci/run)

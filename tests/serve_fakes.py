@@ -247,11 +247,12 @@ def build_gateway(
     max_request_bytes: int = 1_000_000,
     calibration: FixedThreshold | None = None,
     limits: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
 ) -> tuple[Gateway, Any]:
     """A gateway over fake upstreams (one per model of ``MODELS``) and its FastAPI app."""
     config = parse_config(
         {
-            "server": {"max_request_bytes": max_request_bytes},
+            "server": {"max_request_bytes": max_request_bytes, **(server or {})},
             "backend_defaults": {"retries": 0, "backoff_s": 0, **(backend_defaults or {})},
             "backends": [
                 {

@@ -114,6 +114,8 @@ def http_protocol() -> str:
 
 def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[str, Any]) -> None:
     """Run ``workers`` processes sharing the port, the decision log and the metrics."""
+    import logging
+    import math
     import os
     import tempfile
 
@@ -121,7 +123,7 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
 
     from racer.serve.app import CONFIG_ENV
     from racer.serve.metrics import MULTIPROCESS_ENV
-    from racer.serve.reload import SHARED_RELOAD_ENV
+    from racer.serve.reload import SHARED_RELOAD_ENV, AbortedRestartAlarm
 
     if gateway_config.decision_log.url == "sqlite:///:memory:":
         fail(
@@ -138,7 +140,14 @@ def _serve_workers(path: Path, gateway_config: Any, workers: int, options: dict[
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client
     os.environ[CONFIG_ENV] = str(path.resolve())
     os.environ[SHARED_RELOAD_ENV] = "1"  # POST /admin/reload reaches every worker
-    uvicorn.run("racer.serve.app:app_from_environment", factory=True, workers=workers, **options)
+    logging.getLogger("uvicorn.error").addFilter(AbortedRestartAlarm())
+    uvicorn.run(
+        "racer.serve.app:app_from_environment",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=math.ceil(gateway_config.server.worker_ready_timeout_s),
+        **options,
+    )
 
 
 def replay_server(

@@ -1,7 +1,8 @@
 """The admin HTTP routes: ``POST /admin/reload`` (an admin bearer token).
 
 What a reload does is :mod:`racer.serve.reload`; this module is its HTTP route, and
-the wiring that shares reloads between worker processes.
+the wiring that shares reloads between worker processes and between instances on one
+PostgreSQL decision log.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from racer.serve.auth import BearerKeys
 from racer.serve.errors import GatewayError
 from racer.serve.gateway import Gateway
 from racer.serve.middleware import FollowReloads
-from racer.serve.reload import SHARED_RELOAD_ENV, ReloadFeed, prepare_route, swap_route
+from racer.serve.reload import (
+    SHARED_RELOAD_ENV,
+    ReloadFeed,
+    prepare_route,
+    swap_route,
+    unchanged_reload,
+)
 
 
 class ReloadRequest(BaseModel):
@@ -42,11 +49,16 @@ def admin_router(gateway: Gateway, feed: ReloadFeed | None) -> APIRouter:
                 "permission_error",
                 "admin_disabled",
             )
+        unchanged = await asyncio.to_thread(
+            unchanged_reload, gateway, request.route, request.artifact
+        )
+        if unchanged is not None:
+            return {**unchanged, "shared_with_workers": feed is not None}
         old, new = await asyncio.to_thread(
             prepare_route, gateway, request.route, request.artifact
         )  # loading and checking off the event loop: requests keep flowing
-        result = swap_route(gateway, old, new)
-        if feed is not None:  # the other workers apply it within about poll_s
+        result = await asyncio.to_thread(swap_route, gateway, old, new)
+        if feed is not None:  # the other workers and instances apply it within about poll_s
             await asyncio.to_thread(feed.publish, new.name, str(new.config.artifact))
         result["shared_with_workers"] = feed is not None
         return result
@@ -57,13 +69,16 @@ def admin_router(gateway: Gateway, feed: ReloadFeed | None) -> APIRouter:
 def install_admin(app: FastAPI, gateway: Gateway, shared: bool | None = None) -> None:
     """Add ``POST /admin/reload`` (admin bearer token) to the gateway's app.
 
-    With ``shared`` (default: the ``RACER_SHARED_RELOAD`` environment variable is "1",
-    as ``racer serve --workers`` sets it) reloads are published to and followed from
-    the other workers through the decision log (:class:`~racer.serve.reload.ReloadFeed`).
+    With ``shared`` (default: ``decision_log.share_reloads`` of the configuration, or
+    the ``RACER_SHARED_RELOAD`` environment variable is "1", as ``racer serve
+    --workers`` sets it) reloads are published to and followed from the other workers
+    and instances through the decision log (:class:`~racer.serve.reload.ReloadFeed`).
     """
     app.state.gateway = gateway
     if shared is None:
-        shared = os.environ.get(SHARED_RELOAD_ENV) == "1"
+        shared = (
+            gateway.config.decision_log.shares_reloads() or os.environ.get(SHARED_RELOAD_ENV) == "1"
+        )
     feed = ReloadFeed(gateway) if shared else None
     app.state.reload_feed = feed
     if feed is not None:

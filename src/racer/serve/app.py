@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 
 from racer.serve.admin import install_admin
+from racer.serve.admission import Admission
 from racer.serve.auth import BearerKeys, Caller, optional_admin
 from racer.serve.config import GatewayConfig
 from racer.serve.errors import GatewayError, truncate
@@ -65,7 +66,8 @@ _ERRORS = {
     409: "Different feedback was already given on this decision.",
     413: "Request body over the configured limit (or the upstream's limit).",
     422: "The upstream rejected the request as unprocessable (its message is passed on).",
-    429: "Every backend of the routed set is rate-limited; see Retry-After.",
+    429: "The gateway is at server.max_in_flight, or every backend of the routed set is "
+    "rate-limited; see Retry-After.",
     502: "Every backend of the routed set failed.",
     504: "No backend of the routed set answered within the route's deadline_s.",
 }
@@ -115,6 +117,9 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit, max_bytes=gateway.config.server.max_request_bytes)
     app.add_middleware(ClientLatency, gateway=gateway)
+    app.add_middleware(  # outermost: a refused request costs no body read
+        Admission, max_in_flight=gateway.config.server.max_in_flight, observer=gateway.metrics
+    )
     client = BearerKeys(api_keys, admin_keys)
     admin_only = [Depends(BearerKeys(api_keys, admin_keys, admin_only=True))]
     client_key = Depends(client)

@@ -186,8 +186,14 @@ class RouteConfig(_Strict):
         Backends tried in order, one at a time, when every model of the set failed.
     score_in_thread : bool, default True
         Score in a worker thread instead of on the event loop, so that one long
-        prompt does not stall every other request. ``false`` saves the thread hop
-        (~0.1 ms) for routers known to be cheap on every input.
+        prompt does not stall every other request; the queries of concurrent
+        requests are scored together, one router call and one thread hop per batch
+        (:mod:`racer.serve.scoring_batcher`). ``false`` scores on the event loop, one
+        query at a time, for routers known to be cheap on every input.
+    batch_scoring : {"one_call", "per_query"}, default "one_call"
+        How a batch of concurrent queries is scored in the thread: in one router call
+        (cheapest; scores may differ from a lone query's in the last bits), or one
+        call per query (bit for bit a lone query's scores).
     deadline_s : float, default 60
         The most a request may take, scoring, retries and fallbacks included. At the
         deadline the answer is formed from the members that have answered; when none
@@ -254,6 +260,7 @@ class RouteConfig(_Strict):
     abstention_message: str = DEFAULT_ABSTENTION_MESSAGE
     fallbacks: list[str] = Field(default_factory=list)
     score_in_thread: bool = True
+    batch_scoring: Literal["one_call", "per_query"] = "one_call"
     deadline_s: float = Field(60.0, gt=0)
     completion: Literal["decided", "all"] = "decided"
     grace_s: float | None = Field(None, gt=0)
@@ -346,6 +353,15 @@ class ServerConfig(_Strict):
         A client that has not sent its whole request (head and body) this long after
         the connection's first byte gets 408 and the connection is closed; idle
         keep-alive connections are closed after this long too.
+    max_in_flight : int, default 256
+        Chat completions one process works on at once (streams until their last
+        byte). One more is answered 429 with ``Retry-After`` at once instead of
+        queueing (:mod:`racer.serve.admission`): beyond the process's capacity a queue
+        only adds latency to every request. Size it to about the requests per second
+        one process sustains times the backends' latency.
+    worker_ready_timeout_s : float, default 60
+        With ``racer serve --workers N``: how long a worker started by SIGHUP may take
+        to load before uvicorn gives up and keeps the old workers (logged as an error).
     """
 
     host: str = "127.0.0.1"
@@ -353,6 +369,8 @@ class ServerConfig(_Strict):
     max_request_bytes: int = Field(1_000_000, ge=1024)
     max_header_bytes: int = Field(16_384, ge=1024)
     read_timeout_s: float = Field(10.0, gt=0)
+    max_in_flight: int = Field(256, ge=1)
+    worker_ready_timeout_s: float = Field(60.0, gt=0)
 
 
 class DecisionLogConfig(_Strict):
@@ -377,6 +395,12 @@ class DecisionLogConfig(_Strict):
     max_rows : int, optional
         Keep only this many decisions, the newest. Decisions with feedback are kept
         either way (the risk monitors are rebuilt from them).
+    share_reloads : bool, optional
+        Publish ``POST /admin/reload`` and SIGHUP reloads in the log's database and
+        follow the ones other processes publish (about once a second), with the risk
+        monitors brought up to the shared feedback at the same time. Unset: on for a
+        PostgreSQL log (instances sharing it follow each other), off for SQLite
+        (``racer serve --workers N`` turns it on for its workers).
 
     SQLite files are created readable by their owner only (mode 0600).
     """
@@ -386,6 +410,13 @@ class DecisionLogConfig(_Strict):
     on_log_failure: Literal["serve", "refuse"] = "serve"
     retention_days: float | None = Field(None, gt=0)
     max_rows: int | None = Field(None, ge=1)
+    share_reloads: bool | None = None
+
+    def shares_reloads(self) -> bool:
+        """Whether reloads are shared through the log (see ``share_reloads``)."""
+        if self.share_reloads is not None:
+            return self.share_reloads
+        return not self.url.startswith("sqlite://")
 
     @field_validator("url")
     @classmethod

@@ -40,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from racer.serve.audit import AUDIT_SCHEMA
 from racer.serve.decision_log_postgres import (
     connect_postgres,
     connection_lost,
@@ -78,7 +79,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     mode TEXT,
     abstain_flag INTEGER,
     uncertified TEXT,
-    group_name TEXT
+    group_name TEXT,
+    artifact_id TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
@@ -113,6 +115,7 @@ class DecisionRecord:
     abstain_flag: bool | None = None
     uncertified: str | None = None  # why the answer is outside the certificate (None: within)
     group_name: str | None = None  # the request's group (per-group certificates)
+    artifact_id: str | None = None  # which artifact decided (its risk monitor's feedback)
 
 
 # Columns added after the first release: added to older databases when opened.
@@ -122,6 +125,7 @@ _ADDED_COLUMNS = {
     "abstain_flag": "INTEGER",
     "uncertified": "TEXT",
     "group_name": "TEXT",
+    "artifact_id": "TEXT",
 }
 
 
@@ -171,7 +175,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _schema(serial: str) -> list[str]:
-    return [s for s in _SCHEMA.format(serial=serial).split(";") if s.strip()]
+    # the audit tables too: the monitors read which artifact made older decisions there
+    return [s for s in _SCHEMA.format(serial=serial).split(";") if s.strip()] + list(AUDIT_SCHEMA)
 
 
 class DecisionLog:
@@ -567,23 +572,42 @@ class DecisionLog:
         except DecisionLogUnavailable:
             return []
 
-    def feedback_group_losses(self, after: int = 0) -> list[tuple[int, str, str | None, float]]:
-        """Every (seq, route, group, loss) of the feedback stored after ``seq``, oldest first.
+    def artifact_feedback(
+        self, after: int = 0, route: str | None = None, artifact_id: str | None = None
+    ) -> list[tuple[int, str, str | None, str | None, float]]:
+        """Every (seq, route, artifact id, group, loss) of the feedback stored after ``seq``.
 
-        As :meth:`feedback_losses`, with the decision's group (None when it had none).
+        The artifact is the one that made the decision (decisions logged before this
+        column existed take it from ``decision_audit``; None when neither knows); the
+        group is the decision's (None when it had none). With ``route`` (and
+        ``artifact_id``), only that route's (and that artifact's) rows. While the log is
+        unavailable: an empty list, as :meth:`feedback_losses`.
         """
+        where, values = ["f.seq > ?"], [after]
+        if route is not None:
+            where.append("d.route = ?")
+            values.append(route)
+            if artifact_id is not None:
+                where.append("COALESCE(d.artifact_id, a.artifact_id) = ?")
+                values.append(artifact_id)
+        statement = self._sql(
+            "SELECT f.seq, d.route, COALESCE(d.artifact_id, a.artifact_id), d.group_name, "
+            "f.loss FROM feedback f JOIN decisions d ON d.id = f.decision_id "
+            "LEFT JOIN decision_audit a ON a.decision_id = f.decision_id "
+            f"WHERE {' AND '.join(where)} ORDER BY f.seq"
+        )
 
-        def read() -> list[tuple[int, str, str | None, float]]:
-            rows = self._connection.execute(
-                self._sql(
-                    "SELECT f.seq, d.route, d.group_name, f.loss FROM feedback f JOIN decisions "
-                    "d ON d.id = f.decision_id WHERE f.seq > ? ORDER BY f.seq"
-                ),
-                (after,),
-            ).fetchall()
+        def read() -> list[tuple[int, str, str | None, str | None, float]]:
+            rows = self._connection.execute(statement, tuple(values)).fetchall()
             return [
-                (int(seq), str(route), None if group is None else str(group), float(loss))
-                for seq, route, group, loss in rows
+                (
+                    int(seq),
+                    str(name),
+                    None if made_by is None else str(made_by),
+                    None if group is None else str(group),
+                    float(loss),
+                )
+                for seq, name, made_by, group, loss in rows
             ]
 
         try:

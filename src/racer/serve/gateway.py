@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,9 +35,11 @@ from racer.serve.errors import GatewayError, truncate
 from racer.serve.feedback import feedback_loss
 from racer.serve.limits import KeyLimits
 from racer.serve.metrics import GatewayMetrics
+from racer.serve.monitor_sync import MonitorSync
 from racer.serve.records import DecisionRecorder
 from racer.serve.route import Route, load_route
 from racer.serve.schemas import ChatCompletionRequest, FeedbackRequest, completion_body
+from racer.serve.scoring_batcher import ScoringBatcher
 from racer.serve.shadow import ShadowDecisions
 from racer.serve.streaming import AnswerStream, answer_events
 
@@ -90,14 +91,16 @@ class Gateway:
         self.metrics = GatewayMetrics(max(len(r.model_names) for r in self.routes.values()))
         self.metrics.watch_breakers({name: b.breaker for name, b in self.backends.items()})
         self._background: set[asyncio.Task[Any]] = set()
-        self._feedback_seen = 0
-        self._sync_lock = threading.Lock()
+        self.monitors = MonitorSync(decision_log)
         self.sync_monitors()
+        for route in self.routes.values():
+            self.metrics.set_artifact(route.name, route.artifact_id)
         self.audit = Auditor(self.backends, decision_log)  # hook (issue 12)
         self.limits = KeyLimits(config.limits)
         self.shadows = ShadowDecisions(decision_log)
         self.records = DecisionRecorder(decision_log, self.metrics, self.audit, self.limits.charge)
         self.strategies = strategies(Services(self.backends, self.records, self.keep_running))
+        self.scoring = ScoringBatcher()
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Gateway:
@@ -118,19 +121,19 @@ class Gateway:
     def sync_monitors(self) -> None:
         """Feed the monitors the feedback stored since the last sync, in stored order.
 
-        Every worker process (and every restart) applies the same losses in the same
-        order, so all of them hold the same monitor state.
+        Every worker process and instance sharing the log (and every restart) applies
+        the same losses in the same order, so all of them hold the same monitor state
+        (:mod:`racer.serve.monitor_sync`).
         """
-        with self._sync_lock:  # one sync at a time: each stored loss is applied once
-            rows = self.decision_log.feedback_group_losses(after=self._feedback_seen)
-            for seq, route_name, group, loss in rows:
-                self._feedback_seen = max(self._feedback_seen, seq)
-                if route_name in self.routes:
-                    self.routes[route_name].observe_loss(loss, group)
-            for route in self.routes.values():
-                self.metrics.set_monitor(route.name, route.monitor.state())
-                for group, monitor in route.group_monitors.items():
-                    self.metrics.set_group_monitor(route.name, group, monitor.state())
+        self.monitors.sync(self.routes)
+        for route in self.routes.values():
+            self.publish_monitors(route)
+
+    def publish_monitors(self, route: Route) -> None:
+        """Publish the state of ``route``'s monitors (route-wide and per group)."""
+        self.metrics.set_monitor(route.name, route.monitor.state())
+        for group, monitor in route.group_monitors.items():
+            self.metrics.set_group_monitor(route.name, group, monitor.state())
 
     async def aclose(self) -> None:
         """Stop abandoned calls, close the backend clients and the decision log."""
@@ -141,6 +144,7 @@ class Gateway:
         await self.shadows.drain()
         await asyncio.gather(*(b.aclose() for b in self.backends.values()))
         self.decision_log.close()
+        self.metrics.close()
 
     def route(self, name: str) -> Route:
         """The route clients call ``name``."""
@@ -181,8 +185,8 @@ class Gateway:
         query = request.query()
         requested = request.racer_group()
         group = route.group_of(query, group if requested is None else requested)
-        if route.config.score_in_thread:
-            scores, invoked, column_0 = await asyncio.to_thread(route.decision, query, group)
+        if route.config.score_in_thread:  # with the queries of concurrent requests
+            scores, invoked, column_0 = await self.scoring.decision(route, query, group)
         else:
             scores, invoked, column_0 = route.decision(query, group)
         return Decision(

@@ -7,12 +7,16 @@ it, sums the counters and histograms of all workers, and the monitor gauges show
 most recent value (every worker derives the same monitor state from the database).
 Breakers are per process: ``racer_breaker_state`` shows the worst state among the
 workers, and ``racer_breaker_transitions_total`` sums their transitions.
+Per-worker gauges (requests in flight, the artifact each worker serves) leave the
+shared files when their worker stops, and a starting worker removes those of workers
+that died without stopping (``kill -9``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -58,6 +62,7 @@ class GatewayMetrics:
     """
 
     def __init__(self, max_set_size: int):
+        forget_dead_processes()
         self.registry = CollectorRegistry()
 
         def counter(name: str, text: str, *labels: str) -> Counter:
@@ -147,6 +152,24 @@ class GatewayMetrics:
             )
             for key, (name, text) in _MONITOR_GAUGES.items()
         }
+        self.in_flight = Gauge(
+            "racer_requests_in_flight",
+            "Chat completions being worked on (summed over worker processes).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.overloaded = counter(
+            "racer_requests_overloaded",
+            "Chat completions refused with 429 at server.max_in_flight (admission control).",
+        )
+        self.route_artifact = Gauge(
+            "racer_route_artifact_info",
+            "1 for the artifact that serves each route (per worker process: workers that "
+            "disagree after a reload show up as several artifact ids).",
+            ["route", "artifact_id"],
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
 
     def observe_request(
         self, route: str, outcome: str, set_size: int, calls: Iterable[BackendCall]
@@ -200,6 +223,34 @@ class GatewayMetrics:
         for key, gauge in self.group_monitor.items():
             gauge.labels(route, group).set(float(state[key] or 0.0))
 
+    def requests_in_flight(self, count: int) -> None:
+        """Publish the number of chat completions in flight (admission control)."""
+        self.in_flight.set(count)
+
+    def refused_overloaded(self) -> None:
+        """Count a chat completion refused at ``server.max_in_flight``."""
+        self.overloaded.inc()
+
+    def set_artifact(self, route: str, artifact_id: str | None) -> None:
+        """Publish which artifact serves ``route``."""
+        self.route_artifact.labels(route, artifact_id or "unknown").set(1)
+
+    def replace_artifact(self, route: str, previous: str | None, current: str | None) -> None:
+        """Publish that ``current`` replaced ``previous`` on ``route``."""
+        if (previous or "unknown") != (current or "unknown"):
+            old = self.route_artifact.labels(route, previous or "unknown")
+            old.set(0)  # with several workers the 0 stays in the shared files
+            self.route_artifact.remove(route, previous or "unknown")
+        self.set_artifact(route, current)
+
+    def close(self) -> None:
+        """Remove this process's per-worker gauges from the shared files (at shutdown)."""
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if directory:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), directory)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, if several)."""
         for name, breaker in self._breakers.items():  # an open breaker turns half-open in time
@@ -211,3 +262,24 @@ class GatewayMetrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def forget_dead_processes() -> list[int]:
+    """Remove the per-worker gauges of workers no longer alive; return their pids."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        return []
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, another user's
+            continue
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(dead)

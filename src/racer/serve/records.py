@@ -207,6 +207,7 @@ class DecisionRecorder:
                 abstain_flag=decision.column_0,
                 uncertified=uncertified if outcome != "failed" else None,
                 group_name=decision.group,
+                artifact_id=decision.route.artifact_id,
             )
         )
         self.audit.observe(decision, calls)  # hook (issue 12): audit draw, call probabilities

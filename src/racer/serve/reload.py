@@ -2,30 +2,44 @@
 
 (The HTTP route is :mod:`racer.serve.admin`; this module is what it and SIGHUP do.)
 
-The new artifact is loaded and checked before anything changes: it must load
-(format, version, checksums), route between models that all have backends, hold a
-sane calibration (alpha and delta in (0, 1), a finite threshold) and give a valid set
-for a probe query. A refused artifact leaves the old one serving. An accepted one
-replaces the route in one assignment: requests already decided keep the route
-object they started with and finish on the old artifact; the next requests use the
-new one. The decision log records which artifact served each decision
-(``decision_audit.artifact_id``). The route's risk monitor starts afresh: its
-feedback judged the old calibration.
+Only what changed is reloaded: an artifact whose id (the sha256 of its metadata, which
+covers its router, calibration and certificate) is the one serving is left alone,
+and the answer says ``changed: false``. A changed artifact is loaded and checked
+before anything changes: it must load (format, version, checksums), route between
+models that all have backends, hold a sane calibration (alpha and delta in (0, 1), a
+finite threshold) and give a valid set for a probe query. A refused artifact leaves
+the old one serving. An accepted one replaces the route in one assignment: requests
+already decided keep the route object they started with and finish on the old
+artifact; the next requests use the new one. The decision log records which
+artifact made each decision (``decisions.artifact_id``).
 
-With ``racer serve --workers N`` each worker is its own process. ``POST /admin/reload``
-is checked and applied by the worker that receives it, then published in the decision
-log's database (table ``route_reloads``); every other worker polls that table (about
-once a second, :class:`ReloadFeed`) and applies the reload itself, checking it the same
-way. ``SIGHUP`` sent to the ``racer serve`` process makes uvicorn replace the workers one
-at a time, each new one ready before the old one stops: the new workers re-read the
-configuration file and its artifacts. A worker started later (after a crash or a
-SIGHUP) serves the configured artifacts, not earlier ``POST /admin/reload`` ones: write
-the new artifact into the configuration file to make a reload permanent.
+Risk monitors (:mod:`racer.serve.monitor_sync`): a route's monitors (route-wide
+and per group) hold the feedback on its artifact's decisions. They survive reloads of
+the same artifact and restarts (an alarm stays raised); a new artifact, a new
+certificate, starts from the feedback on its own decisions (none, the first time it
+serves).
+
+Shared reloads: with ``racer serve --workers N``, and between instances that share
+one PostgreSQL decision log (``decision_log.share_reloads``), a reload applied by one
+process is published in the log's database (table ``route_reloads``); every other
+process polls that table (about once a second, :class:`ReloadFeed`), applies the
+reload itself, checking it the same way, and brings its monitors up to the shared
+feedback. ``SIGHUP`` to a single-process ``racer serve`` reloads the routes whose
+artifact changed and publishes them. ``SIGHUP`` to a ``racer serve --workers N``
+process makes uvicorn replace the workers one at a time, each new one ready before
+the old one stops: the new workers re-read the configuration file and its artifacts.
+When a new worker is not ready within ``server.worker_ready_timeout_s``, uvicorn keeps
+the old workers and aborts the restart: the gateway logs an error saying so, and
+``racer_route_artifact_info`` and the admin ``/healthz`` show which artifact each
+worker serves. A process started later (after a crash or a SIGHUP) serves the
+configured artifacts, not earlier ``POST /admin/reload`` ones: write the new artifact
+into the configuration file to make a reload permanent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -38,7 +52,10 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
+from racer.artifact import METADATA_FILE
+from racer.serve.audit import artifact_id_of
 from racer.serve.config import ConfigError, load_config
+from racer.serve.decision_log import DecisionLogUnavailable
 from racer.serve.errors import GatewayError
 from racer.serve.gateway import Gateway
 from racer.serve.route import Route, load_route
@@ -87,6 +104,39 @@ def validate_route(route: Route, gateway: Gateway) -> None:
         raise ConfigError(f"route {route.name!r}: the new artifact gave an invalid set.")
 
 
+def artifact_id_on_disk(folder: str | Path) -> str | None:
+    """The id of the artifact in ``folder`` from its metadata alone; None when unreadable."""
+    try:
+        metadata = json.loads((Path(folder) / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return artifact_id_of(metadata) if isinstance(metadata, dict) else None
+
+
+def unchanged_reload(
+    gateway: Gateway, name: str, artifact: str | Path | None = None
+) -> dict[str, Any] | None:
+    """The answer to a reload of the artifact that already serves route ``name``, else None.
+
+    Raises
+    ------
+    GatewayError
+        404 for an unknown route.
+    """
+    route = gateway.route(name)
+    folder = route.config.artifact if artifact is None else Path(artifact)
+    if route.artifact_id is None or artifact_id_on_disk(folder) != route.artifact_id:
+        return None
+    return {
+        "route": name,
+        "artifact": str(folder),
+        "artifact_id": route.artifact_id,
+        "previous_artifact_id": route.artifact_id,
+        "changed": False,
+        "monitor": "kept",
+    }
+
+
 def prepare_route(
     gateway: Gateway, name: str, artifact: str | Path | None = None
 ) -> tuple[Route, Route]:
@@ -121,26 +171,35 @@ def prepare_route(
 
 
 def swap_route(gateway: Gateway, old: Route, new: Route) -> dict[str, Any]:
-    """Serve ``new`` from the next request on; decided requests keep ``old``."""
-    gateway.routes[new.name] = new  # one assignment, on the event loop's thread
-    gateway.metrics.set_monitor(new.name, new.monitor.state())
+    """Serve ``new`` from the next request on; decided requests keep ``old``.
+
+    Blocking (the new monitor is rebuilt from the log): call it off the event loop.
+    """
+    kept = gateway.monitors.install(gateway.routes, new)
+    gateway.publish_monitors(new)
+    gateway.metrics.replace_artifact(new.name, old.artifact_id, new.artifact_id)
     logger.warning(
-        "route %r reloaded: artifact %s -> %s (%s)",
+        "route %r reloaded: artifact %s -> %s (%s); risk monitor %s (%d feedback, alarm %s)",
         new.name,
         old.artifact_id,
         new.artifact_id,
         new.config.artifact,
+        "kept" if kept else "of the new artifact",
+        new.monitor.n,
+        new.monitor.alarm,
     )
     return {
         "route": new.name,
         "artifact": str(new.config.artifact),
         "artifact_id": new.artifact_id,
         "previous_artifact_id": old.artifact_id,
+        "changed": new.artifact_id != old.artifact_id,
+        "monitor": "kept" if kept else "new",
     }
 
 
 def reload_route(gateway: Gateway, name: str, artifact: str | Path | None = None) -> dict[str, Any]:
-    """Load, check and swap in the artifact of route ``name``.
+    """Load, check and swap in the artifact of route ``name``, unless it already serves.
 
     Parameters
     ----------
@@ -154,21 +213,28 @@ def reload_route(gateway: Gateway, name: str, artifact: str | Path | None = None
     Returns
     -------
     dict
-        ``route``, ``artifact``, ``artifact_id`` and ``previous_artifact_id``.
+        ``route``, ``artifact``, ``artifact_id``, ``previous_artifact_id``, ``changed``
+        and ``monitor`` ("kept" or "new").
 
     Raises
     ------
     GatewayError
         404 for an unknown route, 422 when the artifact is refused (the old one stays).
     """
+    unchanged = unchanged_reload(gateway, name, artifact)
+    if unchanged is not None:
+        return unchanged
     return swap_route(gateway, *prepare_route(gateway, name, artifact))
 
 
-def reload_from_file(gateway: Gateway, config_path: str | Path) -> dict[str, Any]:
-    """Re-read the configuration file and reload every route it still names (SIGHUP).
+def reload_from_file(
+    gateway: Gateway, config_path: str | Path, feed: ReloadFeed | None = None
+) -> dict[str, Any]:
+    """Re-read the configuration file and reload the routes whose artifact changed (SIGHUP).
 
     Routes are reloaded one by one; a refused artifact keeps its old one and the
-    others still reload. New routes and backends need a restart.
+    others still reload. New routes and backends need a restart. With ``feed``, the
+    reloads are published to the processes that share it.
     """
     results: dict[str, Any] = {}
     try:
@@ -181,11 +247,13 @@ def reload_from_file(gateway: Gateway, config_path: str | Path) -> dict[str, Any
             results[route_config.name] = "new route: restart the gateway to serve it"
             continue
         try:
-            results[route_config.name] = reload_route(
-                gateway, route_config.name, route_config.artifact
-            )
+            result = reload_route(gateway, route_config.name, route_config.artifact)
         except GatewayError as error:
             results[route_config.name] = str(error)
+            continue
+        results[route_config.name] = "unchanged" if not result["changed"] else result
+        if feed is not None and result["changed"]:
+            feed.publish(route_config.name, result["artifact"])
     return results
 
 
@@ -250,12 +318,15 @@ class ReloadFeed:
             if origin == self.origin or route not in self.gateway.routes:
                 continue
             try:
+                if await asyncio.to_thread(unchanged_reload, self.gateway, route, artifact):
+                    continue
                 old, new = await asyncio.to_thread(prepare_route, self.gateway, route, artifact)
             except GatewayError as error:  # logged by prepare_route; the old one serves
                 logger.warning("shared reload %d not applied here: %s", seq, error)
                 continue
-            swap_route(self.gateway, old, new)
+            await asyncio.to_thread(swap_route, self.gateway, old, new)
             applied += 1
+        await asyncio.to_thread(self.gateway.sync_monitors)  # the peers' feedback too
         return applied
 
     async def start(self) -> None:
@@ -271,18 +342,44 @@ class ReloadFeed:
             await asyncio.sleep(self.poll_s)
             try:
                 await self.catch_up()
+            except DecisionLogUnavailable:  # logged once by the log; caught up when it is back
+                continue
             except Exception:  # a database hiccup must not end the polling
                 logger.exception("reading shared reloads failed; retrying")
 
 
 def install_sighup(app: FastAPI, config_path: str | Path) -> None:
-    """Reload every route from ``config_path`` when the process receives SIGHUP."""
+    """Reload the routes whose artifact changed in ``config_path`` on SIGHUP."""
     if not hasattr(signal, "SIGHUP"):
         return
 
     def on_hangup(*_: Any) -> None:
         gateway = getattr(app.state, "gateway", None)
         if gateway is not None:
-            logger.warning("SIGHUP: reloading routes: %s", reload_from_file(gateway, config_path))
+            feed = getattr(app.state, "reload_feed", None)
+            logger.warning(
+                "SIGHUP: reloading routes: %s", reload_from_file(gateway, config_path, feed)
+            )
 
     signal.signal(signal.SIGHUP, on_hangup)
+
+
+class AbortedRestartAlarm(logging.Filter):
+    """Turns uvicorn's "not ready in time ... aborting the restart" into an explained error.
+
+    Attached to the ``uvicorn.error`` logger of the ``racer serve --workers`` parent:
+    after a SIGHUP, when a new worker is not ready in time, uvicorn keeps the old
+    workers (some may already be replaced) and goes on. This says what that means.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "not ready in time" in message and "aborting the restart" in message:
+            logger.error(
+                "SIGHUP reload NOT done: a new worker was not ready within "
+                "server.worker_ready_timeout_s, so uvicorn kept old workers, which still "
+                "serve the artifacts they had loaded (workers replaced before it may serve "
+                "the new ones). Check racer_route_artifact_info or the admin /healthz, then "
+                "send SIGHUP again (or raise worker_ready_timeout_s)."
+            )
+        return True

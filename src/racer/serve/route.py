@@ -229,20 +229,46 @@ class Route:
         "strict": then no model is called) or False (mode "off"). ``group``: the
         request's group (:meth:`group_of`); it picks the certificate of a per-group route.
         """
-        scores = np.asarray(self.router.predict_proba([query]), dtype=float).reshape(1, -1)
-        abstain = None if self.abstention is None else self.abstention.abstain_score([query])
-        by_group = {} if self.certified_groups is None else {"groups": [group]}
+        scores, sets, column_0 = self.decisions([query], [group])
+        return scores[0], sets[0], bool(column_0[0])
+
+    def decisions(
+        self, queries: Sequence[str], groups: Sequence[str | None] | None = None
+    ) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+        """:meth:`decision` of several queries at once, row by row (one router call).
+
+        ``groups``: each query's group (default: None for every query).
+
+        Returns
+        -------
+        scores : ndarray of shape (n, M)
+        sets : list of n lists of model names, best-scored first
+        column_0 : ndarray of bool, shape (n,)
+        """
+        queries = list(queries)
+        groups = [None] * len(queries) if groups is None else list(groups)
+        if len(groups) != len(queries):
+            raise ValueError(f"{len(queries)} queries but {len(groups)} groups.")
+        scores = np.asarray(self.router.predict_proba(queries), dtype=float)
+        scores = scores.reshape(len(queries), -1)
+        abstain = None if self.abstention is None else self.abstention.abstain_score(queries)
+        by_group = {} if self.certified_groups is None else {"groups": groups}
         decision = np.asarray(
             self.calibration.predict(
                 scores, include_abstain=True, abstain_scores=abstain, **by_group
             ),
             dtype=bool,
-        )[0]
-        column_0, invoked = bool(decision[0]), decision[1:]
-        if self.mode == "strict" and column_0:
-            invoked = np.zeros_like(invoked)
-        order = np.argsort(-scores[0], kind="stable")
-        return scores[0], [self.model_names[k] for k in order if invoked[k]], column_0
+        ).reshape(len(queries), -1)
+        column_0, invoked = decision[:, 0], decision[:, 1:]
+        if self.mode == "strict":
+            invoked = invoked & ~column_0[:, None]
+        order = np.argsort(-scores, axis=1, kind="stable")
+        ranked = np.take_along_axis(invoked, order, axis=1)
+        sets = [
+            [self.model_names[k] for k in row[keep]]
+            for row, keep in zip(order, ranked, strict=True)
+        ]
+        return scores, sets, column_0
 
     def describe(self) -> dict[str, Any]:
         """The route's calibration and monitors (route-wide and per group), for /healthz."""
@@ -256,7 +282,8 @@ class Route:
             "aggregator": self.config.aggregator,
             "monitor": self.monitor.state(),
             "groups": self.describe_groups(),
-            "artifact_id": self.artifact_id,  # hook (issue 12)
+            "artifact_id": self.artifact_id,  # which artifact this process serves
+            "artifact": str(self.config.artifact),
             "audit_rate": self.config.audit_rate,  # hook (issue 12)
             "policy": None if self.policy is None else self.policy.certificate,  # issue 9
         }

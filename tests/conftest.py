@@ -33,6 +33,8 @@ def pytest_configure(config):
     except ImportError:
         return  # the PostgreSQL tests skip themselves
     name = f"racer_test_{worker}"
+    if url.rsplit("/", 1)[-1] == name:  # configured already (a pytest run inside this one)
+        return
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name}")
         connection.execute(f"CREATE DATABASE {name}")

@@ -27,7 +27,8 @@ def test_each_test_runs_in_its_own_empty_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_racer_out_left_by_racer_demo_in_the_checkout_changes_no_result(pytester):
+def test_racer_out_left_by_racer_demo_in_the_checkout_changes_no_result(pytester, monkeypatch):
+    monkeypatch.delenv("RACER_TEST_POSTGRES_URL", raising=False)  # the inner run needs none
     # pytester's folder plays the checkout after the README's first command (racer demo)
     pytester.makeconftest((REPO_ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"))
     (pytester.path / "racer-out").mkdir()

@@ -334,7 +334,10 @@ class ReloadFeed:
         if self.started:
             return
         self.started = True
-        await self.catch_up()
+        try:
+            await self.catch_up()
+        except DecisionLogUnavailable:  # the first request must not fail: the poll catches up
+            pass
         self.gateway.keep_running(asyncio.get_running_loop().create_task(self._poll()))
 
     async def _poll(self) -> None:

@@ -235,6 +235,31 @@ def test_kill_9_under_load_after_an_outside_read_loses_no_answered_decision(
     assert database.stat().st_mode & 0o777 == 0o600
 
 
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_under_load_after_an_outside_read_loses_nothing_on_postgres(deployment, workers):
+    folder, queries = deployment
+    with proxied_postgres() as (url, _):
+        import psycopg
+
+        settings = yaml.safe_load((folder / "gateway.yaml").read_text(encoding="utf-8"))
+        settings["decision_log"] = {"url": url}
+        (folder / f"kill-pg-{workers}.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+        process = start_gateway(folder, port := free_port(), workers, f"kill-pg-{workers}.yaml")
+        load = Load(port, queries, seed=77 + workers)
+        load.wait_for(20)
+        with psycopg.connect(url) as reader:  # an operator's psql, a backup, an export
+            reader.execute("SELECT COUNT(*) FROM decisions").fetchone()
+        load.wait_for(20)  # under load: some answers in flight when the kill comes
+        kill_9(process)
+        load.stop()
+        with psycopg.connect(url) as connection:
+            stored = {row[0] for row in connection.execute("SELECT id FROM decisions")}
+    answered = [a for a in load.answers if a[0] == 200]
+    logged = {decision_id for _, decision_id, was_logged, _ in answered if was_logged}
+    assert len(logged) == len(answered) >= 40  # every answer said logged: true
+    assert logged <= stored
+
 def test_stalled_and_oversized_requests_are_cut_off(deployment):
     folder, _ = deployment
     port = free_port()

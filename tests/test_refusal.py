@@ -50,3 +50,22 @@ def test_reasons_only_for_refused_rows_with_the_estimators_abstain_score():
     reasons = refusal_reasons(calibration, scores, NAMES, np.array([True, False]))
     assert reasons[1] is None
     assert reasons[0].startswith("the abstain score 0.550 reached")
+
+
+def test_a_per_group_calibration_gives_each_refusal_its_own_groups_level():
+    from racer import RACER
+
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(size=(1200, 2))
+    labels = (rng.uniform(size=(1200, 2)) < scores**2).astype(float)
+    groups = np.where(np.arange(1200) % 2 == 0, "easy", "hard")
+    labels[groups == "easy"] = np.maximum(labels[groups == "easy"], 1.0)  # always answerable
+    racer = RACER(alpha=0.2, refusals=True, refusal_cost=0.0).fit(scores, labels, groups=groups)
+    decision = racer.predict(scores, include_abstain=True, groups=groups)
+    refused, _ = decision_outcomes(decision, "flag")
+    assert refused.any()
+    reasons = refusal_reasons(racer, scores, NAMES, refused, groups=groups)
+    for i in np.flatnonzero(refused)[:20]:
+        own = racer.groups_[groups[i]].threshold
+        assert reasons[i] == refusal_reason(scores[i], NAMES, mode="flag", threshold=own)
+    assert racer.groups_["easy"].threshold != racer.groups_["hard"].threshold

@@ -121,6 +121,7 @@ def refusal_reasons(
     model_names: Sequence[str],
     refused: np.ndarray,
     abstain_scores: np.ndarray | None = None,
+    groups: Sequence[str] | np.ndarray | None = None,
 ) -> list[str | None]:
     """:func:`refusal_reason` for each refused row; None for the others.
 
@@ -137,6 +138,9 @@ def refusal_reasons(
         From :func:`decision_outcomes`.
     abstain_scores : numpy.ndarray, shape (n,), optional
         The learned abstain scores, when the calibration uses them.
+    groups : sequence of str, optional
+        Each row's group, for a per-group calibration: the levels in the reason are the
+        group's own (``RACER.thresholds_for``).
     """
     scores = np.asarray(scores, dtype=float)
     mode = str(getattr(calibration, "abstention_mode_", "flag"))
@@ -144,14 +148,20 @@ def refusal_reasons(
     kind = getattr(calibration, "abstain_score", "max")
     if s0 is None and kind in ("max", "product") and len(scores):
         s0 = augmented_scores(scores, kind)[:, 0]
+    if getattr(calibration, "groups_", None) is None:
+        lambdas = np.full(len(scores), float(calibration.threshold_))
+        tau = getattr(calibration, "abstain_threshold_", None)
+        taus = None if tau is None else np.full(len(scores), float(tau))
+    else:
+        lambdas, taus = calibration.thresholds_for(len(scores), groups)
     return [
         refusal_reason(
             scores[i],
             model_names,
             mode=mode,
-            threshold=float(calibration.threshold_),
+            threshold=float(lambdas[i]),
             family=str(getattr(calibration, "family", "threshold")),
-            abstain_threshold=getattr(calibration, "abstain_threshold_", None),
+            abstain_threshold=None if taus is None else float(taus[i]),
             abstain_score=None if s0 is None else float(s0[i]),
         )
         if is_refused

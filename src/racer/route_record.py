@@ -12,7 +12,7 @@ and the artifact's id and certificate.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,7 +20,15 @@ from racer import losses
 from racer.artifact import RouterArtifact
 from racer.refusal import decision_outcomes, refusal_reasons
 
-__all__ = ["abstention_mode", "certificate", "decision_fields", "output_columns", "route_records"]
+__all__ = [
+    "Decided",
+    "abstention_mode",
+    "certificate",
+    "decide",
+    "decision_fields",
+    "output_columns",
+    "route_records",
+]
 
 
 def abstention_mode(artifact: RouterArtifact) -> str:
@@ -61,11 +69,40 @@ def output_columns(model_names: Sequence[str], with_id: bool = True) -> list[str
     ]
 
 
+class Decided(NamedTuple):
+    """What an artifact decided for a batch of queries."""
+
+    scores: np.ndarray  # (n, M) base-router scores
+    decision: np.ndarray  # (n, M + 1) served decision, column 0 the flag or abstention
+    abstain_scores: np.ndarray | None  # the abstention head's, when the artifact has one
+    groups: np.ndarray | None  # each query's group, for a per-group calibration
+
+
+def decide(
+    artifact: RouterArtifact, queries: Sequence[str], groups: Sequence[str] | None = None
+) -> Decided:
+    """Score ``queries`` and form their served decision, as every batch path does.
+
+    ``groups`` (one per query) are needed for a per-group calibration without a group
+    classifier (:meth:`racer.artifact.RouterArtifact.groups_of`).
+    """
+    abstain_scores = None
+    if artifact.abstention is not None:
+        abstain_scores = artifact.abstention.abstain_score(queries)
+    scores = artifact.predict_proba(queries)
+    query_groups = artifact.groups_of(queries, groups)
+    decision = artifact.racer.predict(
+        scores, include_abstain=True, abstain_scores=abstain_scores, groups=query_groups
+    )
+    return Decided(scores, decision, abstain_scores, query_groups)
+
+
 def decision_fields(
     artifact: RouterArtifact,
     scores: np.ndarray,
     decision: np.ndarray,
     abstain_scores: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, list[Any]]:
     """The per-query fields of a batch: models, refused, flagged, refusal_reason, scores.
 
@@ -79,6 +116,8 @@ def decision_fields(
         The served decision (column 0: flag or abstention).
     abstain_scores : numpy.ndarray, shape (n,), optional
         The learned abstain scores, when the artifact has an abstention head.
+    groups : numpy.ndarray, shape (n,), optional
+        Each query's group, for a per-group calibration.
 
     Returns
     -------
@@ -92,7 +131,7 @@ def decision_fields(
         "refused": refused.tolist(),
         "flagged": flagged.tolist(),
         "refusal_reason": refusal_reasons(
-            artifact.racer, scores, artifact.model_names, refused, abstain_scores
+            artifact.racer, scores, artifact.model_names, refused, abstain_scores, groups
         ),
     }
     for j, name in enumerate(artifact.model_names):
@@ -112,15 +151,8 @@ def route_records(
     queries, ids : sequence of str
         The query texts and their ids, one per query.
     """
-    queries = list(queries)
-    abstain_scores = None
-    if artifact.abstention is not None:
-        abstain_scores = artifact.abstention.abstain_score(queries)
-    scores = artifact.predict_proba(queries)
-    decision = artifact.racer.predict(
-        scores, include_abstain=True, abstain_scores=abstain_scores
-    )
-    fields = decision_fields(artifact, scores, decision, abstain_scores)
+    decided = decide(artifact, list(queries))
+    fields = decision_fields(artifact, *decided)
     shared = certificate(artifact)
     return [
         {"id": str(query_id), **{k: v[i] for k, v in fields.items()}, **shared}

@@ -21,6 +21,7 @@ import numpy as np
 
 from racer.batch.routing import BatchRouter
 from racer.data.dataset import RoutingDataset
+from racer.diagnostics import rates_of_outcomes
 from racer.evaluation.metrics import OUTCOMES, Pool, outcomes
 from racer.evaluation.run import make_pool
 from racer.groups import group_risk_table
@@ -94,7 +95,7 @@ def replay_rows(router: BatchRouter, data: ReplayData, start: int, stop: int) ->
     for first in range(start, stop, router.batch_size):
         rows = slice(first, min(first + router.batch_size, stop))
         groups = None if data.groups is None else list(data.groups[rows])
-        scores, decision, _ = router.decide(data.queries[rows], groups)
+        scores, decision, _, _ = router.decide(data.queries[rows], groups)
         labels = data.pool.labels[rows]
         losses = served_losses_of(router, decision, labels)
         pool = Pool(
@@ -119,8 +120,11 @@ def replay_summary(
     n, risk, above_alpha) and ``above_alpha`` (the groups whose risk exceeds alpha).
     """
     means = {name: float(np.mean(rows[name])) for name in OUTCOMES}
-    missed = 1.0 - rows["any_correct"]
-    flagged = rows["flag_rate"] > 0
+    served = rates_of_outcomes(
+        answered=rows["abstention_rate"] == 0,
+        flagged=rows["flag_rate"] > 0,
+        missed=rows["any_correct"] == 0,
+    )
     alpha = float(router.certificate["alpha"])
     table = None if data.groups is None else group_risk_table(rows["risk"], data.groups, alpha)
     group_rows = None if table is None else table.rows()
@@ -139,10 +143,10 @@ def replay_summary(
         "accuracy_vote": means["accuracy_vote"] if data.aggregator == "vote" else None,
         "certificate": dict(router.certificate),
         "model_names": list(router.model_names),
-        "refusal_rate": means["abstention_rate"],
-        "without_right_answer": float(np.mean(missed)),
-        "flag_rate": means["flag_rate"],
-        "flag_precision": float(missed[flagged].mean()) if flagged.any() else None,
+        "refusal_rate": served.refusal_rate,
+        "without_right_answer": served.without_right_answer,
+        "flag_rate": served.flag_rate,
+        "flag_precision": None if np.isnan(served.flag_precision) else served.flag_precision,
         "groups": group_rows,
         "above_alpha": [r["group"] for r in group_rows or [] if r["above_alpha"]],
     }

@@ -38,11 +38,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from racer.artifact import METADATA_FILE, RouterArtifact, load_artifact
-from racer.route_record import abstention_mode, certificate, decision_fields, output_columns
+from racer.route_record import (
+    Decided,
+    abstention_mode,
+    certificate,
+    decide,
+    decision_fields,
+    output_columns,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -97,10 +103,8 @@ class BatchRouter:
         self.model_names = artifact.model_names
         self.certificate = certificate(artifact)
 
-    def decide(
-        self, queries: Sequence[str], groups: Sequence[str] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Scores (n, M), the served decision (n, M + 1) and abstain scores of one batch.
+    def decide(self, queries: Sequence[str], groups: Sequence[str] | None = None) -> Decided:
+        """Scores (n, M), served decision (n, M + 1), abstain scores and groups of a batch.
 
         Computed on one BLAS thread, so that the same batch gives the same bits in any
         process (parallelism comes from running several routers). ``groups``: each
@@ -108,28 +112,14 @@ class BatchRouter:
         (:meth:`racer.artifact.RouterArtifact.groups_of`).
         """
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._decide(queries, groups)
-
-    def _decide(
-        self, queries: Sequence[str], groups: Sequence[str] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        abstain_scores = None
-        if self.artifact.abstention is not None:
-            abstain_scores = self.artifact.abstention.abstain_score(queries)
-        scores = self.artifact.predict_proba(queries)
-        decision = self.artifact.racer.predict(
-            scores,
-            include_abstain=True,
-            abstain_scores=abstain_scores,
-            groups=self.artifact.groups_of(queries, groups),
-        )
-        return scores, decision, abstain_scores
+            return decide(self.artifact, queries, groups)
 
     def _batch_table(self, queries: list[str]) -> pa.Table:
         import pyarrow as pa
 
-        scores, decision, abstain_scores = self.decide(queries)
-        fields = decision_fields(self.artifact, scores, decision, abstain_scores)
+        decided = self.decide(queries)
+        fields = decision_fields(self.artifact, *decided)
+        scores = decided.scores
         types = {"models": pa.list_(pa.string()), "refused": pa.bool_(), "flagged": pa.bool_()}
         columns: dict[str, Any] = {
             name: pa.array(values, types.get(name, pa.string()))

@@ -402,14 +402,20 @@ class RACER(ParamsMixin):
             )
         return score_matrix
 
-    def _decision(self, score_matrix: np.ndarray, abstain_scores: Any, groups: Any) -> np.ndarray:
+    def thresholds_for(self, n_queries: int, groups: Any = None) -> tuple[Any, Any]:
+        """The lambda (and strict mode's tau) that serve each of ``n_queries`` queries.
+
+        A marginal fit: its ``threshold_`` and ``abstain_threshold_`` for every query. A
+        per-group fit: each query's group's certificate (the pooled one for a group unseen
+        at fit), from ``groups``, one per query.
+        """
+        self._check_fitted()
         if self.groups_ is None:
-            threshold: Any = self.threshold_
-            tau: Any = self.abstain_threshold_
-        else:
-            threshold, tau = group_thresholds(
-                self.groups_, groups, len(score_matrix), self.abstention_mode_ == "strict"
-            )
+            return self.threshold_, self.abstain_threshold_
+        return group_thresholds(self.groups_, groups, n_queries, self.abstention_mode_ == "strict")
+
+    def _decision(self, score_matrix: np.ndarray, abstain_scores: Any, groups: Any) -> np.ndarray:
+        threshold, tau = self.thresholds_for(len(score_matrix), groups)
         if self.abstain_score == "given":
             require_abstain_scores(self.abstain_score, abstain_scores)
             abstain_scores = checked_abstain_scores(abstain_scores, len(score_matrix))

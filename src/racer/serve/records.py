@@ -74,9 +74,11 @@ def refusal_of(decision: Decision) -> str:
     """Why no model is called for ``decision``: the calibrated level and the best score."""
     route = decision.route
     scores = np.asarray(decision.scores, dtype=float).reshape(1, -1)
-    return str(
-        refusal_reasons(route.calibration, scores, route.model_names, np.array([True]))[0]
+    groups = None if decision.group is None else [decision.group]
+    reasons = refusal_reasons(
+        route.calibration, scores, route.model_names, np.array([True]), groups=groups
     )
+    return str(reasons[0])
 
 
 # Why an answer is outside its route's certificate (the ``reason`` label of the metric).

@@ -27,6 +27,9 @@ class RoutingDataset:
         Dollars spent on each (query, model) call. NaN = unknown.
     responses : numpy.ndarray of object, shape (n, M), optional
         The recorded response texts (None where unknown).
+    logprobs : numpy.ndarray of object, shape (n, M), optional
+        Each recorded response's token log-probabilities (a 1-D float array) or None
+        where the backend returned none (:mod:`racer.signals`).
     query_ids : numpy.ndarray of str, shape (n,)
         A stable identifier of each query; splits never put one id on both sides.
     sources : numpy.ndarray of str, shape (n,)
@@ -41,6 +44,7 @@ class RoutingDataset:
     quality: np.ndarray | None = None
     costs: np.ndarray | None = None
     responses: np.ndarray | None = None
+    logprobs: np.ndarray | None = None
     query_ids: np.ndarray = field(default=None)  # type: ignore[assignment]
     sources: np.ndarray = field(default=None)  # type: ignore[assignment]
     name: str = "dataset"
@@ -79,6 +83,15 @@ class RoutingDataset:
                     f"responses must have shape {labels.shape}, got {responses.shape}."
                 )
             object.__setattr__(self, "responses", responses)
+        if self.logprobs is not None:
+            logprobs = np.empty(labels.shape, dtype=object)
+            given = np.asarray(self.logprobs, dtype=object)
+            if given.shape[:2] != labels.shape:
+                raise ValueError(f"logprobs must have shape {labels.shape}, got {given.shape}.")
+            for i, j in np.ndindex(*labels.shape):
+                values = given[i, j]
+                logprobs[i, j] = None if values is None else np.asarray(values, dtype=float).ravel()
+            object.__setattr__(self, "logprobs", logprobs)
         ids = self.query_ids
         ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
         sources = self.sources
@@ -115,6 +128,7 @@ class RoutingDataset:
             quality=take(self.quality),
             costs=take(self.costs),
             responses=take(self.responses),
+            logprobs=take(self.logprobs),
             query_ids=self.query_ids[rows],
             sources=self.sources[rows],
         )
@@ -138,6 +152,7 @@ class RoutingDataset:
             quality=take(self.quality),
             costs=take(self.costs),
             responses=take(self.responses),
+            logprobs=take(self.logprobs),
         )
 
     def mean_costs(self) -> np.ndarray | None:

@@ -29,6 +29,7 @@ from racer.policies import (
 from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
+from racer.signals import answer_signals
 from racer.similarity import SIMILARITY, free_text_codes
 
 POLICY_FORMAT_VERSION = 1
@@ -54,7 +55,9 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
     Unknown costs take the model's mean cost; without any cost each call costs 1.
     Without responses every answer is unextractable (cascades then cannot stop early).
     With ``kind="similarity"`` (free text) answers are unextractable and agree by the
-    similarity of their texts (:func:`racer.similarity.pairwise_agreement`).
+    similarity of their texts (:func:`racer.similarity.pairwise_agreement`). With
+    responses, each answer's own signals (:func:`racer.signals.answer_signals`: length,
+    hedging, token log-probabilities when recorded) ride along for learned stop rules.
     """
     quality = dataset.quality if dataset.quality is not None else dataset.labels
     if dataset.costs is not None and np.isfinite(dataset.mean_costs()).all():
@@ -68,7 +71,10 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
         codes = answer_codes(dataset.responses, kind)
     else:
         codes = np.full(quality.shape, -1, dtype=np.int64)
-    return PolicyData(quality, codes, costs, scores, agree)
+    signals = None
+    if dataset.responses is not None:
+        signals = answer_signals(dataset.responses, dataset.logprobs)
+    return PolicyData(quality, codes, costs, scores, agree, signals)
 
 
 def answer_kind(dataset: RoutingDataset) -> str | None:

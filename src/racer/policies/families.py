@@ -27,6 +27,7 @@ import numpy as np
 
 from racer.aggregate import choose_in_sets, log_odds, weighted_vote
 from racer.sets import augmented_scores, entry_levels
+from racer.signals import AnswerSignals
 from racer.similarity import chain_codes
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.arange(0.0, 10.01, 0.5))
@@ -53,6 +54,9 @@ class PolicyData:
     agree : numpy.ndarray of bool, shape (n, M, M), optional
         Free-text agreement (:func:`racer.similarity.pairwise_agreement`); with it a
         cascade's codes come from the agreement of its tiers (:meth:`Cascade.codes`).
+    signals : racer.signals.AnswerSignals, optional
+        What each answer says about itself (length, hedging, token log-probabilities),
+        read by learned stop rules.
     """
 
     quality: np.ndarray
@@ -60,6 +64,7 @@ class PolicyData:
     costs: np.ndarray
     scores: np.ndarray | None = None
     agree: np.ndarray | None = None
+    signals: AnswerSignals | None = None
 
     @property
     def n(self) -> int:
@@ -74,6 +79,7 @@ class PolicyData:
             self.costs[rows],
             None if self.scores is None else self.scores[rows],
             None if self.agree is None else self.agree[rows],
+            None if self.signals is None else self.signals.take(rows),
         )
 
 

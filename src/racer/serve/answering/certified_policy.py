@@ -51,16 +51,24 @@ from racer.serve.fanout import call_each, call_fallbacks
 from racer.serve.records import FALLBACK, REFERENCE_FAILED, DecisionRecorder
 from racer.serve.served_policy import ServedPolicy
 from racer.serve.streaming import Relay
+from racer.signals import answer_signals
 from racer.similarity import SIMILARITY, free_text_codes
 
 
-def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None) -> PolicyData:
+def policy_row(
+    texts: Sequence[str | None],
+    scores: np.ndarray,
+    kind: str | None,
+    logprobs: Sequence[Sequence[float] | None] | None = None,
+) -> PolicyData:
     """One query's answers so far as :class:`PolicyData` (not called / failed: no response).
 
     The codes are :func:`racer.aggregate.answer_codes` of the answers with the policy's
     answer kind, as :func:`racer.evaluation.certified.policy_data` computes them; with
     no answer kind every answer is unextractable; with ``"similarity"`` (free text) the
-    answers agree by the similarity of their texts, as in the simulation.
+    answers agree by the similarity of their texts, as in the simulation. Each answer's
+    own signals (:func:`racer.signals.answer_signals`, with ``logprobs``: each answer's
+    token log-probabilities or None) are those the simulation reads.
     """
     responses = np.empty((1, len(texts)), dtype=object)
     responses[0, :] = list(texts)
@@ -72,7 +80,14 @@ def policy_row(texts: Sequence[str | None], scores: np.ndarray, kind: str | None
     else:
         codes = np.where([[isinstance(t, str) for t in texts]], -1, -2).astype(np.int64)
     shape = (1, len(texts))
-    return PolicyData(np.zeros(shape), codes, np.zeros(shape), np.asarray(scores)[None, :], agree)
+    token_logprobs = None
+    if logprobs is not None:
+        token_logprobs = np.empty(shape, dtype=object)
+        token_logprobs[0, :] = list(logprobs)
+    signals = answer_signals(responses, token_logprobs)
+    return PolicyData(
+        np.zeros(shape), codes, np.zeros(shape), np.asarray(scores)[None, :], agree, signals
+    )
 
 
 class PolicyRun:

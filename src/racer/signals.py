@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,26 @@ def token_logprob_stats(values: Sequence[float] | np.ndarray | None) -> tuple[fl
     if array.size == 0:
         return math.nan, math.nan
     return float(array.mean()), float(array.min())
+
+
+def choice_token_logprobs(answer: Any) -> list[float] | None:
+    """The token log-probabilities of an OpenAI chat completion's first choice.
+
+    Reads ``choices[0].logprobs.content[*].logprob`` (the chat format vLLM, Ollama and
+    OpenAI return when asked with ``logprobs: true``); None when the answer holds none.
+
+    Examples
+    --------
+    >>> body = {"choices": [{"logprobs": {"content": [{"token": "B", "logprob": -0.02}]}}]}
+    >>> choice_token_logprobs(body), choice_token_logprobs({"choices": [{"logprobs": None}]})
+    ([-0.02], None)
+    """
+    try:
+        content = answer["choices"][0]["logprobs"]["content"]
+        values = [float(item["logprob"]) for item in content]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return values or None
 
 
 @dataclass(frozen=True)

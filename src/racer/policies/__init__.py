@@ -4,6 +4,7 @@
 - :mod:`~racer.policies.families`: single models, cascades and parallel sets, and the grid;
 - :mod:`~racer.policies.front`: the tested family (a training front robust to noise, never
   dearer than the reference) and where a policy costs more than the reference;
+- :mod:`~racer.policies.registry`: every policy kind by name, a policy from its JSON state;
 - :mod:`~racer.policies.simulate`: every policy of a family on recorded answers, fast;
 - :mod:`~racer.policies.certify`: Learn-then-Test over the grid, the cheapest certified policy;
 - :mod:`~racer.policies.groups`: the same, one certificate per group of queries.
@@ -25,14 +26,15 @@ from racer.policies.families import (
     Policy,
     PolicyData,
     Single,
-    policy_from_state,
     policy_grid,
 )
 from racer.policies.groups import certify_groups
 from racer.policies.losses import OBJECTIVES, answer_losses
+from racer.policies.registry import POLICY_KINDS, policy_from_state
 
 __all__ = [
     "OBJECTIVES",
+    "POLICY_KINDS",
     "Cascade",
     "Certificate",
     "Outcome",

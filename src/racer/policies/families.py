@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -105,6 +105,29 @@ class Outcome:
     escalated: np.ndarray
 
 
+class Policy(Protocol):
+    """What every policy kind offers (:class:`Single`, :class:`Cascade`, :class:`ParallelSets`
+    and the kinds registered in :mod:`racer.policies.registry`)."""
+
+    kind: str
+
+    def simulate(self, data: PolicyData) -> Outcome:
+        """The outcome on recorded answers, vectorised over queries."""
+        ...
+
+    def describe(self, model_names: tuple[str, ...]) -> str:
+        """A readable description."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """JSON state (:func:`racer.policies.registry.policy_from_state` reads it back)."""
+        ...
+
+    def models_used(self) -> list[int]:
+        """Every column the policy may call."""
+        ...
+
+
 def served_accuracy(served: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """1.0 where the served answer is known to be right, else 0.0 (refusals included)."""
     labels = np.asarray(labels, dtype=float)
@@ -140,8 +163,12 @@ class Single:
         """A readable description."""
         return f"always call {model_names[self.model]}"
 
+    def models_used(self) -> list[int]:
+        """Every column the policy may call."""
+        return [self.model]
+
     def state(self) -> dict[str, Any]:
-        """JSON state (see :func:`policy_from_state`)."""
+        """JSON state (see :func:`racer.policies.registry.policy_from_state`)."""
         return asdict(self)
 
 
@@ -217,12 +244,71 @@ class Cascade:
             f"agreement margin >= {self.threshold:g}, else {model_names[self.fallback]}"
         )
 
+    def models_used(self) -> list[int]:
+        """Every column the policy may call."""
+        return [*self.chain, self.fallback]
+
+    def tiers_for(self, scores: np.ndarray) -> list[int]:
+        """The tiers one query calls before the fallback, in calling order (the chain)."""
+        return list(self.chain)
+
+    def stop_reason(self, data: PolicyData, asked: np.ndarray) -> str:
+        """Why one query's answers so far stop the cascade (the gateway's report)."""
+        _, margin = weighted_vote(asked[None, :], self.tier_weights(data), self.codes(data))
+        return f"agreement margin {float(margin[0]):.3g} >= {self.threshold:g}"
+
+    def group_key(self) -> tuple:
+        """Cascades with equal keys differ only in their stop margin (:meth:`simulate_group`)."""
+        return ("cascade", self.chain, self.weights, self.fallback)
+
+    @staticmethod
+    def simulate_group(cascades: list[Cascade], data: PolicyData) -> list[Outcome]:
+        """Outcomes of cascades that differ only in their stop margin, the vote computed once.
+
+        Equal to each cascade's :meth:`simulate`.
+        """
+        first = cascades[0]
+        weights = first.tier_weights(data)
+        codes = first.codes(data)
+        asked = np.zeros(data.quality.shape[1], dtype=bool)
+        chosen_by_tier, margin_by_tier = [], []
+        for column in first.chain:
+            asked[column] = True
+            chosen, margin = weighted_vote(np.broadcast_to(asked, codes.shape), weights, codes)
+            chosen_by_tier.append(chosen)
+            margin_by_tier.append(margin)
+        chosen_t = np.stack(chosen_by_tier, axis=1)
+        margin_t = np.stack(margin_by_tier, axis=1)
+        tiers = np.asarray(first.chain)
+        rows = np.arange(data.n)
+        outcomes = []
+        for cascade in cascades:
+            can_stop = (chosen_t >= 0) & (margin_t >= cascade.threshold)
+            stopped = can_stop.any(axis=1)
+            stop_tier = np.where(stopped, np.argmax(can_stop, axis=1), len(tiers) - 1)
+            served = np.where(stopped, chosen_t[rows, stop_tier], cascade.fallback)
+            invoked = np.zeros(data.quality.shape, dtype=bool)
+            invoked[:, tiers] = np.arange(len(tiers))[None, :] <= stop_tier[:, None]
+            invoked[~stopped, cascade.fallback] = True
+            cost = (invoked * data.costs).sum(axis=1)
+            outcomes.append(Outcome(served, invoked, cost, ~stopped))
+        return outcomes
+
     def state(self) -> dict[str, Any]:
-        """JSON state (see :func:`policy_from_state`)."""
+        """JSON state (see :func:`racer.policies.registry.policy_from_state`)."""
         state = asdict(self)
         state["chain"] = list(self.chain)
         state["weights"] = None if self.weights is None else list(self.weights)
         return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Cascade:
+        """The cascade of :meth:`state`'s dictionary."""
+        values = dict(state)
+        values["chain"] = tuple(int(c) for c in values["chain"])
+        if values.get("weights") is not None:
+            values["weights"] = tuple(float(w) for w in values["weights"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -298,8 +384,12 @@ class ParallelSets:
             f"empty set escalated to {model_names[self.fallback]}"
         )
 
+    def models_used(self) -> list[int]:
+        """Every column the policy may call (the set's members depend on the query)."""
+        return [self.fallback, *([] if self.judge is None else [self.judge])]
+
     def state(self) -> dict[str, Any]:
-        """JSON state (see :func:`policy_from_state`)."""
+        """JSON state (see :func:`racer.policies.registry.policy_from_state`)."""
         return asdict(self)
 
 
@@ -320,29 +410,6 @@ def _worst_member(
     worst = np.where(others.any(axis=1), np.argmax(others, axis=1), np.argmax(lowest, axis=1))
     count = responding.sum(axis=1)
     return np.where(count > 0, worst, -1), count >= 2
-
-
-Policy = Single | Cascade | ParallelSets
-_KINDS = {"single": Single, "cascade": Cascade, "sets": ParallelSets}
-
-
-def policy_from_state(state: dict[str, Any]) -> Policy:
-    """Rebuild a policy from :meth:`state`'s dictionary.
-
-    Examples
-    --------
-    >>> policy_from_state(Cascade((0, 1), 2.0, 3).state())
-    Cascade(chain=(0, 1), threshold=2.0, fallback=3, weights=None, kind='cascade')
-    """
-    kind = state.get("kind")
-    if kind not in _KINDS:
-        raise ValueError(f"Unknown policy kind {kind!r}; expected one of {sorted(_KINDS)}.")
-    values = dict(state)
-    if kind == "cascade":
-        values["chain"] = tuple(int(c) for c in values["chain"])
-        if values.get("weights") is not None:
-            values["weights"] = tuple(float(w) for w in values["weights"])
-    return _KINDS[kind](**values)
 
 
 def policy_grid(

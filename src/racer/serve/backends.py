@@ -29,6 +29,7 @@ import httpx
 
 from racer.serve.breaker import CircuitBreaker
 from racer.serve.config import BackendConfig, ConfigError
+from racer.signals import choice_token_logprobs
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Upstream statuses that reject the request, not the backend: passed on to the client.
@@ -113,6 +114,11 @@ class BackendCall:
         return bool(
             self.message and (self.message.get("tool_calls") or self.message.get("function_call"))
         )
+
+    @property
+    def token_logprobs(self) -> list[float] | None:
+        """The answer's token log-probabilities (first choice), None when not returned."""
+        return None if self.upstream is None else choice_token_logprobs(self.upstream)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready report of this call for the ``racer`` response object."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from racer.policies import Cascade, ParallelSets, Policy, Single, policy_from_state
+from racer.policies import ParallelSets, Policy, policy_from_state
 
 CERTIFICATE_FIELDS = ("objective", "alpha", "delta", "n", "certified", "only_fallback")
 
@@ -66,11 +66,7 @@ def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPo
         raise ValueError("the artifact's policy has no certificate with a policy.")
     policy = policy_from_state(certificate["policy"])
     m = len(model_names)
-    columns = {
-        Single: lambda p: [p.model],
-        Cascade: lambda p: [*p.chain, p.fallback],
-        ParallelSets: lambda p: [p.fallback, *([] if p.judge is None else [p.judge])],
-    }[type(policy)](policy)
+    columns = policy.models_used()
     if any(not 0 <= c < m for c in columns):
         raise ValueError(f"the policy calls columns {columns}; the artifact has {m} models.")
     summary = {key: certificate.get(key) for key in CERTIFICATE_FIELDS}

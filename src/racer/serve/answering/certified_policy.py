@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from racer.aggregate import answer_codes, judge_choice, weighted_vote
-from racer.policies import Cascade, ParallelSets, PolicyData, Single
+from racer.policies import ParallelSets, PolicyData, Single
 from racer.policies.families import JUDGE
 from racer.serve.answering.base import Services
 from racer.serve.backends import Backend, BackendCall
@@ -112,6 +112,7 @@ class PolicyRun:
         self.names = decision.route.model_names
         self.calls: list[BackendCall] = []
         self.texts: list[str | None] = [None] * len(self.names)
+        self.logprobs: list[list[float] | None] = [None] * len(self.names)
         self.judge_call: BackendCall | None = None
         self.stopped = ""
         self.uncertified: str | None = None  # why the answer is outside the certificate
@@ -122,11 +123,15 @@ class PolicyRun:
         for call in calls:
             self.calls.append(call)
             if call.ok:
-                self.texts[self.names.index(call.backend)] = call.text
+                column = self.names.index(call.backend)
+                self.texts[column] = call.text
+                self.logprobs[column] = call.token_logprobs
         return calls
 
     def _data(self) -> PolicyData:
-        return policy_row(self.texts, self.decision.scores, self.served.answer_kind)
+        return policy_row(
+            self.texts, self.decision.scores, self.served.answer_kind, self.logprobs
+        )
 
     def _call_of(self, column: int) -> BackendCall | None:
         name = self.names[column]
@@ -159,22 +164,27 @@ class PolicyRun:
         if isinstance(policy, Single):
             self.stopped = "single model"
             return await self._last_tier(policy.model)
-        if isinstance(policy, Cascade):
-            return await self._cascade(policy)
-        return await self._parallel(policy)
+        if isinstance(policy, ParallelSets):
+            return await self._parallel(policy)
+        return await self._sequential(policy)
 
-    async def _cascade(self, policy: Cascade) -> BackendCall | Relay | None:
+    async def _sequential(self, policy: Any) -> BackendCall | Relay | None:
+        """A cascade of any kind: its tiers one at a time, the policy's own stop rule after each.
+
+        The policy names the tiers of this query in calling order (``tiers_for``, from the
+        router's scores). After each answer it is simulated on the answers so far; it stops
+        when the simulation serves an answer having called no model that was not called yet
+        (a stop rule reads the tiers called so far only, so this is where the simulation
+        stops on the recorded answers).
+        """
         asked = np.zeros(len(self.names), dtype=bool)
-        for column in policy.chain:
+        for column in policy.tiers_for(self.decision.scores):
             await self._call([self.names[column]])
             asked[column] = True
             data = self._data()
             outcome = policy.simulate(data)  # the stop rule of the evaluation, as is
-            if not outcome.escalated[0]:
-                _, margin = weighted_vote(
-                    asked[None, :], policy.tier_weights(data), policy.codes(data)
-                )
-                self.stopped = f"agreement margin {float(margin[0]):.3g} >= {policy.threshold:g}"
+            if not outcome.escalated[0] and not (outcome.invoked[0] & ~asked).any():
+                self.stopped = policy.stop_reason(data, asked)
                 return self._call_of(int(outcome.served[0]))
         self.stopped = f"escalated to {self._fallback_role(policy.fallback)}"
         served = await self._last_tier(policy.fallback)
@@ -243,7 +253,7 @@ class PolicyRun:
 
     def _best_so_far(self, asked: np.ndarray) -> BackendCall | None:
         """When the fallback failed: the cascade's vote over the tiers that answered."""
-        policy = self.served.policy
+        policy: Any = self.served.policy
         data = self._data()
         chosen, _ = weighted_vote(asked[None, :], policy.tier_weights(data), policy.codes(data))
         if chosen[0] < 0:

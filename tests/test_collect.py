@@ -95,6 +95,7 @@ def test_collect_writes_every_pair_once(arc, collected):
     assert len({(r["query_id"], r["model"]) for r in rows}) == 2200
     assert sum(requests.values()) == 2200 and set(requests.values()) == {1}
     assert not [r for r in rows if r["error"]]
+    assert all(r["logprobs"] is None for r in rows)  # no backend sets `logprobs: true`
     row_of = {q: i for i, q in enumerate(arc.query_ids)}
     for r in rows[::97]:
         column = arc.model_names.index(r["model"])

@@ -163,3 +163,27 @@ def test_merge_refuses_rows_that_disagree():
 def test_merge_leaves_unique_ids_alone():
     data = _two_rows(["x", "y"], [[1, 0], [0, 0]])
     assert merge_duplicate_ids(data) == (data, 0)
+
+
+def test_logprobs_cells_load_from_csv_json_text_and_jsonl_lists(tmp_path):
+    """``<model>|logprobs`` (wide CSV: JSON text) and ``logprobs`` (long JSONL: lists) load
+    into RoutingDataset.logprobs; empty cells are None; a malformed cell names its place."""
+    wide = WIDE_CSV.replace("large|response\n", 'large|response,small|logprobs\n')
+    wide = wide.replace("Four\n", 'Four,"[-0.5, -0.25]"\n').replace("Paris\n", "Paris,\n")
+    data = load_table(_write(tmp_path, "wide.csv", wide))
+    _assert_the_example(data)
+    assert data.logprobs[0, 0].tolist() == [-0.5, -0.25]
+    assert data.logprobs[1, 0] is None and data.logprobs[0, 1] is None
+    lines = [
+        {"query": "q1", "model": "small", "label": 1, "logprobs": [-0.125, -1.0]},
+        {"query": "q1", "model": "large", "label": 1, "logprobs": None},
+        {"query": "q2", "model": "large", "label": 0, "logprobs": [-3.0]},
+        {"query": "q2", "model": "small", "label": 0},
+    ]
+    path = _write(tmp_path, "long.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
+    data = load_table(path)
+    assert data.logprobs[0, 0].tolist() == [-0.125, -1.0] and data.logprobs[1, 1].tolist() == [-3.0]
+    assert data.logprobs[0, 1] is None and data.logprobs[1, 0] is None
+    broken = _write(tmp_path, "broken.csv", wide.replace('"[-0.5, -0.25]"', "high"))
+    with pytest.raises(ValueError, match=r"row 1, column 'small\|logprobs'.*JSON list"):
+        load_table(broken)

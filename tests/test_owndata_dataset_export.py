@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from racer.owndata.dataset_export import export_audited
 from racer.serve.audit import AUDIT_SCHEMA
@@ -40,3 +41,37 @@ def test_hashed_prompts_are_not_exported_as_queries(tmp_path):
     text.close()
     rows = export_audited(url)
     assert [(row["query_id"], row["query"]) for row in rows] == [("kept", "what is 2+2?")]
+
+
+OLD_AUDIT_RESPONSES = """CREATE TABLE audit_responses (
+    decision_id TEXT NOT NULL, model TEXT NOT NULL, response TEXT, cost_usd DOUBLE PRECISION,
+    latency_s DOUBLE PRECISION, prompt_tokens INTEGER, completion_tokens INTEGER, error TEXT,
+    background INTEGER NOT NULL, PRIMARY KEY (decision_id, model))"""
+
+
+def test_logprobs_are_exported_and_an_older_log_gains_their_column(tmp_path):
+    """A log from before the ``logprobs`` column exports None; the gateway's auditor adds
+    the column, and the token logprobs stored there come back as lists."""
+    from racer.serve.audit import Auditor
+
+    path = tmp_path / "log.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute(OLD_AUDIT_RESPONSES)
+    connection.close()
+    url = f"sqlite:///{path}"
+    log = DecisionLog(url, store_prompts=True)
+    audited_decision(log, "old")
+    log.close()
+    assert [row["logprobs"] for row in export_audited(url)] == [None]
+
+    log = DecisionLog(url, store_prompts=True)
+    Auditor({}, log)  # adds audit_responses.logprobs
+    audited_decision(log, "new")
+    log.submit_job(
+        lambda connection, mark: connection.execute(
+            "UPDATE audit_responses SET logprobs = '[-0.25, -1.5]' WHERE decision_id = 'new'"
+        )
+    ).result()
+    log.close()
+    rows = {row["query_id"]: row["logprobs"] for row in export_audited(url)}
+    assert rows == {"old": None, "new": [-0.25, -1.5]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -123,3 +124,36 @@ async def test_a_cancelled_call_gives_its_concurrency_slot_back():
     result = await asyncio.wait_for(client.complete(BODY), timeout=5)
     await client.aclose()
     assert result.ok and result.text == "ok"
+
+
+@pytest.mark.asyncio
+async def test_logprobs_setting_asks_upstream_and_marks_what_the_client_did_not_ask():
+    """``logprobs: true`` asks for them unless the client set ``logprobs``; the call reads
+    them either way, and its relayed choices keep them only when the client asked."""
+    from racer.serve.decision import upstream_choices
+
+    sent = []
+    content = [{"token": "hi", "logprob": -0.75, "bytes": None, "top_logprobs": []}]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked = json.loads(request.content).get("logprobs")
+        sent.append(asked)
+        choice = {"message": {"content": "hi"}, "logprobs": {"content": content} if asked else None}
+        return httpx.Response(200, json={"choices": [choice]})
+
+    plain = await call(handler, logprobs=True)
+    own = backend(handler, logprobs=True)
+    try:
+        asked = await own.complete({**BODY, "logprobs": True})
+        declined = await own.complete({**BODY, "logprobs": False})
+        streamed = own.adds_logprobs(BODY, stream=True)
+    finally:
+        await own.aclose()
+    default = await call(handler)
+    assert sent == [True, True, False, None]
+    assert plain.token_logprobs == [-0.75] and plain.logprobs_added
+    assert upstream_choices(plain)[0]["logprobs"] is None
+    assert asked.token_logprobs == [-0.75] and not asked.logprobs_added
+    assert upstream_choices(asked)[0]["logprobs"] == {"content": content}
+    assert declined.token_logprobs is None and default.token_logprobs is None
+    assert not streamed  # a stream is not asked

@@ -2,12 +2,16 @@
 
 Long form has one row per (query, model) pair::
 
-    query,model,label[,cost][,response][,query_id][,source]
+    query,model,label[,cost][,response][,logprobs][,query_id][,source]
 
 Wide form has one row per query, one outcome column per model, and optional
-``<model>|cost`` and ``<model>|response`` columns::
+``<model>|cost``, ``<model>|response`` and ``<model>|logprobs`` columns::
 
     query[,query_id][,source],gpt-4,mistral-7b,gpt-4|cost,mistral-7b|cost
+
+A ``logprobs`` cell is an answer's token log-probabilities (what ``racer collect`` and
+``racer dataset`` write): a list of numbers (JSON, JSONL, Parquet) or that list as JSON
+text (CSV, TSV); an empty cell is none. They load into ``RoutingDataset.logprobs``.
 
 Outcomes are 0/1 labels, or graded qualities in [0, 1] (a pass fraction, a judge
 score) that go to ``quality`` and are thresholded into ``labels``. Empty cells are
@@ -36,6 +40,7 @@ __all__ = [
     "merge_duplicate_ids",
     "read_table",
     "threshold_quality",
+    "token_logprobs",
 ]
 
 Rows = list[dict[str, Any]]
@@ -46,6 +51,8 @@ _MISSING_STRINGS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 _INDEX_COLUMNS = frozenset({"", "Unnamed: 0", "index"})
 COST_SUFFIX = "|cost"
 RESPONSE_SUFFIX = "|response"
+LOGPROBS_SUFFIX = "|logprobs"
+LOGPROBS_COLUMN = "logprobs"
 
 
 class MissingLabelsWarning(UserWarning):
@@ -224,6 +231,39 @@ def plain_text(value: Any, where: str) -> str | None:
     return str(value)
 
 
+def token_logprobs(value: Any, where: str) -> np.ndarray | None:
+    """A ``logprobs`` cell as a 1-D float array: a list of numbers, or that list as JSON
+    text (CSV); empty cells (and empty lists) are None.
+
+    Examples
+    --------
+    >>> token_logprobs("[-0.5, -0.25]", "cell").tolist(), token_logprobs("", "cell")
+    ([-0.5, -0.25], None)
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() in _MISSING_STRINGS:
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"{where}: expected token log-probabilities as a JSON list of numbers, "
+                f"got {value[:40]!r}."
+            ) from None
+    try:
+        values = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.ndim != 1:
+        raise ValueError(
+            f"{where}: expected token log-probabilities as a list of numbers, "
+            f"got {str(value)[:40]!r}."
+        )
+    return values if values.size else None
+
+
 def threshold_quality(quality: np.ndarray, threshold: float) -> np.ndarray:
     """Labels 1{quality >= threshold}, keeping NaN (unknown) cells NaN.
 
@@ -332,6 +372,17 @@ def wide_rows_to_dataset(
         responses=_suffixed_matrix(
             rows, columns, models, response_suffix, parse_text, origin, object
         ),
+        logprobs=logprobs_matrix(
+            rows,
+            columns,
+            [
+                (m + LOGPROBS_SUFFIX, i, i, j)
+                for i in range(len(rows))
+                for j, m in enumerate(models)
+            ],
+            origin,
+            (len(rows), len(models)),
+        ),
         query_ids=_column_or(rows, id_column, [f"{name}:{i}" for i in range(len(rows))]),
         sources=_column_or(rows, source_column, [name] * len(rows)),
         name=name,
@@ -351,6 +402,28 @@ def _suffixed_matrix(
     if suffix is None or not any(m + suffix in columns for m in models):
         return None
     return _matrix(rows, models, suffix, convert, origin, dtype)
+
+
+def logprobs_matrix(
+    rows: Rows,
+    columns: list[str],
+    cells: Iterable[tuple[str, int, int, int]],
+    origin: str,
+    shape: tuple[int, int],
+) -> np.ndarray | None:
+    """Token log-probabilities as an (n, M) object array (None where a cell has none).
+
+    ``cells`` are ``(column, r, i, j)``: the ``column`` of row ``r`` fills cell
+    ``(i, j)``. None when the table has none of those columns.
+    """
+    cells = list(cells)
+    if not any(column in columns for column, _, _, _ in cells):
+        return None
+    values = np.full(shape, None, dtype=object)
+    for column, r, i, j in cells:
+        where = f"{origin}, row {r + 1}, column {column!r}"
+        values[i, j] = token_logprobs(rows[r].get(column), where)
+    return values
 
 
 def _column_or(rows: Rows, column: str, default: list[str]) -> np.ndarray:
@@ -415,6 +488,10 @@ def long_rows_to_dataset(
         quality=quality,
         costs=scatter("cost", to_float, float, np.nan),
         responses=scatter("response", plain_text, object, None),
+        logprobs=logprobs_matrix(
+            rows, columns, [(LOGPROBS_COLUMN, r, i, j) for r, (i, j) in enumerate(cells)],
+            origin, shape,
+        ),  # fmt: skip
         query_ids=_column_or(heads, id_column, [f"{name}:{i}" for i in range(shape[0])]),
         sources=_column_or(heads, source_column, [name] * shape[0]),
         name=name,
@@ -447,8 +524,8 @@ def _check_unique_pairs(
 def merge_duplicate_ids(dataset: RoutingDataset) -> tuple[RoutingDataset, int]:
     """Merge rows that share a query id into one row per id.
 
-    Each (query, model) cell takes its values (label, quality, cost, response) from the
-    first row where its label is known. Rows that disagree on a known label raise.
+    Each (query, model) cell takes its values (label, quality, cost, response, logprobs)
+    from the first row where its label is known. Rows that disagree on a known label raise.
 
     Parameters
     ----------
@@ -467,8 +544,9 @@ def merge_duplicate_ids(dataset: RoutingDataset) -> tuple[RoutingDataset, int]:
         return dataset, 0
     merged = dataset.subset(np.sort(first))
     target = np.argsort(np.argsort(first))[group]
-    labels, merged_arrays = merged.labels, [merged.quality, merged.costs, merged.responses]
-    row_arrays = [dataset.quality, dataset.costs, dataset.responses]
+    labels = merged.labels
+    merged_arrays = [merged.quality, merged.costs, merged.responses, merged.logprobs]
+    row_arrays = [dataset.quality, dataset.costs, dataset.responses, dataset.logprobs]
     for row in np.setdiff1d(np.arange(dataset.n_queries), first):
         into, incoming = target[row], dataset.labels[row]
         clash = ~np.isnan(labels[into]) & ~np.isnan(incoming) & (labels[into] != incoming)
@@ -576,9 +654,11 @@ def load_table(
     missing : {"keep", "drop_queries"}, default "keep"
         What to do with unknown outcomes (empty cells, or absent pairs in long form).
     query_column, model_column, label_column, id_column, source_column : str
-        Column names. Long form also reads ``cost`` and ``response`` columns; wide form
-        reads ``<model>|cost`` and ``<model>|response``. Without an id column, ids are
-        ``<name>:<row>``; without a source column, every source is ``name``.
+        Column names. Long form also reads ``cost``, ``response`` and ``logprobs``
+        columns; wide form reads ``<model>|cost``, ``<model>|response`` and
+        ``<model>|logprobs`` (token log-probabilities, see the module's docstring).
+        Without an id column, ids are ``<name>:<row>``; without a source column, every
+        source is ``name``.
     name : str, optional
         The dataset name; the file stem by default.
 

@@ -146,7 +146,7 @@ def concat_datasets(
     -------
     RoutingDataset
         Rows of every part in order. ``quality`` where only some parts have one is
-        filled with the others' 0/1 labels; unknown costs are NaN, responses None.
+        filled with the others' 0/1 labels; unknown costs are NaN, responses and logprobs None.
     """
     first = datasets[0]
     for part in datasets[1:]:
@@ -179,6 +179,7 @@ def concat_datasets(
         quality=stack("quality", lambda p: p.labels),
         costs=stack("costs", lambda p: np.full(p.labels.shape, np.nan)),
         responses=stack("responses", lambda p: np.full(p.labels.shape, None, dtype=object)),
+        logprobs=stack("logprobs", lambda p: np.full(p.labels.shape, None, dtype=object)),
         query_ids=np.concatenate([p.query_ids for p in parts]),
         sources=row_sources,
         name=name,

@@ -6,7 +6,12 @@ uses: concurrency limit, retries with backoff and per-attempt timeout from the Y
 file) and writes one row per (query, model) in the generic long format::
 
     query_id, query, model, response, cost, latency_s, prompt_tokens, completion_tokens,
-    error[, reference]
+    error, logprobs[, reference]
+
+``logprobs`` is the answer's token log-probabilities (a list of floats), asked for from
+the backends whose configuration sets ``logprobs: true``; None where a backend returned
+none (not asked, or it ignores the field). :func:`racer.data.load.load_dataset` reads
+them into :attr:`racer.data.dataset.RoutingDataset.logprobs`.
 
 Rows are appended to a JSONL journal and flushed as soon as each call returns, so a
 run stopped at any point (Ctrl-C, ``kill -9``) resumes where it stopped: the rows
@@ -48,6 +53,7 @@ COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "error",
+    "logprobs",
 )
 CHARS_PER_TOKEN = 4
 _FSYNC_EVERY_S = 1.0
@@ -317,6 +323,7 @@ def _row(query: Query, call: Any) -> dict[str, Any]:
         "prompt_tokens": call.prompt_tokens,
         "completion_tokens": call.completion_tokens,
         "error": call.error,
+        "logprobs": getattr(call, "token_logprobs", None),
     }
     if query.reference is not None:
         row["reference"] = query.reference
@@ -440,8 +447,12 @@ def write_parquet(rows: Iterable[Mapping[str, Any]], path: str | Path) -> None:
             'Parquet output needs pyarrow: pip install "racer-routing[parquet]", or write .jsonl.'
         ) from None
     path = Path(path)
+    rows = list(rows)
+    # every key of every row (pyarrow would take the first row's keys only)
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    table = pa.Table.from_pylist([{key: row.get(key) for key in keys} for row in rows])
     temporary = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(list(rows)), temporary)
+    pq.write_table(table, temporary)
     temporary.replace(path)
 
 

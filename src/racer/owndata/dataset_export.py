@@ -5,7 +5,12 @@ traffic with every model's response, which is what calibration needs. Each becom
 one row per model in the generic long format (``query_id`` is the decision id)::
 
     query_id, query, model, response, cost, latency_s, prompt_tokens,
-    completion_tokens, error, route, artifact_id, created, label, label_source
+    completion_tokens, error, logprobs, route, artifact_id, created, label, label_source
+
+``logprobs`` is each answer's token log-probabilities (a list of floats; None where the
+backend returned none: its configuration did not set ``logprobs: true``, it ignores the
+field, or the log predates the column), as :func:`racer.data.load.load_dataset` reads
+them back into :attr:`racer.data.dataset.RoutingDataset.logprobs`.
 
 ``label`` comes from a ``racer grade`` output (``--grades``, joined on
 (query_id, model)) or else from the feedback's ``models_correct``; otherwise it is
@@ -70,6 +75,20 @@ def _has_audit_tables(connection: Any) -> bool:
     return True
 
 
+def _has_logprobs_column(connection: Any) -> bool:
+    """Whether the log's ``audit_responses`` has ``logprobs`` (older logs do not)."""
+    try:
+        connection.execute("SELECT logprobs FROM audit_responses WHERE 1 = 0").fetchall()
+    except Exception:  # noqa: BLE001 - sqlite3 and psycopg raise different classes
+        connection.rollback()
+        return False
+    return True
+
+
+def _logprobs(text: str | None) -> list[float] | None:
+    return None if text is None else [float(value) for value in json.loads(text)]
+
+
 def _grades(path: Path | None) -> dict[tuple[str, str], Any]:
     if path is None:
         return {}
@@ -125,9 +144,10 @@ def export_audited(
             conditions.append(f"d.route = {mark}")
             params.append(route)
         where = " AND ".join(conditions)
+        logprobs = "r.logprobs" if _has_logprobs_column(connection) else "NULL"
         records = connection.execute(
             "SELECT d.id, d.query, d.route, d.created, a.artifact_id, r.model, r.response, "
-            "r.cost_usd, r.latency_s, r.prompt_tokens, r.completion_tokens, r.error, "
+            f"r.cost_usd, r.latency_s, r.prompt_tokens, r.completion_tokens, r.error, {logprobs}, "
             "f.models_correct FROM decisions d "
             "JOIN decision_audit a ON a.decision_id = d.id "
             "JOIN audit_responses r ON r.decision_id = d.id "
@@ -140,7 +160,7 @@ def export_audited(
     rows = []
     for (
         decision_id, query, route_name, created, artifact_id, model, response, cost,
-        latency_s, prompt_tokens, completion_tokens, error, models_correct,
+        latency_s, prompt_tokens, completion_tokens, error, token_logprobs, models_correct,
     ) in records:  # fmt: skip
         label, source = graded.get((str(decision_id), str(model))), "grades"
         if label is None and models_correct:
@@ -158,6 +178,7 @@ def export_audited(
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "error": error,
+                "logprobs": _logprobs(token_logprobs),
                 "route": route_name,
                 "artifact_id": artifact_id,
                 "created": created,

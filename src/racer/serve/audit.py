@@ -19,7 +19,9 @@ logs keep working):
 
 - ``decision_audit(decision_id, route, created, artifact_id, audited, call_probability)``
 - ``audit_responses(decision_id, model, response, cost_usd, latency_s, prompt_tokens,
-  completion_tokens, error, background)``
+  completion_tokens, error, background, logprobs)``; ``logprobs`` is the answer's token
+  log-probabilities as a JSON list (NULL when its backend returned none; see the
+  backend setting ``logprobs``), added to older logs when missing.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ AUDIT_SCHEMA = (
     completion_tokens INTEGER,
     error TEXT,
     background INTEGER NOT NULL,
+    logprobs TEXT,
     PRIMARY KEY (decision_id, model)
 )""",
 )
@@ -64,8 +67,23 @@ _INSERT_META = (
 )
 _INSERT_RESPONSE = (
     "INSERT INTO audit_responses (decision_id, model, response, cost_usd, latency_s, "
-    "prompt_tokens, completion_tokens, error, background) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "prompt_tokens, completion_tokens, error, background, logprobs) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _add_logprobs_column(connection: Any, mark: str) -> None:
+    """Add ``audit_responses.logprobs`` to a log created before it existed."""
+    if mark != "?":  # PostgreSQL
+        connection.execute("ALTER TABLE audit_responses ADD COLUMN IF NOT EXISTS logprobs TEXT")
+        return
+    present = {row[1] for row in connection.execute("PRAGMA table_info(audit_responses)")}
+    if "logprobs" not in present:
+        connection.execute("ALTER TABLE audit_responses ADD COLUMN logprobs TEXT")
+
+
+def _logprobs_text(values: Sequence[float] | None) -> str | None:
+    return None if values is None else json.dumps([float(v) for v in values])
 
 
 def call_probabilities(
@@ -154,6 +172,7 @@ class Auditor:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         decision_log.submit_job(_execute_all(AUDIT_SCHEMA)).result()
+        decision_log.submit_job(_add_logprobs_column).result()
 
     @property
     def in_flight(self) -> int:
@@ -231,6 +250,7 @@ class Auditor:
                 every[model].completion_tokens,
                 every[model].error,
                 int(model in missing),
+                _logprobs_text(every[model].token_logprobs),
             )
             for model in decision.route.model_names
         ]

@@ -73,6 +73,10 @@ class BackendCall:
         The upstream's whole JSON answer (every choice with its ``logprobs``, ``usage``
         with its details, ``system_fingerprint``); for a relayed stream, its usage
         chunk; None for a failed call.
+    logprobs_added : bool
+        The gateway asked the upstream for ``logprobs`` that the client did not ask for
+        (the backend's ``logprobs`` setting): they are read (:attr:`token_logprobs`,
+        for the stop rule and the log) but not returned to the client.
 
     A call that answered (``ok``) may hold no text: a tool call, or a refusal
     (:attr:`refused`).
@@ -92,6 +96,7 @@ class BackendCall:
     retry_after_s: float | None = None
     abandoned: bool = False
     upstream: dict[str, Any] | None = field(default=None, repr=False)
+    logprobs_added: bool = False
 
     @property
     def ok(self) -> bool:
@@ -337,11 +342,21 @@ class Backend:
             completion_tokens or 0
         ) * self.config.output_cost_per_token
 
+    def adds_logprobs(self, request: dict[str, Any], stream: bool) -> bool:
+        """Whether the upstream is asked for ``logprobs`` the client did not ask for.
+
+        A backend with ``logprobs: true`` asks on a non-streamed call whose client left
+        ``logprobs`` unset (a client's own ``true`` or ``false`` is sent as it is).
+        """
+        return self.config.logprobs and not stream and "logprobs" not in request
+
     def _payload(self, request: dict[str, Any], stream: bool) -> dict[str, Any]:
         payload = {**request, "model": self.config.upstream_model, "stream": stream}
         payload.pop("stream_options", None)
         if stream:  # the usage chunk gives the cost; the gateway sends its own to the client
             payload["stream_options"] = {"include_usage": True}
+        if self.adds_logprobs(request, stream):
+            payload["logprobs"] = True
         return payload
 
     def _describe(self, error: BaseException) -> UpstreamError:
@@ -507,6 +522,7 @@ class Backend:
             message=message,
             finish_reason=choice.get("finish_reason"),
             upstream=body,
+            logprobs_added=self.adds_logprobs(request, False),
         )
 
     async def open_stream(self, request: dict[str, Any]) -> UpstreamStream:

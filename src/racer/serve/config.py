@@ -112,6 +112,15 @@ class BackendConfig(_Strict):
         The longest wait between attempts (also caps a ``Retry-After`` header).
     max_concurrency : int, default 64
         The most requests in flight to this backend at once; more wait in line.
+    logprobs : bool, default False
+        Ask this backend for the answer's token log-probabilities (``logprobs: true``)
+        on every non-streamed call whose client did not set ``logprobs`` itself. They
+        are the strongest cascade signal after agreement: a certified policy's stop rule
+        reads them, an audited decision logs them and ``racer collect`` stores them.
+        vLLM, OpenAI and OpenRouter (for the models that have them) return chat
+        logprobs; a backend that ignores the field answers as usual and the signal is
+        just absent. A client that did not ask gets no logprobs back. Streams are not
+        asked (a relayed stream carries logprobs only when its client asked).
     """
 
     name: str = Field(min_length=1)
@@ -130,6 +139,7 @@ class BackendConfig(_Strict):
     breaker_failures: int = Field(3, ge=1)
     cooldown_s: float = Field(1.0, gt=0)
     max_cooldown_s: float = Field(5.0, gt=0)
+    logprobs: bool = False
 
     @field_validator("base_url")
     @classmethod

@@ -131,8 +131,9 @@ def message_of(call: BackendCall) -> dict[str, Any]:
 def upstream_choices(call: BackendCall) -> tuple[dict[str, Any], ...]:
     """Every choice ``call``'s upstream answered (empty when it sent no usable list).
 
-    Each keeps the upstream's fields (``logprobs`` included); its message gets the
-    ``assistant`` role and a missing ``finish_reason`` becomes ``"stop"``.
+    Each keeps the upstream's fields (``logprobs`` included, unless the gateway asked
+    for them and the client did not: :attr:`BackendCall.logprobs_added`); its message
+    gets the ``assistant`` role and a missing ``finish_reason`` becomes ``"stop"``.
     """
     choices = (call.upstream or {}).get("choices")
     if not isinstance(choices, list) or not all(
@@ -145,7 +146,7 @@ def upstream_choices(call: BackendCall) -> tuple[dict[str, Any], ...]:
             "index": choice.get("index", position),
             "message": {"role": "assistant", **choice["message"]},
             "finish_reason": choice.get("finish_reason") or "stop",
-            "logprobs": choice.get("logprobs"),
+            "logprobs": None if call.logprobs_added else choice.get("logprobs"),
         }
         for position, choice in enumerate(choices)
     )

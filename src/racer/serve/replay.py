@@ -9,6 +9,13 @@ Prompts are found by exact text, then by a normalised text (whitespace collapsed
 case folded). When two recorded queries have the same text the first one answers.
 Token counts in ``usage`` are estimates (4 characters per token): the recorded data
 holds dollar costs, not token counts; the recorded cost is reported as ``usage.cost``.
+
+Recorded token log-probabilities (``RoutingDataset.logprobs``, from data that
+``racer collect`` or ``racer dataset`` wrote) are returned to a request that asks with
+``logprobs: true``, in the OpenAI chat format (``choices[0].logprobs.content``, one entry
+per recorded value, streamed on the first text chunk). The recorded data holds the
+values, not the tokens: each entry's ``token`` is ``""`` and its ``bytes`` null, and
+``top_logprobs`` is empty. A request without the flag gets none, as from OpenAI.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from racer.serve.schemas import (
     chunk_body,
     completion_body,
     error_body,
-    text_events,
+    message_events,
     validation_message,
 )
 
@@ -94,6 +101,14 @@ class ReplayBook:
         text = self.dataset.responses[row, self.model_names.index(model)]
         return text if isinstance(text, str) else None
 
+    def logprobs(self, model: str, prompt: str) -> list[float] | None:
+        """The recorded token log-probabilities of ``model``'s answer to ``prompt``, or None."""
+        row = self.find(prompt)
+        if row is None or self.dataset.logprobs is None:
+            return None
+        values = self.dataset.logprobs[row, self.model_names.index(model)]
+        return None if values is None else [float(v) for v in values]
+
     def cost(self, model: str, prompt: str) -> float | None:
         """The recorded dollar cost of ``model`` on ``prompt``, None when unknown."""
         row = self.find(prompt)
@@ -101,6 +116,21 @@ class ReplayBook:
             return None
         value = float(self.dataset.costs[row, self.model_names.index(model)])
         return value if np.isfinite(value) else None
+
+
+def chat_logprobs(values: list[float]) -> dict[str, Any]:
+    """Recorded values in the OpenAI chat ``logprobs`` format (tokens unknown: ``""``).
+
+    Examples
+    --------
+    >>> chat_logprobs([-0.5])
+    {'content': [{'token': '', 'logprob': -0.5, 'bytes': None, 'top_logprobs': []}]}
+    """
+    return {
+        "content": [
+            {"token": "", "logprob": value, "bytes": None, "top_logprobs": []} for value in values
+        ]
+    }
 
 
 def _error(
@@ -190,14 +220,29 @@ def create_replay_app(
         recorded = book.cost(answering, prompt)
         if recorded is not None:  # the recorded dollars, as OpenRouter reports usage.cost
             usage["cost"] = recorded
+        values = book.logprobs(answering, prompt) if request.logprobs else None
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+            "logprobs": None if values is None else chat_logprobs(values),
+        }
         if request.stream:
             options = getattr(request, "stream_options", None) or {}
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             final = {**chunk_body(answer_id, created, answering, None), "usage": usage}
-            return StreamingResponse(
-                text_events(answer_id, created, answering, text, final if with_usage else None),
-                media_type="text/event-stream",
+            events = message_events(
+                answer_id,
+                created,
+                answering,
+                choice["message"],
+                "stop",
+                final if with_usage else None,
+                [choice],
             )
-        return JSONResponse(completion_body(answer_id, created, answering, text, usage))
+            return StreamingResponse(events, media_type="text/event-stream")
+        return JSONResponse(
+            completion_body(answer_id, created, answering, text, usage, choices=[choice])
+        )
 
     return app

@@ -104,3 +104,14 @@ def test_tolerance_front_keeps_the_first_policy_and_reads_training_data_only():
     assert 0 in kept
     assert kept.tolist() == [p for p in safest_first(losses, costs).tolist() if p in set(kept)]
     assert np.array_equal(kept, tolerance_front(losses.copy(), np.array(costs), first=0))
+
+
+def test_tolerance_front_keeps_one_policy_per_training_risk_and_cost():
+    losses, costs = _tied_family()
+    # Policy 5 repeats policy 2 and policy 6 the reference on the training data: the
+    # earlier one (the reference first) is kept, the repeat is not.
+    losses = np.column_stack([losses, losses[:, 2], losses[:, 0]])
+    costs = np.column_stack([costs, costs[:, 2], costs[:, 0]])
+    assert tolerance_front(losses, costs).tolist() == [0, 2, 1]
+    reordered = [6, 1, 2, 3, 4, 5, 0]  # the reference's repeat comes first in the family
+    assert tolerance_front(losses[:, reordered], costs[:, reordered], first=6).tolist() == [6, 2, 1]

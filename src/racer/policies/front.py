@@ -111,7 +111,9 @@ def tolerance_front(
     With ``tolerance=0`` (the default) this keeps the training front *with its ties*:
     every policy whose training risk is the lowest among the policies no dearer than it,
     so a dearer policy as safe on training data as a cheaper one stays and is tested
-    before it (the cheaper one is the likelier to have been lucky).
+    before it (the cheaper one is the likelier to have been lucky). Policies with the
+    same training risk and cost as one kept already (``first``, then the earliest in the
+    family) are that policy as far as the training data tells, and are not kept again.
 
     Parameters
     ----------
@@ -150,9 +152,11 @@ def tolerance_front(
     difference = losses - losses[:, best]
     n = losses.shape[0]
     spread = difference.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(risk.size)
-    kept = risk - risk[best] <= tolerance * spread + 1e-12
-    kept[first] = True
-    positions = np.flatnonzero(kept)
+    kept = np.flatnonzero(risk - risk[best] <= tolerance * spread + 1e-12)
+    # One policy per (training risk, training cost): ``first``, then the earliest.
+    kept = np.concatenate([[first], kept[kept != first]])
+    _, unique = np.unique(np.column_stack([risk[kept], cost[kept]]), axis=0, return_index=True)
+    positions = kept[np.sort(unique)]
     return positions[np.lexsort((-cost[positions], risk[positions]))]
 
 

@@ -150,7 +150,8 @@ def test_cascade_over_replay_servers_equals_the_simulated_policy(arc, tmp_path):
         if simulated.escalated[row]:
             assert report["stopped"] == "escalated to reference"
         else:
-            margin = float(re.fullmatch(r"agreement margin (\S+) >= 4", report["stopped"])[1])
+            stop = rf"agreement margin (\S+) >= {policy.threshold:g}"
+            margin = float(re.fullmatch(stop, report["stopped"])[1])
             assert margin >= policy.threshold
         served[row] = names.index(report["served"])
         assert body["racer"]["chosen"] == report["served"]
@@ -158,11 +159,20 @@ def test_cascade_over_replay_servers_equals_the_simulated_policy(arc, tmp_path):
         costs[row] = body["racer"]["cost_usd"]
     np.testing.assert_array_equal(served, simulated.served)
     np.testing.assert_allclose(costs, simulated.cost, rtol=1e-12)
-    # Escalation happens on disagreement: some escalated queries have cheap tiers that
-    # answered differently, and no query that stopped early had them disagree.
+    # Escalation happens on disagreement: some escalated queries have called tiers that
+    # answered differently, and a query stops only where the called tiers agreeing with
+    # the served answer outweigh the others by the stop margin.
     codes = data.codes[:, list(policy.chain)]
-    disagree = (codes != codes[:, :1]).any(axis=1)
-    assert (simulated.escalated & disagree).any() and not (~simulated.escalated & disagree).any()
+    called = simulated.invoked[:, list(policy.chain)]
+    disagree = (called & (codes != codes[:, :1])).any(axis=1)
+    assert (simulated.escalated & disagree).any()
+    served_codes = data.codes[np.arange(test.n_queries), simulated.served][:, None]
+    extracted = called & (codes >= 0)
+    weights = np.asarray(policy.weights)
+    margins = ((extracted & (codes == served_codes)) * weights).sum(axis=1) - (
+        (extracted & (codes != served_codes)) * weights
+    ).sum(axis=1)
+    assert (margins[~simulated.escalated] >= policy.threshold).all()
     assert 0 < simulated.escalated.mean() < 1
     # Realised regret and mean cost over the whole test split: the simulated figures.
     realised = answer_losses("regret", served, None, test.labels, ref).mean()

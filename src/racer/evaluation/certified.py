@@ -26,7 +26,7 @@ from racer.policies import (
     policy_grid,
     training_front,
 )
-from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
+from racer.policies.front import dearer_than_reference, never_dearer, tolerance_front
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
 from racer.signals import answer_signals
@@ -160,7 +160,7 @@ def plan_family(
     )
     losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
     if objective == "regret":
-        kept = never_dearer(bootstrap_front(losses, costs, first=0), costs, reference_index=0)
+        kept = never_dearer(tolerance_front(losses, costs, first=0), costs, reference_index=0)
     else:
         kept = training_front(losses, costs, first=0)
     return PolicyFamily(

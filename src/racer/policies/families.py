@@ -26,8 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from racer.aggregate import choose_in_sets, log_odds, weighted_vote
+from racer.policies.base import Outcome, PolicyData
+from racer.policies.router_cascade import RouterCascade
 from racer.sets import augmented_scores, entry_levels
-from racer.signals import AnswerSignals
 from racer.similarity import chain_codes
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.arange(0.0, 10.01, 0.5))
@@ -35,74 +36,9 @@ DEFAULT_LAMBDAS = tuple(float(x) for x in np.round(np.arange(0.05, 1.0001, 0.05)
 SET_FAMILIES = ("threshold", "cumulative")
 SET_AGGREGATORS = ("logodds", "vote", "best")
 JUDGE = "judge"
-
-
-@dataclass(frozen=True)
-class PolicyData:
-    """Recorded outcomes of every model on a batch of queries.
-
-    Attributes
-    ----------
-    quality : numpy.ndarray, shape (n, M)
-        0/1 labels or graded quality in [0, 1]; NaN = unknown.
-    codes : numpy.ndarray of int, shape (n, M)
-        Answer codes (:func:`racer.aggregate.answer_codes`); -1 unextractable, -2 none.
-    costs : numpy.ndarray, shape (n, M)
-        Dollars (or calls) each model's call cost.
-    scores : numpy.ndarray, shape (n, M), optional
-        The base router's scores (needed by router-weighted cascades and sets).
-    agree : numpy.ndarray of bool, shape (n, M, M), optional
-        Free-text agreement (:func:`racer.similarity.pairwise_agreement`); with it a
-        cascade's codes come from the agreement of its tiers (:meth:`Cascade.codes`).
-    signals : racer.signals.AnswerSignals, optional
-        What each answer says about itself (length, hedging, token log-probabilities),
-        read by learned stop rules.
-    """
-
-    quality: np.ndarray
-    codes: np.ndarray
-    costs: np.ndarray
-    scores: np.ndarray | None = None
-    agree: np.ndarray | None = None
-    signals: AnswerSignals | None = None
-
-    @property
-    def n(self) -> int:
-        """Number of queries."""
-        return int(self.quality.shape[0])
-
-    def take(self, rows: np.ndarray) -> PolicyData:
-        """The data of ``rows`` only."""
-        return PolicyData(
-            self.quality[rows],
-            self.codes[rows],
-            self.costs[rows],
-            None if self.scores is None else self.scores[rows],
-            None if self.agree is None else self.agree[rows],
-            None if self.signals is None else self.signals.take(rows),
-        )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a policy did on each query.
-
-    Attributes
-    ----------
-    served : numpy.ndarray of int, shape (n,)
-        The column whose answer is returned (-1: nothing).
-    invoked : numpy.ndarray of bool, shape (n, M)
-        The models called.
-    cost : numpy.ndarray, shape (n,)
-        The cost of those calls.
-    escalated : numpy.ndarray of bool, shape (n,)
-        Whether the fallback model was called.
-    """
-
-    served: np.ndarray
-    invoked: np.ndarray
-    cost: np.ndarray
-    escalated: np.ndarray
+ROUTER_SCORE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+ROUTER_MARGINS = (0.0, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0)
+ROUTER_CHAIN_SIZES = (1, 2, 3, 4, 6)
 
 
 class Policy(Protocol):
@@ -425,6 +361,9 @@ def policy_grid(
     families: tuple[str, ...] = SET_FAMILIES,
     aggregators: tuple[str, ...] = SET_AGGREGATORS,
     judge: int | None = None,
+    score_thresholds: tuple[float, ...] = ROUTER_SCORE_THRESHOLDS,
+    router_margins: tuple[float, ...] = ROUTER_MARGINS,
+    router_chain_sizes: tuple[int, ...] = ROUTER_CHAIN_SIZES,
 ) -> list[Policy]:
     """The policy family, built from training prices and accuracies only.
 
@@ -436,7 +375,9 @@ def policy_grid(
         The reference (regret) or strongest model: the last tier of every cascade and
         the escalation of every empty set. ``Single(fallback)`` is the first policy.
     with_router : bool
-        Add router-weighted cascades and parallel sets (needs router scores).
+        Add router-weighted cascades, router-led cascades
+        (:class:`racer.policies.router_cascade.RouterCascade`) and parallel sets (needs
+        router scores).
     n_candidates : int
         Cascade tiers are drawn from the ``n_candidates`` most accurate models cheaper
         than the fallback.
@@ -446,11 +387,18 @@ def policy_grid(
         The grids of the stop margin and of the parallel sets.
     judge : int, optional
         With the router, also judged parallel sets with this judge model.
+    score_thresholds, router_margins, router_chain_sizes
+        The router-led cascades' grid: their chains are the ``k`` cheapest candidates,
+        in price order, for each ``k`` of ``router_chain_sizes`` (the router skips the
+        tiers it does not trust, so a chain needs no subsets), each at every score
+        threshold and stop margin (455 policies by default), weighted by the log-odds
+        of the training accuracies.
 
     Returns
     -------
     list of policies
-        ``Single(fallback)`` first, every other single model, the cascades, the sets.
+        ``Single(fallback)`` first, every other single model, the cascades, the sets, the
+        router-led cascades.
     """
     prices = np.asarray(prices, dtype=float)
     accuracy = np.asarray(accuracy, dtype=float)
@@ -479,4 +427,13 @@ def policy_grid(
                 for family in families
                 for lam in lambdas
             ]
+        by_price = sorted(candidates, key=lambda m: (prices[m], m))
+        router_chains = dict.fromkeys(tuple(by_price[:size]) for size in router_chain_sizes)
+        policies += [
+            RouterCascade(chain, score, margin, fallback, tuple(float(weights[m]) for m in chain))
+            for chain in router_chains
+            if chain
+            for score in score_thresholds
+            for margin in router_margins
+        ]
     return policies

@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from racer.policies.families import Cascade, ParallelSets, Policy, Single
+from racer.policies.router_cascade import RouterCascade
 
 POLICY_KINDS: dict[str, type] = {
     "single": Single,
     "cascade": Cascade,
     "sets": ParallelSets,
+    "router_cascade": RouterCascade,
 }
 
 

@@ -68,6 +68,9 @@ class CertifiedSettings:
     judge : str, optional
         A judge model: with router scores the family also holds judged parallel sets,
         the judge's calls counted in their cost.
+    agreement : str
+        Free-text agreement measure (:func:`racer.evaluation.certified.answer_kind`):
+        "auto", "char", "dense", or a free-text answer kind with its threshold.
     """
 
     objective: str = "regret"
@@ -80,6 +83,7 @@ class CertifiedSettings:
     bound: str = "auto"
     seed: int = 0
     judge: str | None = None
+    agreement: str = "auto"
 
 
 def _summary(
@@ -149,7 +153,12 @@ def certified_records(
     pool = pool.subset(known)
     pool_scores = None if pool_scores is None else np.asarray(pool_scores)[known]
     family = plan_family(
-        train, settings.objective, settings.reference, train_scores, settings.judge
+        train,
+        settings.objective,
+        settings.reference,
+        train_scores,
+        settings.judge,
+        agreement=settings.agreement,
     )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
     outcomes = simulate_family(family.policies, data)
@@ -286,6 +295,7 @@ def records_for_evaluation(
     seed: int = 0,
     method: str = "fixed_sequence",
     router: str | None = None,
+    agreement: str = "auto",
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 
@@ -294,6 +304,7 @@ def records_for_evaluation(
     ``router`` (a base-router name) the family also holds router-weighted cascades and
     RACER's parallel sets, scored as :func:`racer.evaluation.scoring.cross_fitted_scores`
     does: out-of-fold on the training data, by the router fitted on all of it on the pool.
+    ``agreement`` picks the free-text agreement measure (``racer evaluate --agreement``).
     """
     check_objective_options(objective, reference, method)
     if objective is None:
@@ -314,6 +325,7 @@ def records_for_evaluation(
         n_cal=max(1, int(round(calibration_fraction * n_pool))),
         method=method,
         seed=seed,
+        agreement=agreement,
     )
     if router is None:
         return certified_records(train, test, settings)

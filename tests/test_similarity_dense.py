@@ -166,6 +166,29 @@ def test_the_answer_kind_round_trips_through_calibrate_and_the_gateway_computes_
     assert 3 in served and set(served) - {3}  # some queries stop early, some escalate
 
 
+def test_evaluate_certifies_with_the_agreement_it_is_asked_for(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RACER_CACHE_DIR", str(tmp_path / "cache"))
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    _task_csv(train, 200, 3)
+    _task_csv(test, 200, 4)
+    for agreement, kind in (("char", SIMILARITY), ("dense", SIMILARITY_DENSE)):
+        out = tmp_path / f"report-{agreement}"
+        result = runner.invoke(
+            app,
+            [
+                "evaluate", "--train", str(train), "--test", str(test), "--router", "prior",
+                "--alpha", "0.2", "--trials", "5", "--bounds", "binomial",
+                "--families", "threshold", "--objective", "regret", "--reference", REFERENCE,
+                "--agreement", agreement, "--out", str(out),
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        records = json.loads((out / "results.json").read_text())["certified"]
+        assert [r["answer_kind"] for r in records] == [kind]
+
+
 def test_without_the_dense_extra_the_errors_say_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert not dense_installed()

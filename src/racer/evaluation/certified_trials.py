@@ -147,7 +147,8 @@ def certified_records(
         largest per-query cost ratio and the ratio of mean costs; ``trials_share``: the
         share of trials whose certified policy is dearer than the reference on some pool
         query), and the
-        baselines ``uncorrected``, ``best_single``, ``all_models_vote``.
+        baselines ``uncorrected``, ``best_single``, ``all_models_vote``; ``answer_kind``
+        says how answers were compared (:func:`racer.evaluation.certified.answer_kind`).
     """
     known = ~np.isnan(pool.labels).any(axis=1)
     pool = pool.subset(known)
@@ -227,6 +228,7 @@ def certified_records(
                 "n_policies": len(family.policies),
                 "method": settings.method,
                 "bound": bound,
+                "answer_kind": family.answer_kind,
                 "uncorrected": _summary(
                     np.asarray(uncorrected), risks, accuracies, mean_costs, alpha, ref_cost
                 ),

@@ -17,8 +17,9 @@ weighted agreement of extracted answers), then ``+ router`` (router-weighted cas
 RACER's parallel sets, the router's training scores cross-fitted on the training part by
 :func:`racer.evaluation.scoring.cross_fitted_scores`; ``--router`` names it, ``none``
 leaves it out), then, on tasks without extractable answers (MBPP: code), ``+ free-text
-agreement`` (tiers agree by the similarity of their texts, :mod:`racer.similarity`; the
-rows before it compare no unextractable answers). With ``--fwer all`` the table repeats
+agreement`` (tiers agree by the similarity of their character n-grams,
+:mod:`racer.similarity`; the rows before it compare no unextractable answers; MiniLM
+agreement is compared in ``free_text_agreement.py``). With ``--fwer all`` the table repeats
 for fixed-sequence, Holm and Bonferroni testing. Per task, one line says which aggregator
 over all models wins on the pool (best / vote / log-odds, training-accuracy weights).
 
@@ -110,7 +111,7 @@ def main() -> None:
         pool = concat_datasets([full_train.subset(rows[cut:]), test], name=f"{stem} pool")
         n_cal = min(args.n_cal, int(0.7 * pool.n_queries))
         oracle = oracle_share(pool, REFERENCE)
-        free_text = answer_kind(train) == SIMILARITY
+        free_text = answer_kind(train, "char") == SIMILARITY
         for signals, router, similarity in [
             *((name, router, False) for name, router in signal_sets),
             *([("+ free-text agreement", signal_sets[-1][1], True)] if free_text else []),
@@ -124,7 +125,8 @@ def main() -> None:
             scores = (None, None) if router is None else cross_fitted_scores(router, train, pool)
             for method in methods:
                 settings = CertifiedSettings(
-                    "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal, method=method
+                    "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal,
+                    method=method, agreement="char",
                 )
                 records = certified_records(
                     train_part, pool_part, settings, train_scores=scores[0], pool_scores=scores[1]

@@ -558,7 +558,11 @@ def test_free_text_cascade_over_replay_servers_equals_its_simulation(shared_data
     test = quietly_load(folder / "mbpp_test.csv")
     cut = train.n_queries // 2
     fit, calibration = train.subset(np.arange(cut)), train.subset(np.arange(cut, train.n_queries))
-    state = certify_for_artifact("regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1)
+    # character n-grams: dense agreement (tests/test_similarity_dense.py) would embed
+    # every MBPP answer with MiniLM, minutes on CPU
+    state = certify_for_artifact(
+        "regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1, agreement="char"
+    )
     assert state["answer_kind"] == "similarity"
     policy = policy_from_state(state["certificate"]["policy"])
     assert isinstance(policy, Cascade) and state["certificate"]["certified"]

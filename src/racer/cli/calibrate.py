@@ -23,6 +23,7 @@ from racer.cli.batch import (
 )
 from racer.cli.common import (
     DEFAULT_ROUTER,
+    AgreementOption,
     DeltaOption,
     FwerOption,
     JsonOption,
@@ -214,6 +215,7 @@ def calibrate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
+    agreement: AgreementOption = "auto",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
     group_guarantee: GroupGuaranteeOption = "each",
@@ -240,12 +242,15 @@ def calibrate(
     )
     from racer.evaluation.scoring import cross_fitted_scores
     from racer.evaluation.task import align_models
+    from racer.similarity import free_text_kind
 
     set_quiet(quiet or as_json)
     with user_errors():
         _check_calibrate_options(alpha, delta, bound, family, guarantee, abstention)
         check_router_option(router, scores, train)
         check_objective_options(objective, reference, fwer)
+        if objective is not None:
+            free_text_kind(agreement)  # a wrong name, or dense without the extra
         if objective is not None and not train:
             raise UserError(
                 f"--objective {objective} plans its policies on the --train data; give --train."
@@ -317,7 +322,7 @@ def calibrate(
             )
         policy = certify_for_artifact(
             objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer,
-            router=router, calibration_scores=cal_scores,
+            router=router, calibration_scores=cal_scores, agreement=agreement,
         )
         save_artifact(
             out,

@@ -45,6 +45,14 @@ FwerOption = Annotated[
         help="Family-wise error control of --objective: fixed_sequence, bonferroni or holm."
     ),
 ]
+AgreementOption = Annotated[
+    str,
+    typer.Option(
+        help="How --objective compares free-text answers (code, prose): char (character "
+        "n-grams), dense (MiniLM embeddings, needs the dense extra) or auto (dense when "
+        "installed). The artifact records it; the gateway compares the same way."
+    ),
+]
 #: The base router of every command that trains one: knn needs no tuning, is robust on the
 #: real benchmarks, and is what the README and the committed results use.
 DEFAULT_ROUTER = "knn"

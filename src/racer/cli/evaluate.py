@@ -17,6 +17,7 @@ from rich.table import Table
 
 from racer.cli.common import (
     DEFAULT_ROUTER,
+    AgreementOption,
     DeltaOption,
     FwerOption,
     JsonOption,
@@ -461,6 +462,7 @@ def evaluate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
+    agreement: AgreementOption = "auto",
     abstention: AbstentionModesOption = "flag",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
@@ -495,10 +497,13 @@ def evaluate(
         evaluate_task,
         write_task_report,
     )
+    from racer.similarity import free_text_kind
 
     set_quiet(quiet or as_json)
     with user_errors():
         check_objective_options(objective, reference, fwer)
+        if objective is not None:
+            free_text_kind(agreement)  # a wrong name, or dense without the extra
         if not test:
             raise UserError("Give the test data with --test PATH.")
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
@@ -567,7 +572,7 @@ def evaluate(
         certified = records_for_evaluation(
             objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
             n_trials=trials, calibration_fraction=calibration_fraction, seed=seed, method=fwer,
-            router=None if scores is not None else router,
+            router=None if scores is not None else router, agreement=agreement,
         )
         header = [f"Test data: {test_data.name}; {source}.", ""]
         paths = write_task_report(

@@ -30,7 +30,7 @@ from racer.policies.front import dearer_than_reference, never_dearer, tolerance_
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
 from racer.signals import answer_signals
-from racer.similarity import SIMILARITY, free_text_codes
+from racer.similarity import free_text_codes, free_text_kind, is_free_text
 
 POLICY_FORMAT_VERSION = 1
 
@@ -54,8 +54,9 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
 
     Unknown costs take the model's mean cost; without any cost each call costs 1.
     Without responses every answer is unextractable (cascades then cannot stop early).
-    With ``kind="similarity"`` (free text) answers are unextractable and agree by the
-    similarity of their texts (:func:`racer.similarity.pairwise_agreement`). With
+    With a free-text kind (``"similarity"``: character n-grams, ``"similarity-dense"``:
+    MiniLM embeddings) answers are unextractable and agree by the similarity of their
+    texts (:func:`racer.similarity.agreement_function`). With
     responses, each answer's own signals (:func:`racer.signals.answer_signals`: length,
     hedging, token log-probabilities when recorded) ride along for learned stop rules.
     """
@@ -65,8 +66,8 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
     else:
         costs = np.ones(quality.shape)
     agree = None
-    if dataset.responses is not None and kind == SIMILARITY:
-        codes, agree = free_text_codes(dataset.responses)
+    if dataset.responses is not None and is_free_text(kind):
+        codes, agree = free_text_codes(dataset.responses, kind)
     elif dataset.responses is not None and kind is not None:
         codes = answer_codes(dataset.responses, kind)
     else:
@@ -77,14 +78,18 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
     return PolicyData(quality, codes, costs, scores, agree, signals)
 
 
-def answer_kind(dataset: RoutingDataset) -> str | None:
-    """How answers are compared: "choice" or "number" (extracted), "similarity" (free text).
+def answer_kind(dataset: RoutingDataset, agreement: str = "auto") -> str | None:
+    """How answers are compared: "choice" or "number" (extracted), else free-text agreement.
 
-    None without responses (nothing to compare).
+    Free text (no answer extractable) agrees by the similarity of the texts, the measure
+    chosen by ``agreement`` (:func:`racer.similarity.free_text_kind`): "auto" is
+    "similarity-dense" (MiniLM embeddings) when the ``dense`` extra is installed, else
+    "similarity" (character n-grams); "char" and "dense" force one. None without
+    responses (nothing to compare).
     """
     if dataset.responses is None:
         return None
-    return detect_answer_kind(dataset.responses) or SIMILARITY
+    return detect_answer_kind(dataset.responses) or free_text_kind(agreement)
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ def plan_family(
     reference: str | None = None,
     train_scores: np.ndarray | None = None,
     judge: str | None = None,
+    *,
+    agreement: str = "auto",
 ) -> PolicyFamily:
     """The policy family and its fixed-sequence order, from the training split only.
 
@@ -136,6 +143,8 @@ def plan_family(
         the family also holds router-weighted cascades and RACER's parallel sets.
     judge : str, optional
         Judge model of judged parallel sets (only with ``train_scores``).
+    agreement : str, default "auto"
+        Free-text agreement measure (:func:`answer_kind`): "auto", "char" or "dense".
 
     Notes
     -----
@@ -151,7 +160,7 @@ def plan_family(
     ref = None if reference is None else model_index(train.model_names, reference)
     check_objective(objective, ref)
     fallback = int(np.argmax(accuracy)) if ref is None else ref
-    kind = answer_kind(train)
+    kind = answer_kind(train, agreement)
     data = policy_data(train, train_scores, kind)
     prices = data.costs.mean(axis=0)
     judge_column = None if judge is None else model_index(train.model_names, judge, "judge")
@@ -257,6 +266,7 @@ def certify_for_artifact(
     method: str = "fixed_sequence",
     router: str | None = None,
     calibration_scores: np.ndarray | None = None,
+    agreement: str = "auto",
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 
@@ -264,7 +274,8 @@ def certify_for_artifact(
     ``router`` (the base router's name) and ``calibration_scores`` (its scores of the
     calibration queries, fitted on ``train``) the family also holds router-weighted
     cascades and RACER's parallel sets, their training risk from out-of-fold scores
-    (:func:`racer.evaluation.scoring.out_of_fold_scores`).
+    (:func:`racer.evaluation.scoring.out_of_fold_scores`). ``agreement`` picks the
+    free-text agreement measure (:func:`answer_kind`); the artifact records the kind.
     Returns the JSON to save in the artifact, or None without an objective. With a
     reference, ``dearer_than_reference`` says on how many calibration queries the served
     policy costs more than the reference alone (:func:`racer.policies.front.dearer_than_reference`).
@@ -278,7 +289,7 @@ def certify_for_artifact(
 
         train_scores = out_of_fold_scores(router, train)
     scores = None if train_scores is None else calibration_scores
-    family = plan_family(train, objective, reference, train_scores)
+    family = plan_family(train, objective, reference, train_scores, agreement=agreement)
     certificate = certify_dataset(
         family, calibration, alpha=alpha, delta=delta, scores=scores, method=method
     )

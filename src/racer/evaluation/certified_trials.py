@@ -68,6 +68,9 @@ class CertifiedSettings:
     judge : str, optional
         A judge model: with router scores the family also holds judged parallel sets,
         the judge's calls counted in their cost.
+    agreement : str
+        Free-text agreement measure (:func:`racer.evaluation.certified.answer_kind`):
+        "auto", "char", "dense", or a free-text answer kind with its threshold.
     """
 
     objective: str = "regret"
@@ -80,6 +83,7 @@ class CertifiedSettings:
     bound: str = "auto"
     seed: int = 0
     judge: str | None = None
+    agreement: str = "auto"
 
 
 def _summary(
@@ -143,13 +147,19 @@ def certified_records(
         largest per-query cost ratio and the ratio of mean costs; ``trials_share``: the
         share of trials whose certified policy is dearer than the reference on some pool
         query), and the
-        baselines ``uncorrected``, ``best_single``, ``all_models_vote``.
+        baselines ``uncorrected``, ``best_single``, ``all_models_vote``; ``answer_kind``
+        says how answers were compared (:func:`racer.evaluation.certified.answer_kind`).
     """
     known = ~np.isnan(pool.labels).any(axis=1)
     pool = pool.subset(known)
     pool_scores = None if pool_scores is None else np.asarray(pool_scores)[known]
     family = plan_family(
-        train, settings.objective, settings.reference, train_scores, settings.judge
+        train,
+        settings.objective,
+        settings.reference,
+        train_scores,
+        settings.judge,
+        agreement=settings.agreement,
     )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
     outcomes = simulate_family(family.policies, data)
@@ -218,6 +228,7 @@ def certified_records(
                 "n_policies": len(family.policies),
                 "method": settings.method,
                 "bound": bound,
+                "answer_kind": family.answer_kind,
                 "uncorrected": _summary(
                     np.asarray(uncorrected), risks, accuracies, mean_costs, alpha, ref_cost
                 ),
@@ -286,6 +297,7 @@ def records_for_evaluation(
     seed: int = 0,
     method: str = "fixed_sequence",
     router: str | None = None,
+    agreement: str = "auto",
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 
@@ -294,6 +306,7 @@ def records_for_evaluation(
     ``router`` (a base-router name) the family also holds router-weighted cascades and
     RACER's parallel sets, scored as :func:`racer.evaluation.scoring.cross_fitted_scores`
     does: out-of-fold on the training data, by the router fitted on all of it on the pool.
+    ``agreement`` picks the free-text agreement measure (``racer evaluate --agreement``).
     """
     check_objective_options(objective, reference, method)
     if objective is None:
@@ -314,6 +327,7 @@ def records_for_evaluation(
         n_cal=max(1, int(round(calibration_fraction * n_pool))),
         method=method,
         seed=seed,
+        agreement=agreement,
     )
     if router is None:
         return certified_records(train, test, settings)

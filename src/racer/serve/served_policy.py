@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from racer.policies import ParallelSets, Policy, policy_from_state
+from racer.similarity import agreement_function, is_free_text
 
 CERTIFICATE_FIELDS = ("objective", "alpha", "delta", "n", "certified", "only_fallback")
 
@@ -59,7 +60,8 @@ def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPo
     Raises
     ------
     ValueError
-        When the state does not hold a policy over ``model_names``.
+        When the state does not hold a policy over ``model_names``, or its free-text
+        answer kind cannot be computed here (``"similarity-dense"`` without the extra).
     """
     certificate = state.get("certificate")
     if not isinstance(certificate, dict) or not isinstance(certificate.get("policy"), dict):
@@ -69,6 +71,12 @@ def served_policy(state: dict[str, Any], model_names: Sequence[str]) -> ServedPo
     columns = policy.models_used()
     if any(not 0 <= c < m for c in columns):
         raise ValueError(f"the policy calls columns {columns}; the artifact has {m} models.")
+    kind = state.get("answer_kind")
+    if is_free_text(kind):
+        try:
+            agreement_function(kind)
+        except ImportError as error:
+            raise ValueError(str(error)) from None
     summary = {key: certificate.get(key) for key in CERTIFICATE_FIELDS}
     summary["reference"] = state.get("reference")
     summary["description"] = state.get("description") or policy.describe(tuple(model_names))

@@ -52,7 +52,7 @@ from racer.serve.records import FALLBACK, REFERENCE_FAILED, DecisionRecorder
 from racer.serve.served_policy import ServedPolicy
 from racer.serve.streaming import Relay
 from racer.signals import answer_signals
-from racer.similarity import SIMILARITY, free_text_codes
+from racer.similarity import free_text_codes, is_free_text
 
 
 def policy_row(
@@ -65,16 +65,17 @@ def policy_row(
 
     The codes are :func:`racer.aggregate.answer_codes` of the answers with the policy's
     answer kind, as :func:`racer.evaluation.certified.policy_data` computes them; with
-    no answer kind every answer is unextractable; with ``"similarity"`` (free text) the
-    answers agree by the similarity of their texts, as in the simulation. Each answer's
+    no answer kind every answer is unextractable; with a free-text kind (``"similarity"``,
+    ``"similarity-dense"``) the answers agree by that measure of their texts, as in the
+    simulation. Each answer's
     own signals (:func:`racer.signals.answer_signals`, with ``logprobs``: each answer's
     token log-probabilities or None) are those the simulation reads.
     """
     responses = np.empty((1, len(texts)), dtype=object)
     responses[0, :] = list(texts)
     agree = None
-    if kind == SIMILARITY:
-        codes, agree = free_text_codes(responses)
+    if is_free_text(kind):
+        codes, agree = free_text_codes(responses, kind)
     elif kind is not None:
         codes = answer_codes(responses, kind)
     else:

@@ -22,16 +22,21 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from racer.policies.learned import LearnedCascade
 from serve_fakes import AUTH, KEY
 
 from racer.artifact import save_artifact
 from racer.data.dataset import RoutingDataset
 from racer.data.load import load_dataset
 from racer.estimator import RACER
-from racer.evaluation.certified import PolicyFamily, certify_dataset, plan_family, policy_data
-from racer.evaluation.certified import policy_state
+from racer.evaluation.certified import (
+    PolicyFamily,
+    certify_dataset,
+    plan_family,
+    policy_data,
+    policy_state,
+)
 from racer.policies import policy_from_state
-from racer.policies.learned import LearnedCascade
 from racer.routers.prior import PriorRouter
 from racer.serve.app import app_from_config
 from racer.serve.config import load_config

@@ -248,7 +248,7 @@ def agreement_function(kind: str) -> Callable[[np.ndarray], np.ndarray]:
     return functools.partial(dense_pairwise_agreement, threshold=chosen)
 
 
-def free_text_kind(agreement: str = "auto") -> str:
+def free_text_kind(agreement: str = "char") -> str:
     """The free-text answer kind of an ``agreement`` option.
 
     Parameters

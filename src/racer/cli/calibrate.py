@@ -215,7 +215,7 @@ def calibrate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
-    agreement: AgreementOption = "auto",
+    agreement: AgreementOption = "char",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
     group_guarantee: GroupGuaranteeOption = "each",

@@ -49,8 +49,9 @@ AgreementOption = Annotated[
     str,
     typer.Option(
         help="How --objective compares free-text answers (code, prose): char (character "
-        "n-grams), dense (MiniLM embeddings, needs the dense extra) or auto (dense when "
-        "installed). The artifact records it; the gateway compares the same way."
+        "n-grams; the default, it certified more savings than dense on RouterBench MBPP), "
+        "dense (MiniLM embeddings, needs the dense extra) or auto (dense when installed). "
+        "The artifact records it; the gateway compares the same way."
     ),
 ]
 #: The base router of every command that trains one: knn needs no tuning, is robust on the

@@ -462,7 +462,7 @@ def evaluate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
-    agreement: AgreementOption = "auto",
+    agreement: AgreementOption = "char",
     abstention: AbstentionModesOption = "flag",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,

@@ -78,7 +78,7 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
     return PolicyData(quality, codes, costs, scores, agree, signals)
 
 
-def answer_kind(dataset: RoutingDataset, agreement: str = "auto") -> str | None:
+def answer_kind(dataset: RoutingDataset, agreement: str = "char") -> str | None:
     """How answers are compared: "choice" or "number" (extracted), else free-text agreement.
 
     Free text (no answer extractable) agrees by the similarity of the texts, the measure
@@ -127,7 +127,7 @@ def plan_family(
     train_scores: np.ndarray | None = None,
     judge: str | None = None,
     *,
-    agreement: str = "auto",
+    agreement: str = "char",
 ) -> PolicyFamily:
     """The policy family and its fixed-sequence order, from the training split only.
 
@@ -143,7 +143,7 @@ def plan_family(
         the family also holds router-weighted cascades and RACER's parallel sets.
     judge : str, optional
         Judge model of judged parallel sets (only with ``train_scores``).
-    agreement : str, default "auto"
+    agreement : str, default "char"
         Free-text agreement measure (:func:`answer_kind`): "auto", "char" or "dense".
 
     Notes
@@ -266,7 +266,7 @@ def certify_for_artifact(
     method: str = "fixed_sequence",
     router: str | None = None,
     calibration_scores: np.ndarray | None = None,
-    agreement: str = "auto",
+    agreement: str = "char",
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 

@@ -83,7 +83,7 @@ class CertifiedSettings:
     bound: str = "auto"
     seed: int = 0
     judge: str | None = None
-    agreement: str = "auto"
+    agreement: str = "char"
 
 
 def _summary(
@@ -297,7 +297,7 @@ def records_for_evaluation(
     seed: int = 0,
     method: str = "fixed_sequence",
     router: str | None = None,
-    agreement: str = "auto",
+    agreement: str = "char",
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 

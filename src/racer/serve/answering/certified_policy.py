@@ -182,7 +182,8 @@ class PolicyRun:
         for column in policy.tiers_for(self.decision.scores):
             await self._call([self.names[column]])
             asked[column] = True
-            data = self._data()
+            # Off the event loop: comparing answers may embed them (dense agreement).
+            data = await asyncio.to_thread(self._data)
             outcome = policy.simulate(data)  # the stop rule of the evaluation, as is
             if not outcome.escalated[0] and not (outcome.invoked[0] & ~asked).any():
                 self.stopped = policy.stop_reason(data, asked)
@@ -210,7 +211,8 @@ class PolicyRun:
             if policy.aggregator == JUDGE:
                 chosen = await self._judge()
             else:
-                outcome = policy.simulate(self._data())  # the evaluation's aggregation, as is
+                data = await asyncio.to_thread(self._data)
+                outcome = policy.simulate(data)  # the evaluation's aggregation, as is
                 if not outcome.escalated[0]:
                     chosen = int(outcome.served[0])
                     self.stopped = f"{policy.aggregator} over {int(members.sum())} model(s)"

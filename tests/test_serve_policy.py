@@ -62,7 +62,9 @@ def arc(shared_data, tmp_path_factory):
     test = quietly_load(folder / "arc_challenge_test.csv")
     cut = train.n_queries // 2
     fit, calibration = train.subset(np.arange(cut)), train.subset(np.arange(cut, train.n_queries))
-    state = certify_for_artifact("regret", REFERENCE, fit, calibration, alpha=ALPHA, delta=0.1)
+    state = certify_for_artifact(
+        "regret", REFERENCE, fit, calibration, alpha=ALPHA, delta=0.1, learned_stop=False
+    )
     names = list(train.model_names)
     router = PriorRouter().fit(list(fit.queries), fit.labels, model_names=names)
     with warnings.catch_warnings():
@@ -548,7 +550,9 @@ def test_free_text_cascade_over_replay_servers_equals_its_simulation(shared_data
     test = quietly_load(folder / "mbpp_test.csv")
     cut = train.n_queries // 2
     fit, calibration = train.subset(np.arange(cut)), train.subset(np.arange(cut, train.n_queries))
-    state = certify_for_artifact("regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1)
+    state = certify_for_artifact(
+        "regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1, learned_stop=False
+    )
     assert state["answer_kind"] == "similarity"
     policy = policy_from_state(state["certificate"]["policy"])
     assert isinstance(policy, Cascade) and state["certificate"]["certified"]

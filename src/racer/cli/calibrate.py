@@ -46,6 +46,7 @@ from racer.cli.common import (
     warnings_as_notes,
     without_leakage,
 )
+from racer.cli.evaluate import StopRuleOption, learned_stop_of
 from racer.cli.groups import (
     GroupByOption,
     GroupClassifierOption,
@@ -214,6 +215,7 @@ def calibrate(
     objective: ObjectiveOption = None,
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
+    stop_rule: StopRuleOption = "learned",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
     group_guarantee: GroupGuaranteeOption = "each",
@@ -246,6 +248,7 @@ def calibrate(
         _check_calibrate_options(alpha, delta, bound, family, guarantee, abstention)
         check_router_option(router, scores, train)
         check_objective_options(objective, reference, fwer)
+        learned_stop = learned_stop_of(stop_rule)
         if objective is not None and not train:
             raise UserError(
                 f"--objective {objective} plans its policies on the --train data; give --train."
@@ -317,7 +320,7 @@ def calibrate(
             )
         policy = certify_for_artifact(
             objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer,
-            router=router, calibration_scores=cal_scores,
+            router=router, calibration_scores=cal_scores, learned_stop=learned_stop,
         )
         save_artifact(
             out,

@@ -27,6 +27,7 @@ from racer.policies import (
     training_front,
 )
 from racer.policies.front import bootstrap_front, dearer_than_reference, never_dearer
+from racer.policies.learned import fit_learned_cascades
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
 from racer.signals import answer_signals
@@ -121,6 +122,9 @@ def plan_family(
     reference: str | None = None,
     train_scores: np.ndarray | None = None,
     judge: str | None = None,
+    *,
+    learned_stop: bool | None = None,
+    free_text: bool = True,
 ) -> PolicyFamily:
     """The policy family and its fixed-sequence order, from the training split only.
 
@@ -136,6 +140,13 @@ def plan_family(
         the family also holds router-weighted cascades and RACER's parallel sets.
     judge : str, optional
         Judge model of judged parallel sets (only with ``train_scores``).
+    learned_stop : bool, optional
+        Add cascades with a learned stop rule (:mod:`racer.policies.learned`), their
+        training risk and cost cross-fitted; by default when the training data has
+        responses. The margin-rule cascades stay in the family.
+    free_text : bool
+        Compare free-text answers by their similarity (False: unextractable answers are
+        never compared; the family's ``answer_kind`` is then None).
 
     Notes
     -----
@@ -152,6 +163,7 @@ def plan_family(
     check_objective(objective, ref)
     fallback = int(np.argmax(accuracy)) if ref is None else ref
     kind = answer_kind(train)
+    kind = None if kind == SIMILARITY and not free_text else kind
     data = policy_data(train, train_scores, kind)
     prices = data.costs.mean(axis=0)
     judge_column = None if judge is None else model_index(train.model_names, judge, "judge")
@@ -159,12 +171,45 @@ def plan_family(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
     losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
+    if train.responses is not None if learned_stop is None else learned_stop:
+        grid, losses, costs = _with_learned(
+            grid, losses, costs, data, accuracy, fallback, objective, ref
+        )
     if objective == "regret":
         kept = never_dearer(bootstrap_front(losses, costs, first=0), costs, reference_index=0)
     else:
         kept = training_front(losses, costs, first=0)
     return PolicyFamily(
         [grid[i] for i in kept], fallback, objective, ref, kind, int(np.flatnonzero(kept == 0)[0])
+    )
+
+
+def _with_learned(
+    grid: list[Policy],
+    losses: np.ndarray,
+    costs: np.ndarray,
+    data: PolicyData,
+    accuracy: np.ndarray,
+    fallback: int,
+    objective: str,
+    reference: int | None,
+) -> tuple[list[Policy], np.ndarray, np.ndarray]:
+    """The grid with the learned-stop cascades appended, their training losses cross-fitted.
+
+    Each learned cascade's training loss and cost come from stop probabilities of a
+    model that did not see the query (:func:`racer.policies.learned.fit_learned_cascades`),
+    so the front and the fixed-sequence order do not trust in-sample fits.
+    """
+    learned = fit_learned_cascades(
+        data, data.costs.mean(axis=0), accuracy, fallback, objective, reference
+    )
+    extra_losses, extra_costs = loss_and_cost(
+        learned.training_outcomes, data.quality, objective, reference
+    )
+    return (
+        [*grid, *learned.policies],
+        np.hstack([losses, extra_losses]),
+        np.hstack([costs, extra_costs]),
     )
 
 
@@ -257,6 +302,7 @@ def certify_for_artifact(
     method: str = "fixed_sequence",
     router: str | None = None,
     calibration_scores: np.ndarray | None = None,
+    learned_stop: bool | None = None,
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 
@@ -264,7 +310,9 @@ def certify_for_artifact(
     ``router`` (the base router's name) and ``calibration_scores`` (its scores of the
     calibration queries, fitted on ``train``) the family also holds router-weighted
     cascades and RACER's parallel sets, their training risk from out-of-fold scores
-    (:func:`racer.evaluation.scoring.out_of_fold_scores`).
+    (:func:`racer.evaluation.scoring.out_of_fold_scores`). ``learned_stop`` adds cascades
+    with a learned stop rule (None: when the training data has responses); the saved
+    policy then holds its stop model (JSON).
     Returns the JSON to save in the artifact, or None without an objective. With a
     reference, ``dearer_than_reference`` says on how many calibration queries the served
     policy costs more than the reference alone (:func:`racer.policies.front.dearer_than_reference`).
@@ -278,7 +326,7 @@ def certify_for_artifact(
 
         train_scores = out_of_fold_scores(router, train)
     scores = None if train_scores is None else calibration_scores
-    family = plan_family(train, objective, reference, train_scores)
+    family = plan_family(train, objective, reference, train_scores, learned_stop=learned_stop)
     certificate = certify_dataset(
         family, calibration, alpha=alpha, delta=delta, scores=scores, method=method
     )

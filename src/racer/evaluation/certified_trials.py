@@ -68,6 +68,11 @@ class CertifiedSettings:
     judge : str, optional
         A judge model: with router scores the family also holds judged parallel sets,
         the judge's calls counted in their cost.
+    learned_stop : bool, optional
+        Cascades with a learned stop rule in the family (None: when the training data
+        has responses; :func:`racer.evaluation.certified.plan_family`).
+    free_text : bool
+        Compare free-text answers by their similarity (False: never compared).
     """
 
     objective: str = "regret"
@@ -80,6 +85,8 @@ class CertifiedSettings:
     bound: str = "auto"
     seed: int = 0
     judge: str | None = None
+    learned_stop: bool | None = None
+    free_text: bool = True
 
 
 def _summary(
@@ -149,7 +156,13 @@ def certified_records(
     pool = pool.subset(known)
     pool_scores = None if pool_scores is None else np.asarray(pool_scores)[known]
     family = plan_family(
-        train, settings.objective, settings.reference, train_scores, settings.judge
+        train,
+        settings.objective,
+        settings.reference,
+        train_scores,
+        settings.judge,
+        learned_stop=settings.learned_stop,
+        free_text=settings.free_text,
     )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
     outcomes = simulate_family(family.policies, data)
@@ -286,6 +299,7 @@ def records_for_evaluation(
     seed: int = 0,
     method: str = "fixed_sequence",
     router: str | None = None,
+    learned_stop: bool | None = None,
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 
@@ -294,6 +308,8 @@ def records_for_evaluation(
     ``router`` (a base-router name) the family also holds router-weighted cascades and
     RACER's parallel sets, scored as :func:`racer.evaluation.scoring.cross_fitted_scores`
     does: out-of-fold on the training data, by the router fitted on all of it on the pool.
+    ``learned_stop`` adds cascades with a learned stop rule (None: when the training data
+    has responses).
     """
     check_objective_options(objective, reference, method)
     if objective is None:
@@ -314,6 +330,7 @@ def records_for_evaluation(
         n_cal=max(1, int(round(calibration_fraction * n_pool))),
         method=method,
         seed=seed,
+        learned_stop=learned_stop,
     )
     if router is None:
         return certified_records(train, test, settings)

@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from racer.policies.families import Cascade, ParallelSets, Policy, Single
+from racer.policies.learned import LearnedCascade
 
 POLICY_KINDS: dict[str, type] = {
     "single": Single,
     "cascade": Cascade,
     "sets": ParallelSets,
+    "learned_cascade": LearnedCascade,
 }
 
 

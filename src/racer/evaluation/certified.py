@@ -1,6 +1,7 @@
 """Certified answer-level policies: the family fixed from training data, and its certificate.
 
-The policy family is built from the training split only (grid, training risk-cost
+The policy family is built from the training split only (grid, cascades with a learned
+stop rule when the data has responses (:mod:`racer.policies.learned`), training risk-cost
 front, under regret the union of the fronts of bootstrap resamples never dearer than the
 reference, fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
 on calibration data and :func:`certify_for_artifact` turns the certificate into the JSON an
@@ -171,7 +172,8 @@ def plan_family(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
     losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
-    if train.responses is not None if learned_stop is None else learned_stop:
+    with_learned = train.responses is not None if learned_stop is None else learned_stop
+    if with_learned:  # cross-fitted training outcomes (racer.policies.learned)
         grid, losses, costs = _with_learned(
             grid, losses, costs, data, accuracy, fallback, objective, ref
         )

@@ -13,15 +13,20 @@ result) and the per-query oracle (the cheapest model without regret on each quer
 cheapest right model where gpt-4 is right, the cheapest model where it is wrong).
 
 The signal sets, each adding to the one before: the margin rule alone (training-accuracy
-weighted agreement of extracted answers), then ``+ router`` (router-weighted cascades and
-RACER's parallel sets, the router's training scores cross-fitted on the training part by
-:func:`racer.evaluation.scoring.cross_fitted_scores`; ``--router`` names it, ``none``
-leaves it out), then, on tasks without extractable answers (MBPP: code), ``+ free-text
-agreement`` (tiers agree by the similarity of their character n-grams,
+weighted agreement of extracted answers), then ``+ router start`` (what
+:func:`racer.policies.policy_grid` holds with the router: router-weighted and router-led
+cascades and RACER's parallel sets, the router's training scores cross-fitted on the
+training part by :func:`racer.evaluation.scoring.cross_fitted_scores`; ``--router`` names
+it, ``none`` leaves it out), then ``+ learned stop`` (cascades whose stop rule is a
+classifier trained on the training part, :mod:`racer.policies.learned`, reading the
+answers so far, their agreement, the router's scores and each answer's own signals; its
+training outcomes cross-fitted), then, on tasks without extractable answers (MBPP: code),
+``+ free-text agreement`` (tiers agree by the similarity of their character n-grams,
 :mod:`racer.similarity`; the rows before it compare no unextractable answers; MiniLM
-agreement is compared in ``free_text_agreement.py``). With ``--fwer all`` the table repeats
-for fixed-sequence, Holm and Bonferroni testing. Per task, one line says which aggregator
-over all models wins on the pool (best / vote / log-odds, training-accuracy weights).
+agreement is compared in ``free_text_agreement.py``). With
+``--fwer all`` the table repeats for fixed-sequence, Holm and Bonferroni testing. Per
+task, one line says which aggregator over all models wins on the pool (best / vote /
+log-odds, training-accuracy weights).
 
 Usage::
 
@@ -34,7 +39,6 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +89,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    signal_sets = [("margin rule", None)]
-    if args.router != "none":
-        signal_sets.append((f"+ router ({args.router})", args.router))
+    router = None if args.router == "none" else args.router
+    # (label, router, learned stop, free-text agreement), each adding to the one before.
+    signal_sets = [("margin rule", None, False, False)]
+    if router is not None:
+        signal_sets.append((f"+ router start ({router})", router, False, False))
+    signal_sets.append(("+ learned stop", router, True, False))
     lines = [
         f"Certified regret against {REFERENCE}: delta 0.1, {args.trials} validity trials, "
         "binomial p-values, policies ordered along the bootstrap-union training front "
@@ -112,24 +119,27 @@ def main() -> None:
         n_cal = min(args.n_cal, int(0.7 * pool.n_queries))
         oracle = oracle_share(pool, REFERENCE)
         free_text = answer_kind(train, "char") == SIMILARITY
-        for signals, router, similarity in [
-            *((name, router, False) for name, router in signal_sets),
-            *([("+ free-text agreement", signal_sets[-1][1], True)] if free_text else []),
-        ]:
-            # Without free-text agreement, unextractable answers are not compared at all.
-            train_part, pool_part = (
-                (train, pool)
-                if similarity or not free_text
-                else (replace(train, responses=None), replace(pool, responses=None))
-            )
-            scores = (None, None) if router is None else cross_fitted_scores(router, train, pool)
+        rows_of_task = [*signal_sets]
+        if free_text:
+            rows_of_task.append(("+ free-text agreement", router, True, True))
+        scored = None if router is None else cross_fitted_scores(router, train, pool)
+        for signals, row_router, learned, similarity in rows_of_task:
+            scores = (None, None) if row_router is None else scored
             for method in methods:
                 settings = CertifiedSettings(
-                    "regret", REFERENCE, ALPHAS, n_trials=args.trials, n_cal=n_cal,
-                    method=method, agreement="char",
+                    "regret",
+                    REFERENCE,
+                    ALPHAS,
+                    n_trials=args.trials,
+                    n_cal=n_cal,
+                    method=method,
+                    agreement="char",
+                    learned_stop=learned,
+                    # Without free-text agreement, unextractable answers are not compared.
+                    free_text=similarity,
                 )
                 records = certified_records(
-                    train_part, pool_part, settings, train_scores=scores[0], pool_scores=scores[1]
+                    train, pool, settings, train_scores=scores[0], pool_scores=scores[1]
                 )
                 for record in records:
                     lines.append(_row(task, signals, record, oracle))

@@ -62,7 +62,9 @@ def arc(shared_data, tmp_path_factory):
     test = quietly_load(folder / "arc_challenge_test.csv")
     cut = train.n_queries // 2
     fit, calibration = train.subset(np.arange(cut)), train.subset(np.arange(cut, train.n_queries))
-    state = certify_for_artifact("regret", REFERENCE, fit, calibration, alpha=ALPHA, delta=0.1)
+    state = certify_for_artifact(
+        "regret", REFERENCE, fit, calibration, alpha=ALPHA, delta=0.1, learned_stop=False
+    )
     names = list(train.model_names)
     router = PriorRouter().fit(list(fit.queries), fit.labels, model_names=names)
     with warnings.catch_warnings():
@@ -561,7 +563,8 @@ def test_free_text_cascade_over_replay_servers_equals_its_simulation(shared_data
     # character n-grams: dense agreement (tests/test_similarity_dense.py) would embed
     # every MBPP answer with MiniLM, minutes on CPU
     state = certify_for_artifact(
-        "regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1, agreement="char"
+        "regret", REFERENCE, fit, calibration, alpha=0.1, delta=0.1, agreement="char",
+        learned_stop=False,
     )
     assert state["answer_kind"] == "similarity"
     policy = policy_from_state(state["certificate"]["policy"])

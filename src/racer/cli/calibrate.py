@@ -47,6 +47,7 @@ from racer.cli.common import (
     warnings_as_notes,
     without_leakage,
 )
+from racer.cli.evaluate import StopRuleOption, learned_stop_of
 from racer.cli.groups import (
     GroupByOption,
     GroupClassifierOption,
@@ -216,6 +217,7 @@ def calibrate(
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
     agreement: AgreementOption = "char",
+    stop_rule: StopRuleOption = "learned",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
     group_guarantee: GroupGuaranteeOption = "each",
@@ -251,6 +253,7 @@ def calibrate(
         check_objective_options(objective, reference, fwer)
         if objective is not None:
             free_text_kind(agreement)  # a wrong name, or dense without the extra
+        learned_stop = learned_stop_of(stop_rule)
         if objective is not None and not train:
             raise UserError(
                 f"--objective {objective} plans its policies on the --train data; give --train."
@@ -323,6 +326,7 @@ def calibrate(
         policy = certify_for_artifact(
             objective, reference, train_data, cal_data, alpha=alpha, delta=delta, method=fwer,
             router=router, calibration_scores=cal_scores, agreement=agreement,
+            learned_stop=learned_stop,
         )
         save_artifact(
             out,

@@ -93,6 +93,23 @@ AbstentionModesOption = Annotated[
         "flag precision (and per-group risk with --group-by).",
     ),
 ]
+STOP_RULES = ("learned", "margin")
+StopRuleOption = Annotated[
+    str,
+    typer.Option(
+        "--stop-rule",
+        help="Cascade stop rules of --objective: learned (the default: cascades with a learned "
+        "stop rule beside the agreement-margin ones, when the training data has responses) or "
+        "margin (the agreement margin only).",
+    ),
+]
+
+
+def learned_stop_of(stop_rule: str) -> bool | None:
+    """``--stop-rule`` as ``plan_family``'s ``learned_stop`` (UserError for another value)."""
+    if stop_rule not in STOP_RULES:
+        raise UserError(f"--stop-rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}.")
+    return None if stop_rule == "learned" else False
 
 
 def _numbers(text: str, option: str) -> tuple[float, ...]:
@@ -463,6 +480,7 @@ def evaluate(
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
     agreement: AgreementOption = "char",
+    stop_rule: StopRuleOption = "learned",
     abstention: AbstentionModesOption = "flag",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
@@ -504,6 +522,7 @@ def evaluate(
         check_objective_options(objective, reference, fwer)
         if objective is not None:
             free_text_kind(agreement)  # a wrong name, or dense without the extra
+        learned_stop = learned_stop_of(stop_rule)
         if not test:
             raise UserError("Give the test data with --test PATH.")
         settings = _settings(alpha, delta, trials, calibration_fraction, families, bounds, seed)
@@ -573,6 +592,7 @@ def evaluate(
             objective, reference, train_data, test_data, alphas=settings.alphas, delta=delta,
             n_trials=trials, calibration_fraction=calibration_fraction, seed=seed, method=fwer,
             router=None if scores is not None else router, agreement=agreement,
+            learned_stop=learned_stop,
         )
         header = [f"Test data: {test_data.name}; {source}.", ""]
         paths = write_task_report(

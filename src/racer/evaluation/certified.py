@@ -1,6 +1,7 @@
 """Certified answer-level policies: the family fixed from training data, and its certificate.
 
-The policy family is built from the training split only (grid, training risk-cost
+The policy family is built from the training split only (grid, cascades with a learned
+stop rule when the data has responses (:mod:`racer.policies.learned`), training risk-cost
 front, under regret the union of the fronts of bootstrap resamples never dearer than the
 reference, fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
 on calibration data and :func:`certify_for_artifact` turns the certificate into the JSON an
@@ -27,6 +28,7 @@ from racer.policies import (
     training_front,
 )
 from racer.policies.front import dearer_than_reference, never_dearer, tolerance_front
+from racer.policies.learned import fit_learned_cascades
 from racer.policies.losses import check_objective
 from racer.policies.simulate import simulate_family
 from racer.signals import answer_signals
@@ -128,6 +130,8 @@ def plan_family(
     judge: str | None = None,
     *,
     agreement: str = "char",
+    learned_stop: bool | None = None,
+    free_text: bool = True,
 ) -> PolicyFamily:
     """The policy family and its fixed-sequence order, from the training split only.
 
@@ -145,6 +149,13 @@ def plan_family(
         Judge model of judged parallel sets (only with ``train_scores``).
     agreement : str, default "char"
         Free-text agreement measure (:func:`answer_kind`): "auto", "char" or "dense".
+    learned_stop : bool, optional
+        Add cascades with a learned stop rule (:mod:`racer.policies.learned`), their
+        training risk and cost cross-fitted; by default when the training data has
+        responses. The margin-rule cascades stay in the family.
+    free_text : bool
+        Compare free-text answers by their similarity (False: unextractable answers are
+        never compared; the family's ``answer_kind`` is then None).
 
     Notes
     -----
@@ -161,6 +172,7 @@ def plan_family(
     check_objective(objective, ref)
     fallback = int(np.argmax(accuracy)) if ref is None else ref
     kind = answer_kind(train, agreement)
+    kind = None if is_free_text(kind) and not free_text else kind
     data = policy_data(train, train_scores, kind)
     prices = data.costs.mean(axis=0)
     judge_column = None if judge is None else model_index(train.model_names, judge, "judge")
@@ -168,12 +180,46 @@ def plan_family(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
     losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
+    with_learned = train.responses is not None if learned_stop is None else learned_stop
+    if with_learned:  # cross-fitted training outcomes (racer.policies.learned)
+        grid, losses, costs = _with_learned(
+            grid, losses, costs, data, accuracy, fallback, objective, ref
+        )
     if objective == "regret":
         kept = never_dearer(tolerance_front(losses, costs, first=0), costs, reference_index=0)
     else:
         kept = training_front(losses, costs, first=0)
     return PolicyFamily(
         [grid[i] for i in kept], fallback, objective, ref, kind, int(np.flatnonzero(kept == 0)[0])
+    )
+
+
+def _with_learned(
+    grid: list[Policy],
+    losses: np.ndarray,
+    costs: np.ndarray,
+    data: PolicyData,
+    accuracy: np.ndarray,
+    fallback: int,
+    objective: str,
+    reference: int | None,
+) -> tuple[list[Policy], np.ndarray, np.ndarray]:
+    """The grid with the learned-stop cascades appended, their training losses cross-fitted.
+
+    Each learned cascade's training loss and cost come from stop probabilities of a
+    model that did not see the query (:func:`racer.policies.learned.fit_learned_cascades`),
+    so the front and the fixed-sequence order do not trust in-sample fits.
+    """
+    learned = fit_learned_cascades(
+        data, data.costs.mean(axis=0), accuracy, fallback, objective, reference
+    )
+    extra_losses, extra_costs = loss_and_cost(
+        learned.training_outcomes, data.quality, objective, reference
+    )
+    return (
+        [*grid, *learned.policies],
+        np.hstack([losses, extra_losses]),
+        np.hstack([costs, extra_costs]),
     )
 
 
@@ -267,6 +313,7 @@ def certify_for_artifact(
     router: str | None = None,
     calibration_scores: np.ndarray | None = None,
     agreement: str = "char",
+    learned_stop: bool | None = None,
 ) -> dict | None:
     """``racer calibrate --objective``: certify the family on the calibration data.
 
@@ -276,6 +323,9 @@ def certify_for_artifact(
     cascades and RACER's parallel sets, their training risk from out-of-fold scores
     (:func:`racer.evaluation.scoring.out_of_fold_scores`). ``agreement`` picks the
     free-text agreement measure (:func:`answer_kind`); the artifact records the kind.
+    (:func:`racer.evaluation.scoring.out_of_fold_scores`). ``learned_stop`` adds cascades
+    with a learned stop rule (None: when the training data has responses); the saved
+    policy then holds its stop model (JSON).
     Returns the JSON to save in the artifact, or None without an objective. With a
     reference, ``dearer_than_reference`` says on how many calibration queries the served
     policy costs more than the reference alone (:func:`racer.policies.front.dearer_than_reference`).
@@ -289,7 +339,9 @@ def certify_for_artifact(
 
         train_scores = out_of_fold_scores(router, train)
     scores = None if train_scores is None else calibration_scores
-    family = plan_family(train, objective, reference, train_scores, agreement=agreement)
+    family = plan_family(
+        train, objective, reference, train_scores, agreement=agreement, learned_stop=learned_stop
+    )
     certificate = certify_dataset(
         family, calibration, alpha=alpha, delta=delta, scores=scores, method=method
     )

@@ -71,6 +71,11 @@ class CertifiedSettings:
     agreement : str
         Free-text agreement measure (:func:`racer.evaluation.certified.answer_kind`):
         "auto", "char", "dense", or a free-text answer kind with its threshold.
+    learned_stop : bool, optional
+        Cascades with a learned stop rule in the family (None: when the training data
+        has responses; :func:`racer.evaluation.certified.plan_family`).
+    free_text : bool
+        Compare free-text answers by their similarity (False: never compared).
     """
 
     objective: str = "regret"
@@ -84,6 +89,8 @@ class CertifiedSettings:
     seed: int = 0
     judge: str | None = None
     agreement: str = "char"
+    learned_stop: bool | None = None
+    free_text: bool = True
 
 
 def _summary(
@@ -160,6 +167,8 @@ def certified_records(
         train_scores,
         settings.judge,
         agreement=settings.agreement,
+        learned_stop=settings.learned_stop,
+        free_text=settings.free_text,
     )
     data = policy_data(pool, pool_scores if train_scores is not None else None, family.answer_kind)
     outcomes = simulate_family(family.policies, data)
@@ -298,6 +307,7 @@ def records_for_evaluation(
     method: str = "fixed_sequence",
     router: str | None = None,
     agreement: str = "char",
+    learned_stop: bool | None = None,
 ) -> list[dict] | None:
     """The ``certified`` list of ``racer evaluate --objective``; None without an objective.
 
@@ -307,6 +317,8 @@ def records_for_evaluation(
     RACER's parallel sets, scored as :func:`racer.evaluation.scoring.cross_fitted_scores`
     does: out-of-fold on the training data, by the router fitted on all of it on the pool.
     ``agreement`` picks the free-text agreement measure (``racer evaluate --agreement``).
+    ``learned_stop`` adds cascades with a learned stop rule (None: when the training data
+    has responses).
     """
     check_objective_options(objective, reference, method)
     if objective is None:
@@ -328,6 +340,7 @@ def records_for_evaluation(
         method=method,
         seed=seed,
         agreement=agreement,
+        learned_stop=learned_stop,
     )
     if router is None:
         return certified_records(train, test, settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from racer.policies.families import Cascade, ParallelSets, Policy, Single
+from racer.policies.learned import LearnedCascade
 from racer.policies.router_cascade import RouterCascade
 
 POLICY_KINDS: dict[str, type] = {
@@ -19,6 +20,7 @@ POLICY_KINDS: dict[str, type] = {
     "cascade": Cascade,
     "sets": ParallelSets,
     "router_cascade": RouterCascade,
+    "learned_cascade": LearnedCascade,
 }
 
 

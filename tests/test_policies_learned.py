@@ -29,7 +29,7 @@ from racer.artifact import load_artifact
 from racer.cli import app
 from racer.data.load import concat_datasets
 from racer.data.routerbench import load_routerbench
-from racer.evaluation.certified import answer_kind, plan_family, policy_data
+from racer.evaluation.certified import answer_kind, has_token_logprobs, plan_family, policy_data
 from racer.evaluation.report import monte_carlo_limit
 from racer.policies import PolicyData, certify, loss_and_cost, policy_from_state
 from racer.policies.learned import (
@@ -256,7 +256,7 @@ def test_training_outcomes_are_cross_fitted_without_the_querys_own_label(learned
 
 def test_the_certified_learned_stop_policy_keeps_its_promise_on_arc(arc):
     train, pool = arc
-    family = plan_family(train, "regret", REFERENCE)
+    family = plan_family(train, "regret", REFERENCE, learned_stop=True)
     assert any(isinstance(p, LearnedCascade) for p in family.policies)
     without = plan_family(train, "regret", REFERENCE, learned_stop=False)
     assert not any(isinstance(p, LearnedCascade) for p in without.policies)
@@ -304,7 +304,7 @@ def test_calibrate_saves_a_learned_stop_policy_that_loads_and_simulates_as_certi
     shared_data, tmp_path
 ):
     folder = shared_data / "routerbench"
-    result = _calibrate(folder, tmp_path / "learned")
+    result = _calibrate(folder, tmp_path / "learned", "--stop-rule", "learned")
     assert result.exit_code == 0, result.output
     artifact = load_artifact(tmp_path / "learned")
     calibration = _quiet(folder / "arc_challenge_test.csv")
@@ -324,7 +324,8 @@ def test_calibrate_saves_a_learned_stop_policy_that_loads_and_simulates_as_certi
     assert float(costs.mean()) == pytest.approx(certificate["calibration_cost"], rel=1e-12)
     assert certificate["calibration_risk"] <= 0.1 and certificate["p_value"] <= 0.1
     result = _calibrate(folder, tmp_path / "bad", "--stop-rule", "oracle")
-    assert result.exit_code == 2 and "--stop-rule must be one of learned, margin" in result.output
+    assert result.exit_code == 2
+    assert "--stop-rule must be one of auto, learned, margin" in result.output
 
 
 def test_the_gateway_serves_a_learned_cascade_as_simulated(arc, learned):
@@ -422,3 +423,21 @@ def test_the_gateway_serves_a_learned_cascade_as_simulated(arc, learned):
         costs[row] = answer.json()["racer"]["cost_usd"]
     np.testing.assert_array_equal(served, simulated.served)
     np.testing.assert_allclose(costs, simulated.cost, rtol=1e-12)
+
+
+def test_by_default_learned_cascades_join_the_family_only_when_answers_carry_logprobs(arc):
+    # "auto": the learned stop rule is planned where its main signal exists (token
+    # logprobs); without them it is left out (it certified nothing cheaper on ARC / MBPP).
+    train = arc[0].subset(np.arange(200))
+    assert not has_token_logprobs(train)
+    kinds = {type(p).__name__ for p in plan_family(train, "regret", REFERENCE).policies}
+    assert "LearnedCascade" not in kinds
+    forced = plan_family(train, "regret", REFERENCE, learned_stop=True).policies
+    assert any(isinstance(p, LearnedCascade) for p in forced)
+    logprobs = np.empty(train.labels.shape, dtype=object)
+    logprobs[0, 0] = [-0.1, -0.2]
+    with_logprobs = replace(train, logprobs=logprobs)
+    assert has_token_logprobs(with_logprobs)
+    assert not has_token_logprobs(replace(train, logprobs=np.empty(train.labels.shape, object)))
+    planned = plan_family(with_logprobs, "regret", REFERENCE).policies
+    assert any(isinstance(p, LearnedCascade) for p in planned)

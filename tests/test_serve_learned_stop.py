@@ -22,7 +22,6 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from racer.policies.learned import LearnedCascade
 from serve_fakes import AUTH, KEY
 
 from racer.artifact import save_artifact
@@ -37,6 +36,7 @@ from racer.evaluation.certified import (
     policy_state,
 )
 from racer.policies import policy_from_state
+from racer.policies.learned import LearnedCascade
 from racer.routers.prior import PriorRouter
 from racer.serve.app import app_from_config
 from racer.serve.config import load_config

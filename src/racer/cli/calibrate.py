@@ -34,9 +34,11 @@ from racer.cli.common import (
     QuietOption,
     ReferenceOption,
     RouterOption,
+    StopRuleOption,
     UserError,
     check_router_option,
     data_options,
+    learned_stop_of,
     load_data,
     note,
     one_line,
@@ -47,7 +49,6 @@ from racer.cli.common import (
     warnings_as_notes,
     without_leakage,
 )
-from racer.cli.evaluate import StopRuleOption, learned_stop_of
 from racer.cli.groups import (
     GroupByOption,
     GroupClassifierOption,
@@ -217,7 +218,7 @@ def calibrate(
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
     agreement: AgreementOption = "char",
-    stop_rule: StopRuleOption = "learned",
+    stop_rule: StopRuleOption = "auto",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,
     group_guarantee: GroupGuaranteeOption = "each",

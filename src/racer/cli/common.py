@@ -54,6 +54,25 @@ AgreementOption = Annotated[
         "The artifact records it; the gateway compares the same way."
     ),
 ]
+STOP_RULES = ("auto", "learned", "margin")
+StopRuleOption = Annotated[
+    str,
+    typer.Option(
+        "--stop-rule",
+        help="Cascade stop rules of --objective: auto (the default: cascades with a learned "
+        "stop rule beside the agreement-margin ones when the training answers carry token "
+        "logprobs), learned (also without logprobs) or margin (the agreement margin only).",
+    ),
+]
+
+
+def learned_stop_of(stop_rule: str) -> bool | None:
+    """``--stop-rule`` as ``plan_family``'s ``learned_stop`` (UserError for another value)."""
+    if stop_rule not in STOP_RULES:
+        raise UserError(f"--stop-rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}.")
+    return {"auto": None, "learned": True, "margin": False}[stop_rule]
+
+
 #: The base router of every command that trains one: knn needs no tuning, is robust on the
 #: real benchmarks, and is what the README and the committed results use.
 DEFAULT_ROUTER = "knn"

@@ -28,10 +28,12 @@ from racer.cli.common import (
     QuietOption,
     ReferenceOption,
     RouterOption,
+    StopRuleOption,
     UserError,
     check_router_option,
     data_options,
     is_quiet,
+    learned_stop_of,
     load_data,
     note,
     one_line,
@@ -93,25 +95,6 @@ AbstentionModesOption = Annotated[
         "flag precision (and per-group risk with --group-by).",
     ),
 ]
-STOP_RULES = ("learned", "margin")
-StopRuleOption = Annotated[
-    str,
-    typer.Option(
-        "--stop-rule",
-        help="Cascade stop rules of --objective: learned (the default: cascades with a learned "
-        "stop rule beside the agreement-margin ones, when the training data has responses) or "
-        "margin (the agreement margin only).",
-    ),
-]
-
-
-def learned_stop_of(stop_rule: str) -> bool | None:
-    """``--stop-rule`` as ``plan_family``'s ``learned_stop`` (UserError for another value)."""
-    if stop_rule not in STOP_RULES:
-        raise UserError(f"--stop-rule must be one of {', '.join(STOP_RULES)}; got {stop_rule!r}.")
-    return None if stop_rule == "learned" else False
-
-
 def _numbers(text: str, option: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
@@ -480,7 +463,7 @@ def evaluate(
     reference: ReferenceOption = None,
     fwer: FwerOption = "fixed_sequence",
     agreement: AgreementOption = "char",
-    stop_rule: StopRuleOption = "learned",
+    stop_rule: StopRuleOption = "auto",
     abstention: AbstentionModesOption = "flag",
     group_by: GroupByOption = None,
     group_classifier: GroupClassifierOption = False,

@@ -80,6 +80,13 @@ def policy_data(dataset: RoutingDataset, scores: np.ndarray | None, kind: str | 
     return PolicyData(quality, codes, costs, scores, agree, signals)
 
 
+def has_token_logprobs(dataset: RoutingDataset) -> bool:
+    """Whether any recorded answer of ``dataset`` carries token log-probabilities."""
+    if dataset.responses is None or dataset.logprobs is None:
+        return False
+    return any(values is not None and len(values) > 0 for values in dataset.logprobs.flat)
+
+
 def answer_kind(dataset: RoutingDataset, agreement: str = "char") -> str | None:
     """How answers are compared: "choice" or "number" (extracted), else free-text agreement.
 
@@ -151,8 +158,12 @@ def plan_family(
         Free-text agreement measure (:func:`answer_kind`): "auto", "char" or "dense".
     learned_stop : bool, optional
         Add cascades with a learned stop rule (:mod:`racer.policies.learned`), their
-        training risk and cost cross-fitted; by default when the training data has
-        responses. The margin-rule cascades stay in the family.
+        training risk and cost cross-fitted. The margin-rule cascades stay in the family.
+        By default (None) when the training answers carry token logprobs
+        (:func:`has_token_logprobs`): the signal the learned rule adds beyond agreement.
+        Without them it certified nothing cheaper than the margin rule on RouterBench ARC
+        and MBPP (``benchmarks/results/answer_level.md``), and its extra members only
+        spend the fixed sequence's budget, so it is left out unless asked for.
     free_text : bool
         Compare free-text answers by their similarity (False: unextractable answers are
         never compared; the family's ``answer_kind`` is then None).
@@ -180,7 +191,7 @@ def plan_family(
         prices, accuracy, fallback, with_router=train_scores is not None, judge=judge_column
     )
     losses, costs = loss_and_cost(simulate_family(grid, data), data.quality, objective, ref)
-    with_learned = train.responses is not None if learned_stop is None else learned_stop
+    with_learned = has_token_logprobs(train) if learned_stop is None else learned_stop
     if with_learned:  # cross-fitted training outcomes (racer.policies.learned)
         grid, losses, costs = _with_learned(
             grid, losses, costs, data, accuracy, fallback, objective, ref

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,25 @@ def _row(task: str, signals: str, record: dict, oracle: float) -> str:
     )
 
 
+def with_synthetic_logprobs(dataset, auroc: float, seed: int):
+    """The dataset with SYNTHETIC token logprobs whose mean separates right from wrong answers.
+
+    Each answer gets three tokens at one mean log-probability drawn from
+    N(-0.3, 0.3) when the answer is right and N(-0.3 - gap, 0.3) when it is wrong, the gap
+    chosen so that the mean's AUROC for correctness is ``auroc`` (capped at 0). A what-if
+    for the learned stop rule's use of logprobs; not a measurement of any model.
+    """
+    from scipy.stats import norm
+
+    gap = 0.3 * np.sqrt(2.0) * norm.ppf(auroc)
+    rng = np.random.default_rng(seed)
+    logprobs = np.empty(dataset.labels.shape, dtype=object)
+    for (i, j), label in np.ndenumerate(dataset.labels):
+        mean = rng.normal(-0.3 - (0.0 if label == 1.0 else gap), 0.3)
+        logprobs[i, j] = np.full(3, min(mean, 0.0))
+    return replace(dataset, logprobs=logprobs)
+
+
 def oracle_share(pool, reference: str) -> float:
     """Per-query oracle's cost share of the reference: the cheapest model without regret."""
     known = ~np.isnan(pool.labels).any(axis=1)
@@ -86,6 +106,13 @@ def main() -> None:
     parser.add_argument("--n-cal", type=int, default=600)
     parser.add_argument("--fwer", choices=[*FWER_METHODS, "all"], default="fixed_sequence")
     parser.add_argument("--router", default="knn", help="router of '+ router' (none: skip)")
+    parser.add_argument(
+        "--synthetic-logprobs",
+        type=float,
+        default=None,
+        metavar="AUROC",
+        help="add a last row with SYNTHETIC token logprobs of this AUROC (a what-if, not data)",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -97,7 +124,7 @@ def main() -> None:
     signal_sets.append(("+ learned stop", router, True, False))
     lines = [
         f"Certified regret against {REFERENCE}: delta 0.1, {args.trials} validity trials, "
-        "binomial p-values, policies ordered along the bootstrap-union training front "
+        "binomial p-values, policies ordered along the training front with its ties "
         "(safest first), never dearer than gpt-4 on training data.",
         "",
         "| task | signals | FWER | alpha | cost share | accuracy | gpt-4 accuracy "
@@ -122,9 +149,15 @@ def main() -> None:
         rows_of_task = [*signal_sets]
         if free_text:
             rows_of_task.append(("+ free-text agreement", router, True, True))
+        if args.synthetic_logprobs is not None:
+            label = f"+ SYNTHETIC logprobs (AUROC {args.synthetic_logprobs:g})"
+            rows_of_task.append((label, router, True, free_text))
         scored = None if router is None else cross_fitted_scores(router, train, pool)
         for signals, row_router, learned, similarity in rows_of_task:
             scores = (None, None) if row_router is None else scored
+            if signals.startswith("+ SYNTHETIC"):
+                train = with_synthetic_logprobs(train, args.synthetic_logprobs, seed=1)
+                pool = with_synthetic_logprobs(pool, args.synthetic_logprobs, seed=2)
             for method in methods:
                 settings = CertifiedSettings(
                     "regret",

@@ -1,9 +1,10 @@
 """Certified answer-level policies: the family fixed from training data, and its certificate.
 
-The policy family is built from the training split only (grid, cascades with a learned
-stop rule when the data has responses (:mod:`racer.policies.learned`), training risk-cost
-front, under regret the union of the fronts of bootstrap resamples never dearer than the
-reference, fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
+The policy family is built from the training split only (grid, router-led cascades with
+router scores (:mod:`racer.policies.router_cascade`), cascades with a learned stop rule
+when the training answers carry token logprobs (:mod:`racer.policies.learned`), training
+risk-cost front, under regret the front with its ties never dearer than the reference,
+fixed-sequence order; :mod:`racer.policies.front`); :func:`certify_dataset` certifies it
 on calibration data and :func:`certify_for_artifact` turns the certificate into the JSON an
 artifact saves (what ``racer calibrate --objective`` runs). The validity trials of an
 evaluation are in :mod:`racer.evaluation.certified_trials`, their report text in
@@ -170,9 +171,10 @@ def plan_family(
 
     Notes
     -----
-    Under "regret" the family is the union of the training fronts of bootstrap resamples
-    (:func:`racer.policies.front.bootstrap_front`: a policy pruned only by training noise
-    stays) without the policies whose training cost exceeds the reference's
+    Under "regret" the family is the training front with its ties
+    (:func:`racer.policies.front.tolerance_front`: a dearer policy as safe on training
+    data as a cheaper one stays, tested first) without the policies whose training cost
+    exceeds the reference's
     (:func:`racer.policies.front.never_dearer`). Under "set" and "error" it is the
     training front (:func:`racer.policies.training_front`): there a dearer, safer policy
     (a larger set) may be what the risk level needs, and the fallback does not lead the

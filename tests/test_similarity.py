@@ -39,3 +39,25 @@ def test_chain_codes_of_the_tiers_called_so_far_do_not_depend_on_later_tiers():
     row[0, [3, 0, 4], [3, 0, 4]] = True
     row[0, 4, 0] = row[0, 0, 4] = True
     assert chain_codes(row, chain).tolist() == [[0, -2, -2, 3, 0]]
+
+
+def test_remembered_rows_give_what_a_fresh_computation_gives():
+    # pairwise_agreement remembers each row of answers; a row met again, alone or in
+    # another batch, at another threshold or after the memo is emptied, agrees the same.
+    import racer.similarity as similarity
+
+    texts = np.array(
+        [
+            ["def f(x): return x + 1", "def f(x): return x+1", "SELECT 1"],
+            ["print('a')", None, "print('a')  # same"],
+            ["", "x = 1", "x = 2"],
+        ],
+        dtype=object,
+    )
+    first = similarity.pairwise_agreement(texts)
+    again = similarity.pairwise_agreement(texts[[2, 0]])
+    np.testing.assert_array_equal(again, first[[2, 0]])
+    loose = similarity.pairwise_agreement(texts, threshold=0.0)
+    assert loose[2, 1, 2] and not first[0, 0, 2]  # the threshold is part of what is remembered
+    similarity._char_memo.clear()
+    np.testing.assert_array_equal(similarity.pairwise_agreement(texts), first)

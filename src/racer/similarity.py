@@ -47,6 +47,10 @@ _NGRAMS = (3, 5)
 _FEATURES = 2**18
 _MEMO_SIZE = 4096  # dense vectors kept per process: a gateway embeds each answer once
 _dense_memo: dict[str, np.ndarray] = {}
+#: Rows (one query's answers) whose character n-gram agreement is kept per process: an
+#: evaluation compares the same recorded answers for every split and trial.
+_CHAR_MEMO_ROWS = 50_000
+_char_memo: dict[tuple, np.ndarray] = {}
 
 
 def _answered(responses: np.ndarray) -> np.ndarray:
@@ -87,6 +91,9 @@ def pairwise_agreement(
 ) -> np.ndarray:
     """Which pairs of answers agree by their character n-grams, per query.
 
+    Each query's agreement depends on its own answers only, so it is computed once per
+    process for each distinct row of answers (the last 50,000 rows are kept).
+
     Parameters
     ----------
     responses : numpy.ndarray of object, shape (n, M)
@@ -107,12 +114,30 @@ def pairwise_agreement(
     >>> pairwise_agreement(texts)[0].astype(int).tolist()
     [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
     """
+    responses = np.asarray(responses, dtype=object)
+    n, m = responses.shape
+    agree = np.zeros((n, m, m), dtype=bool)
+    keys = [(threshold, tuple(row)) for row in responses.tolist()]
+    missing = [i for i, key in enumerate(keys) if key not in _char_memo]
+    if missing:
+        rows = responses[missing]
+        answered = _answered(rows)
+        computed = np.zeros((len(missing), m, m), dtype=bool)
+        if answered.any():
+            computed = _agreement_of_vectors(answered, _char_vectors(rows[answered]), threshold)
+        for i, block in zip(missing, computed, strict=True):
+            if len(_char_memo) >= _CHAR_MEMO_ROWS:
+                _char_memo.pop(next(iter(_char_memo)))  # the oldest row first
+            _char_memo[keys[i]] = block
+    for i, key in enumerate(keys):
+        agree[i] = _char_memo[key]
+    return agree
+
+
+def _char_vectors(texts: np.ndarray):
+    """Hashed, L2-normalised character 3-5-gram count vectors of ``texts`` (CSR rows)."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    responses = np.asarray(responses, dtype=object)
-    answered = _answered(responses)
-    if not answered.any():
-        return np.zeros((*answered.shape, answered.shape[1]), dtype=bool)
     vectorizer = HashingVectorizer(
         analyzer="char_wb",
         ngram_range=_NGRAMS,
@@ -120,8 +145,7 @@ def pairwise_agreement(
         norm="l2",
         n_features=_FEATURES,
     )
-    vectors = vectorizer.transform(list(responses[answered]))
-    return _agreement_of_vectors(answered, vectors.tocsr(), threshold)
+    return vectorizer.transform(list(texts)).tocsr()
 
 
 def dense_installed() -> bool:

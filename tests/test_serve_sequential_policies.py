@@ -36,15 +36,17 @@ from racer.data.load import load_dataset
 from racer.estimator import RACER
 from racer.evaluation.certified import (
     PolicyFamily,
+    answer_kind,
     certify_dataset,
     plan_family,
     policy_data,
     policy_state,
 )
 from racer.evaluation.scoring import out_of_fold_scores
-from racer.policies import policy_from_state
+from racer.policies import Single, loss_and_cost, policy_from_state, policy_grid, training_front
 from racer.policies.learned import LearnedCascade
 from racer.policies.router_cascade import RouterCascade
+from racer.policies.simulate import simulate_family
 from racer.routers import make_router
 from racer.routers.prior import PriorRouter
 from racer.serve.app import app_from_config
@@ -113,7 +115,8 @@ def halves(dataset: RoutingDataset) -> tuple[RoutingDataset, RoutingDataset]:
 def learned_route(shared_data, tmp_path_factory):
     folder = shared_data / "routerbench"
     train = with_synthetic_logprobs(quietly_load(folder / "arc_challenge_train.csv"), 1)
-    test = with_synthetic_logprobs(quietly_load(folder / "arc_challenge_test.csv"), 2)
+    test = quietly_load(folder / "arc_challenge_test.csv").subset(np.arange(250))
+    test = with_synthetic_logprobs(test, 2)
     fit, calibration = halves(train)
     # Only the learned members: the test is about serving a learned stop rule, whatever
     # else would be cheaper.
@@ -124,16 +127,28 @@ def learned_route(shared_data, tmp_path_factory):
     return artifact, state, test
 
 
+def router_led_family(fit: RoutingDataset, train_scores: np.ndarray) -> PolicyFamily:
+    """"Always call gpt-4" and the grid's router-led cascades, along the training front."""
+    kind = answer_kind(fit)
+    data = policy_data(fit, train_scores, kind)
+    accuracy = np.nan_to_num(np.nanmean(fit.labels, axis=0))
+    ref = fit.model_names.index(REFERENCE)
+    grid = policy_grid(data.costs.mean(axis=0), accuracy, ref, with_router=True)
+    policies = [Single(ref), *(p for p in grid if isinstance(p, RouterCascade))]
+    losses, costs = loss_and_cost(simulate_family(policies, data), data.quality, "regret", ref)
+    order = training_front(losses, costs, first=0)
+    return PolicyFamily(
+        [policies[k] for k in order], ref, "regret", ref, kind, int(np.flatnonzero(order == 0)[0])
+    )
+
+
 @pytest.fixture(scope="module")
 def router_led_route(shared_data, tmp_path_factory):
     folder = shared_data / "routerbench"
     fit, calibration = halves(quietly_load(folder / "arc_challenge_train.csv"))
     test = quietly_load(folder / "arc_challenge_test.csv").subset(np.arange(250))
     names = list(fit.model_names)
-    family = plan_family(
-        fit, "regret", REFERENCE, out_of_fold_scores("knn", fit), learned_stop=False
-    )
-    family = only(family, RouterCascade)
+    family = router_led_family(fit, out_of_fold_scores("knn", fit))
     router = make_router("knn").fit(list(fit.queries), fit.labels, model_names=names)
     scores = router.predict_proba(list(calibration.queries))
     artifact = tmp_path_factory.mktemp("router-led") / "arc-route"

@@ -32,10 +32,10 @@ from racer.data.routerbench import load_routerbench
 from racer.evaluation.certified import answer_kind, has_token_logprobs, plan_family, policy_data
 from racer.evaluation.report import monte_carlo_limit
 from racer.policies import PolicyData, certify, loss_and_cost, policy_from_state
+from racer.policies.families import candidate_chains
 from racer.policies.learned import (
     DEFAULT_STOP_THRESHOLDS,
     LearnedCascade,
-    candidate_chains,
     fit_learned_cascades,
 )
 from racer.policies.simulate import simulate_family

@@ -26,10 +26,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from racer.aggregate import choose_in_sets, log_odds, weighted_vote
-from racer.policies.base import Outcome, PolicyData
+from racer.policies.base import (
+    Outcome,
+    PolicyData,
+    chain_answer_codes,
+    chain_weight_matrix,
+    first_stop_outcomes,
+)
 from racer.policies.router_cascade import RouterCascade
 from racer.sets import augmented_scores, entry_levels
-from racer.similarity import chain_codes
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.arange(0.0, 10.01, 0.5))
 DEFAULT_LAMBDAS = tuple(float(x) for x in np.round(np.arange(0.05, 1.0001, 0.05), 2))
@@ -134,25 +139,17 @@ class Cascade:
 
     def tier_weights(self, data: PolicyData) -> np.ndarray:
         """Vote weight of every model on every query, shape (n, M) (0 outside the chain)."""
+        if self.weights is not None:
+            return chain_weight_matrix(self.chain, self.weights, data.quality.shape)
+        if data.scores is None:
+            raise ValueError("A router-weighted cascade needs the router's scores.")
         weights = np.zeros(data.quality.shape, dtype=float)
-        chain = list(self.chain)
-        if self.weights is None:
-            if data.scores is None:
-                raise ValueError("A router-weighted cascade needs the router's scores.")
-            weights[:, chain] = log_odds(data.scores[:, chain])
-        else:
-            weights[:, chain] = np.asarray(self.weights, dtype=float)[None, :]
+        weights[:, list(self.chain)] = log_odds(data.scores[:, list(self.chain)])
         return weights
 
     def codes(self, data: PolicyData) -> np.ndarray:
-        """The answer codes the stop rule compares, shape (n, M).
-
-        Extracted answers' codes; with free-text agreement (``data.agree``), codes from
-        the agreement of the tiers in calling order (:func:`racer.similarity.chain_codes`).
-        """
-        if data.agree is None:
-            return data.codes
-        return chain_codes(data.agree, self.chain)
+        """The answer codes the stop rule compares, shape (n, M) (:func:`chain_answer_codes`)."""
+        return chain_answer_codes(data, self.chain)
 
     def simulate(self, data: PolicyData) -> Outcome:
         """Outcome on recorded answers: which tiers each query called, what it got."""
@@ -213,22 +210,14 @@ class Cascade:
             chosen, margin = weighted_vote(np.broadcast_to(asked, codes.shape), weights, codes)
             chosen_by_tier.append(chosen)
             margin_by_tier.append(margin)
-        chosen_t = np.stack(chosen_by_tier, axis=1)
-        margin_t = np.stack(margin_by_tier, axis=1)
-        tiers = np.asarray(first.chain)
-        rows = np.arange(data.n)
-        outcomes = []
-        for cascade in cascades:
-            can_stop = (chosen_t >= 0) & (margin_t >= cascade.threshold)
-            stopped = can_stop.any(axis=1)
-            stop_tier = np.where(stopped, np.argmax(can_stop, axis=1), len(tiers) - 1)
-            served = np.where(stopped, chosen_t[rows, stop_tier], cascade.fallback)
-            invoked = np.zeros(data.quality.shape, dtype=bool)
-            invoked[:, tiers] = np.arange(len(tiers))[None, :] <= stop_tier[:, None]
-            invoked[~stopped, cascade.fallback] = True
-            cost = (invoked * data.costs).sum(axis=1)
-            outcomes.append(Outcome(served, invoked, cost, ~stopped))
-        return outcomes
+        return first_stop_outcomes(
+            np.stack(margin_by_tier, axis=1),
+            np.stack(chosen_by_tier, axis=1),
+            first.chain,
+            first.fallback,
+            [cascade.threshold for cascade in cascades],
+            data.costs,
+        )
 
     def state(self) -> dict[str, Any]:
         """JSON state (see :func:`racer.policies.registry.policy_from_state`)."""
@@ -348,6 +337,41 @@ def _worst_member(
     return np.where(count > 0, worst, -1), count >= 2
 
 
+def cascade_candidates(
+    prices: np.ndarray, accuracy: np.ndarray, fallback: int, n_candidates: int = 6
+) -> list[int]:
+    """The ``n_candidates`` most accurate models cheaper than ``fallback`` (training data)."""
+    cheaper = [m for m in range(prices.size) if m != fallback and prices[m] < prices[fallback]]
+    return sorted(cheaper, key=lambda m: -accuracy[m])[:n_candidates]
+
+
+def candidate_chains(
+    prices: np.ndarray,
+    accuracy: np.ndarray,
+    fallback: int,
+    n_candidates: int = 6,
+    max_chain: int = 5,
+) -> list[tuple[int, ...]]:
+    """The cascade chains of the grid, from training prices and accuracies only.
+
+    Every combination of up to ``max_chain`` of :func:`cascade_candidates` (most accurate
+    first), each in price order.
+
+    Examples
+    --------
+    >>> candidate_chains(np.array([1.0, 2.0, 9.0]), np.array([0.7, 0.8, 0.9]), 2)
+    [(1,), (0,), (0, 1)]
+    """
+    prices = np.asarray(prices, dtype=float)
+    accuracy = np.asarray(accuracy, dtype=float)
+    candidates = cascade_candidates(prices, accuracy, fallback, n_candidates)
+    return [
+        tuple(sorted(members, key=lambda m: (prices[m], m)))
+        for size in range(1, max_chain + 1)
+        for members in combinations(candidates, size)
+    ]
+
+
 def policy_grid(
     prices: np.ndarray,
     accuracy: np.ndarray,
@@ -404,16 +428,13 @@ def policy_grid(
     accuracy = np.asarray(accuracy, dtype=float)
     others = [m for m in range(prices.size) if m != fallback]
     policies: list[Policy] = [Single(fallback)] + [Single(m) for m in others]
-    cheaper = [m for m in others if prices[m] < prices[fallback]]
-    candidates = sorted(cheaper, key=lambda m: -accuracy[m])[:n_candidates]
+    candidates = cascade_candidates(prices, accuracy, fallback, n_candidates)
     weights = log_odds(accuracy)
     weightings: list[bool] = [False, True] if with_router else [False]
-    for size in range(1, max_chain + 1):
-        for members in combinations(candidates, size):
-            chain = tuple(sorted(members, key=lambda m: (prices[m], m)))
-            for by_router in weightings:
-                chain_weights = None if by_router else tuple(float(weights[m]) for m in chain)
-                policies += [Cascade(chain, t, fallback, chain_weights) for t in thresholds]
+    for chain in candidate_chains(prices, accuracy, fallback, n_candidates, max_chain):
+        for by_router in weightings:
+            chain_weights = None if by_router else tuple(float(weights[m]) for m in chain)
+            policies += [Cascade(chain, t, fallback, chain_weights) for t in thresholds]
     if with_router:
         policies += [
             ParallelSets(family, lam, aggregator, fallback)

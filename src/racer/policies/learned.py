@@ -42,18 +42,23 @@ where the simulation on the same answers stops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from racer.aggregate import log_odds
-from racer.policies.families import Outcome, PolicyData
+from racer.policies.base import (
+    Outcome,
+    PolicyData,
+    chain_answer_codes,
+    chain_weight_matrix,
+    first_stop_outcomes,
+)
+from racer.policies.families import candidate_chains
 from racer.policies.losses import answer_losses, check_objective
 from racer.policies.stop_features import chain_features, feature_names, tier_features
 from racer.policies.stop_model import DEFAULT_L2, StopModel
-from racer.similarity import chain_codes
 
 #: The stop thresholds of every learned chain, fixed before any data is seen: denser near 1,
 #: where answer-level risks of a few percent are certified, and no higher than 0.995 (a
@@ -111,11 +116,11 @@ class LearnedCascade:
 
     def tier_weights(self, data: PolicyData) -> np.ndarray:
         """Vote weight of every model on every query, shape (n, M) (0 outside the chain)."""
-        return _weight_matrix(self.chain, self.weights, data.codes.shape)
+        return chain_weight_matrix(self.chain, self.weights, data.codes.shape)
 
     def codes(self, data: PolicyData) -> np.ndarray:
         """The answer codes the vote compares (free-text agreement aware, as a cascade's)."""
-        return _codes(data, self.chain)
+        return chain_answer_codes(data, self.chain)
 
     def tier_probability(
         self, data: PolicyData, k: int, weights: np.ndarray, codes: np.ndarray
@@ -162,10 +167,10 @@ class LearnedCascade:
         ]
         probability = np.stack([p for p, _ in per_tier], axis=1)
         chosen = np.stack([c for _, c in per_tier], axis=1)
-        return threshold_outcomes(
-            probability, chosen, first.chain, first.fallback,
-            [c.threshold for c in cascades], data.costs,
-        )  # fmt: skip
+        thresholds = [c.threshold for c in cascades]
+        return first_stop_outcomes(
+            probability, chosen, first.chain, first.fallback, thresholds, data.costs
+        )
 
     def describe(self, model_names: tuple[str, ...]) -> str:
         """A readable description."""
@@ -218,88 +223,6 @@ class LearnedCascade:
         )
 
 
-def _weight_matrix(
-    chain: tuple[int, ...], weights: tuple[float, ...], shape: tuple[int, int]
-) -> np.ndarray:
-    matrix = np.zeros(shape, dtype=float)
-    matrix[:, list(chain)] = np.asarray(weights, dtype=float)[None, :]
-    return matrix
-
-
-def _codes(data: PolicyData, chain: tuple[int, ...]) -> np.ndarray:
-    return data.codes if data.agree is None else chain_codes(data.agree, chain)
-
-
-def threshold_outcomes(
-    probability: np.ndarray,
-    chosen: np.ndarray,
-    chain: tuple[int, ...],
-    fallback: int,
-    thresholds: list[float],
-    costs: np.ndarray,
-) -> list[Outcome]:
-    """Each threshold's outcome from the stop probabilities after every tier.
-
-    Parameters
-    ----------
-    probability, chosen : numpy.ndarray, shape (n, K)
-        Stop probability and served column after each tier (chosen -1: cannot stop).
-    chain : tuple of int
-    fallback : int
-    thresholds : list of float
-    costs : numpy.ndarray, shape (n, M)
-
-    Returns
-    -------
-    list of Outcome
-        Stop at the first tier with ``probability >= threshold`` and an answer, else
-        call the fallback.
-    """
-    n = probability.shape[0]
-    tiers = np.asarray(chain)
-    rows = np.arange(n)
-    outcomes = []
-    for threshold in thresholds:
-        can_stop = (chosen >= 0) & (probability >= threshold)
-        stopped = can_stop.any(axis=1)
-        stop_tier = np.where(stopped, np.argmax(can_stop, axis=1), len(tiers) - 1)
-        served = np.where(stopped, chosen[rows, stop_tier], fallback)
-        invoked = np.zeros(costs.shape, dtype=bool)
-        invoked[:, tiers] = np.arange(len(tiers))[None, :] <= stop_tier[:, None]
-        invoked[~stopped, fallback] = True
-        outcomes.append(Outcome(served, invoked, (invoked * costs).sum(axis=1), ~stopped))
-    return outcomes
-
-
-def candidate_chains(
-    prices: np.ndarray,
-    accuracy: np.ndarray,
-    fallback: int,
-    *,
-    n_candidates: int = 6,
-    max_chain: int = 5,
-) -> list[tuple[int, ...]]:
-    """The cascade chains of :func:`racer.policies.policy_grid`, from training data only.
-
-    Every combination of up to ``max_chain`` of the ``n_candidates`` most accurate
-    models cheaper than ``fallback``, each in price order.
-
-    Examples
-    --------
-    >>> candidate_chains(np.array([1.0, 2.0, 9.0]), np.array([0.7, 0.8, 0.9]), 2)
-    [(0,), (1,), (0, 1)]
-    """
-    prices = np.asarray(prices, dtype=float)
-    accuracy = np.asarray(accuracy, dtype=float)
-    cheaper = [m for m in range(prices.size) if m != fallback and prices[m] < prices[fallback]]
-    candidates = sorted(cheaper, key=lambda m: -accuracy[m])[:n_candidates]
-    return [
-        tuple(sorted(members, key=lambda m: (prices[m], m)))
-        for size in range(1, max_chain + 1)
-        for members in combinations(candidates, size)
-    ]
-
-
 @dataclass(frozen=True)
 class LearnedFamily:
     """The learned members of a policy family and their cross-fitted training outcomes.
@@ -334,9 +257,9 @@ def chain_rows(
     ``"set"`` the set is the tiers asked so far.
     """
     shape = data.codes.shape
-    weight_matrix = _weight_matrix(chain, weights, shape)
+    weight_matrix = chain_weight_matrix(chain, weights, shape)
     features, chosen = chain_features(
-        data, chain, weight_matrix, _codes(data, chain), with_scores=with_scores
+        data, chain, weight_matrix, chain_answer_codes(data, chain), with_scores=with_scores
     )
     invoked = None
     if objective == "set":
@@ -442,7 +365,7 @@ def _fit_family(
         policies += [
             LearnedCascade(chain, float(t), fallback, weights, model, objective) for t in thresholds
         ]
-        outcomes += threshold_outcomes(
+        outcomes += first_stop_outcomes(
             crossed, chosen, chain, fallback, [float(t) for t in thresholds], data.costs
         )
     return LearnedFamily(policies, outcomes)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from racer.aggregate import weighted_vote
-from racer.policies.base import Outcome, PolicyData
+from racer.policies.base import Outcome, PolicyData, chain_weight_matrix, first_stop_outcomes
 from racer.similarity import chain_codes
 
 
@@ -88,9 +88,7 @@ class RouterCascade:
 
     def tier_weights(self, data: PolicyData) -> np.ndarray:
         """Vote weight of every model on every query, shape (n, M) (0 outside the chain)."""
-        weights = np.zeros(data.quality.shape, dtype=float)
-        weights[:, list(self.chain)] = np.asarray(self.weights, dtype=float)[None, :]
-        return weights
+        return chain_weight_matrix(self.chain, self.weights, data.quality.shape)
 
     def codes(self, data: PolicyData) -> np.ndarray:
         """The answer codes the stop rule compares, shape (n, M).
@@ -163,21 +161,10 @@ class RouterCascade:
         """
         first = policies[0]
         qualifying, chosen, margin = first._votes(data)
-        columns = np.asarray(first.chain)
-        tier = np.arange(columns.size)
-        rows = np.arange(data.n)
-        outcomes = []
-        for policy in policies:
-            can_stop = qualifying & (chosen >= 0) & (margin >= policy.threshold)
-            stopped = can_stop.any(axis=1)
-            stop_tier = np.where(stopped, np.argmax(can_stop, axis=1), columns.size - 1)
-            served = np.where(stopped, chosen[rows, stop_tier], policy.fallback)
-            invoked = np.zeros(data.quality.shape, dtype=bool)
-            invoked[:, columns] = qualifying & (tier[None, :] <= stop_tier[:, None])
-            invoked[~stopped, policy.fallback] = True
-            cost = (invoked * data.costs).sum(axis=1)
-            outcomes.append(Outcome(served, invoked, cost, ~stopped))
-        return outcomes
+        thresholds = [policy.threshold for policy in policies]
+        return first_stop_outcomes(
+            margin, chosen, first.chain, first.fallback, thresholds, data.costs, qualifying
+        )
 
     def describe(self, model_names: tuple[str, ...]) -> str:
         """A readable description."""

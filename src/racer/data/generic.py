@@ -314,17 +314,16 @@ def _require_columns(columns: list[str], required: Iterable[str], origin: str, h
 def _matrix(
     rows: Rows, models: list[str], suffix: str, convert: Any, origin: str, dtype: Any
 ) -> np.ndarray:
-    """The ``<model><suffix>`` cells of every row, converted, as an (n, M) matrix."""
-    return np.array(
-        [
-            [
-                convert(row.get(m + suffix), f"{origin}, row {i + 1}, column {m + suffix!r}")
-                for m in models
-            ]
-            for i, row in enumerate(rows)
-        ],
-        dtype=dtype,
-    ).reshape(len(rows), len(models))
+    """The ``<model><suffix>`` cells of every row, converted, as an (n, M) matrix.
+
+    Filled cell by cell, so an object matrix may hold arrays (token logprobs).
+    """
+    matrix = np.empty((len(rows), len(models)), dtype=dtype)
+    for i, row in enumerate(rows):
+        for j, m in enumerate(models):
+            where = f"{origin}, row {i + 1}, column {m + suffix!r}"
+            matrix[i, j] = convert(row.get(m + suffix), where)
+    return matrix
 
 
 def wide_rows_to_dataset(
@@ -372,16 +371,8 @@ def wide_rows_to_dataset(
         responses=_suffixed_matrix(
             rows, columns, models, response_suffix, parse_text, origin, object
         ),
-        logprobs=logprobs_matrix(
-            rows,
-            columns,
-            [
-                (m + LOGPROBS_SUFFIX, i, i, j)
-                for i in range(len(rows))
-                for j, m in enumerate(models)
-            ],
-            origin,
-            (len(rows), len(models)),
+        logprobs=_suffixed_matrix(
+            rows, columns, models, LOGPROBS_SUFFIX, token_logprobs, origin, object
         ),
         query_ids=_column_or(rows, id_column, [f"{name}:{i}" for i in range(len(rows))]),
         sources=_column_or(rows, source_column, [name] * len(rows)),
@@ -402,28 +393,6 @@ def _suffixed_matrix(
     if suffix is None or not any(m + suffix in columns for m in models):
         return None
     return _matrix(rows, models, suffix, convert, origin, dtype)
-
-
-def logprobs_matrix(
-    rows: Rows,
-    columns: list[str],
-    cells: Iterable[tuple[str, int, int, int]],
-    origin: str,
-    shape: tuple[int, int],
-) -> np.ndarray | None:
-    """Token log-probabilities as an (n, M) object array (None where a cell has none).
-
-    ``cells`` are ``(column, r, i, j)``: the ``column`` of row ``r`` fills cell
-    ``(i, j)``. None when the table has none of those columns.
-    """
-    cells = list(cells)
-    if not any(column in columns for column, _, _, _ in cells):
-        return None
-    values = np.full(shape, None, dtype=object)
-    for column, r, i, j in cells:
-        where = f"{origin}, row {r + 1}, column {column!r}"
-        values[i, j] = token_logprobs(rows[r].get(column), where)
-    return values
 
 
 def _column_or(rows: Rows, column: str, default: list[str]) -> np.ndarray:
@@ -488,10 +457,7 @@ def long_rows_to_dataset(
         quality=quality,
         costs=scatter("cost", to_float, float, np.nan),
         responses=scatter("response", plain_text, object, None),
-        logprobs=logprobs_matrix(
-            rows, columns, [(LOGPROBS_COLUMN, r, i, j) for r, (i, j) in enumerate(cells)],
-            origin, shape,
-        ),  # fmt: skip
+        logprobs=scatter(LOGPROBS_COLUMN, token_logprobs, object, None),
         query_ids=_column_or(heads, id_column, [f"{name}:{i}" for i in range(shape[0])]),
         sources=_column_or(heads, source_column, [name] * shape[0]),
         name=name,

@@ -245,9 +245,14 @@ def certify_dataset(
     scores: np.ndarray | None = None,
     method: str = "fixed_sequence",
     bound: str = "auto",
+    data: PolicyData | None = None,
 ) -> Certificate:
-    """Certify ``family`` on calibration data; the cheapest certified policy."""
-    data = policy_data(calibration, scores, family.answer_kind)
+    """Certify ``family`` on calibration data; the cheapest certified policy.
+
+    ``data``: the calibration data's :func:`policy_data` when the caller has it already.
+    """
+    if data is None:
+        data = policy_data(calibration, scores, family.answer_kind)
     losses, costs = family.losses(data)
     bound = resolve_bound(bound, calibration)
     order = np.arange(len(family.policies))
@@ -355,12 +360,12 @@ def certify_for_artifact(
     family = plan_family(
         train, objective, reference, train_scores, agreement=agreement, learned_stop=learned_stop
     )
+    data = policy_data(calibration, scores, family.answer_kind)
     certificate = certify_dataset(
-        family, calibration, alpha=alpha, delta=delta, scores=scores, method=method
+        family, calibration, alpha=alpha, delta=delta, method=method, data=data
     )
     state = policy_state(certificate, family, train.model_names)
     if family.reference is not None:
-        data = policy_data(calibration, scores, family.answer_kind)
         state["dearer_than_reference"] = dearer_than_reference(
             certificate.policy.simulate(data).cost, data.costs[:, family.reference]
         )

@@ -22,11 +22,11 @@ import numpy as np
 import openai
 import pytest
 import yaml
+from replay_gateway import quietly_load
 
 from racer.aggregate import choose_response
 from racer.artifact import load_artifact, save_artifact
 from racer.data.dataset import RoutingDataset
-from racer.data.load import load_dataset
 from racer.estimator import RACER
 from racer.refusal import refusal_reason
 from racer.routers.embeddings import TfidfEmbedder
@@ -70,12 +70,6 @@ class Served:
         responses = [self.data.responses[row, c] for c in columns]
         chosen = choose_response(responses, self.scores[row, columns], method=self.aggregator)
         return responses[chosen]
-
-
-def quietly_load(path: Path) -> RoutingDataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset(path)
 
 
 @pytest.fixture(scope="module")

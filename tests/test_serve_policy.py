@@ -16,7 +16,6 @@ import asyncio
 import json
 import re
 import warnings
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,11 +23,10 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from replay_gateway import ask_all, quietly_load, serve_every_query
 from serve_fakes import AUTH, KEY, MODELS, FixedThreshold, TableRouter
 
 from racer.artifact import save_artifact
-from racer.data.dataset import RoutingDataset
-from racer.data.load import load_dataset
 from racer.estimator import RACER
 from racer.evaluation.certified import certify_for_artifact, policy_data
 from racer.policies import Cascade, ParallelSets, answer_losses, policy_from_state
@@ -46,12 +44,6 @@ from racer.serve.served_policy import served_policy
 
 REFERENCE = "gpt-4-1106-preview"
 ALPHA = 0.03
-
-
-def quietly_load(path: Path) -> RoutingDataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset(path)
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +67,6 @@ def arc(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("policy") / "arc-policy"
     save_artifact(out, router, racer, policy=state)
     return out, state, test, calibration.n_queries
-
-
-async def _ask_all(url: str, queries: list[str]) -> list[httpx.Response]:
-    limit = asyncio.Semaphore(12)
-    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as client:
-
-        async def one(query: str) -> httpx.Response:
-            async with limit:
-                return await client.post(
-                    "/v1/chat/completions",
-                    json={"model": "arc-policy", "messages": [{"role": "user", "content": query}]},
-                )
-
-        return await asyncio.gather(*(one(q) for q in queries))
 
 
 async def _feedback_all(url: str, ids: list[str], test) -> dict:
@@ -135,7 +113,8 @@ def test_cascade_over_replay_servers_equals_the_simulated_policy(arc, tmp_path):
         path = tmp_path / "gateway.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         with ServerThread([app_from_config(load_config(path))]) as gateway:
-            answers = asyncio.run(_ask_all(gateway.urls[0], [str(q) for q in test.queries]))
+            queries = [str(q) for q in test.queries]
+            answers = asyncio.run(ask_all(gateway.urls[0], "arc-policy", queries))
             monitor = asyncio.run(
                 _feedback_all(gateway.urls[0], [a.json()["id"] for a in answers], test)
             )
@@ -580,27 +559,13 @@ def test_free_text_cascade_over_replay_servers_equals_its_simulation(shared_data
     save_artifact(artifact, router, racer, policy=state)
     simulated = policy.simulate(policy_data(test, None, "similarity"))
     assert 0 < simulated.escalated.mean() < 1
-    with ServerThread([create_replay_app(ReplayBook(test), m) for m in names]) as replays:
-        config = {
-            "backend_defaults": {"timeout_s": 20, "retries": 0, "cost_from_upstream": True},
-            "backends": [
-                {"name": m, "base_url": f"{url}/v1"}
-                for m, url in zip(names, replays.urls, strict=True)
-            ],
-            "routes": [{"name": "arc-policy", "artifact": str(artifact)}],
-            "auth": {"api_keys": [KEY]},
-        }
-        path = tmp_path / "gateway.yaml"
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        with ServerThread([app_from_config(load_config(path))]) as gateway:
-            answers = asyncio.run(_ask_all(gateway.urls[0], [str(q) for q in test.queries]))
-    assert all(a.status_code == 200 for a in answers), answers[0].text
+    answers = serve_every_query(test, artifact, tmp_path)
     order = [*policy.chain, policy.fallback]
     served, costs = np.empty(test.n_queries, dtype=int), np.empty(test.n_queries)
-    for row, answer in enumerate(answers):
-        report = answer.json()["racer"]["policy"]
+    for row, body in enumerate(answers):
+        report = body["racer"]["policy"]
         assert report["called"] == [names[c] for c in order if simulated.invoked[row, c]], row
         served[row] = names.index(report["served"])
-        costs[row] = answer.json()["racer"]["cost_usd"]
+        costs[row] = body["racer"]["cost_usd"]
     np.testing.assert_array_equal(served, simulated.served)
     np.testing.assert_allclose(costs, simulated.cost, rtol=1e-12)

@@ -19,20 +19,16 @@ policy simulated without the logprobs stops elsewhere, so the served path does r
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-import yaml
-from serve_fakes import AUTH, KEY
+from replay_gateway import quietly_load, serve_every_query
 
 from racer.artifact import save_artifact
 from racer.data.dataset import RoutingDataset
-from racer.data.load import load_dataset
 from racer.estimator import RACER
 from racer.evaluation.certified import (
     PolicyFamily,
@@ -49,10 +45,6 @@ from racer.policies.router_cascade import RouterCascade
 from racer.policies.simulate import simulate_family
 from racer.routers import make_router
 from racer.routers.prior import PriorRouter
-from racer.serve.app import app_from_config
-from racer.serve.config import load_config
-from racer.serve.replay import ReplayBook, create_replay_app
-from racer.serve.runner import ServerThread
 
 REFERENCE = "gpt-4-1106-preview"
 ALPHA = 0.05
@@ -66,12 +58,6 @@ def with_synthetic_logprobs(dataset: RoutingDataset, seed: int) -> RoutingDatase
         scale = 0.08 if label == 1.0 else 0.6
         logprobs[i, j] = -rng.exponential(scale, size=int(rng.integers(2, 6)))
     return replace(dataset, logprobs=logprobs)
-
-
-def quietly_load(path: Path) -> RoutingDataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset(path)
 
 
 def only(family: PolicyFamily, kind: type) -> PolicyFamily:
@@ -154,42 +140,6 @@ def router_led_route(shared_data, tmp_path_factory):
     artifact = tmp_path_factory.mktemp("router-led") / "arc-route"
     state = certified_artifact(fit, calibration, family, router, artifact, scores)
     return artifact, state, test, router
-
-
-async def _ask_all(url: str, queries: list[str]) -> list[httpx.Response]:
-    limit = asyncio.Semaphore(12)
-    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as client:
-
-        async def one(query: str) -> httpx.Response:
-            async with limit:
-                return await client.post(
-                    "/v1/chat/completions",
-                    json={"model": "arc-route", "messages": [{"role": "user", "content": query}]},
-                )
-
-        return await asyncio.gather(*(one(q) for q in queries))
-
-
-def serve_every_query(test, artifact: Path, tmp_path: Path, logprobs: bool) -> list[dict]:
-    """Every test query through a gateway over 11 replay servers; the JSON answers."""
-    names = list(test.model_names)
-    with ServerThread([create_replay_app(ReplayBook(test), m) for m in names]) as replays:
-        defaults = {"timeout_s": 20, "retries": 0, "cost_from_upstream": True}
-        config = {
-            "backend_defaults": {**defaults, "logprobs": logprobs},
-            "backends": [
-                {"name": m, "base_url": f"{url}/v1"}
-                for m, url in zip(names, replays.urls, strict=True)
-            ],
-            "routes": [{"name": "arc-route", "artifact": str(artifact)}],
-            "auth": {"api_keys": [KEY]},
-        }
-        path = tmp_path / "gateway.yaml"
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        with ServerThread([app_from_config(load_config(path))]) as gateway:
-            answers = asyncio.run(_ask_all(gateway.urls[0], [str(q) for q in test.queries]))
-    assert all(a.status_code == 200 for a in answers), answers[0].text
-    return [a.json() for a in answers]
 
 
 def test_a_router_led_cascade_calls_only_the_tiers_its_router_trusts(router_led_route, tmp_path):
